@@ -1,0 +1,404 @@
+"""`aetherflow` on the command line: parse arguments, call the engine, render the answer.
+
+Only argparse and the standard library load at start-up, so `aetherflow --help` is
+instant; the engine, Rich and the heavy libraries load inside the command that needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .engine import Engine, ProviderView
+    from .engine.paths import Paths
+
+PROG = "aetherflow"
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, default=argparse.SUPPRESS, metavar="PATH",
+                        help="bouquet config file (default: $AETHERFLOW_CONFIG, else the "
+                             "platform config dir; see `aetherflow config path`)")
+    common.add_argument("--home", type=Path, default=argparse.SUPPRESS, metavar="DIR",
+                        help="data directory (default: $AETHERFLOW_HOME, else the platform "
+                             "data dir)")
+    json_flag = argparse.ArgumentParser(add_help=False)
+    json_flag.add_argument("--json", action="store_true",
+                           help="print one JSON document on stdout instead of tables")
+
+    parser = argparse.ArgumentParser(
+        prog=PROG, parents=[common],
+        description="Keep an AI factory running on a bouquet of LLM providers, at the best "
+                    "price, inside hard spending limits.",
+        epilog="Exit codes: 0 success, 1 the work ran but failed, 2 invalid input "
+               "(config, arguments, keys), 3 stopped by a hard limit.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    commands.add_parser("providers", parents=[common, json_flag],
+                        help="the bouquet: keys, prices per million tokens, zones")
+
+    ask = commands.add_parser("ask", parents=[common, json_flag],
+                              help="one call: print the answer, then its cost and energy")
+    ask.add_argument("prompt", help="the question or instruction")
+    ask.add_argument("--provider", "-p", help="provider id (default: the cheapest with a key)")
+    ask.add_argument("--model", "-m", help="model id (default: the provider's chat model)")
+    ask.add_argument("--max-tokens", type=int, default=None, metavar="N",
+                     help="cap the answer's length")
+    ask.add_argument("--no-stream", action="store_true", help="wait for the whole answer")
+
+    commands.add_parser("spend", parents=[common, json_flag],
+                        help="today's spend, tokens and energy per provider")
+
+    config = commands.add_parser("config", help="write or locate the config")
+    config_commands = config.add_subparsers(dest="config_command", metavar="ACTION",
+                                            required=True)
+    init = config_commands.add_parser("init", parents=[common],
+                                      help="write the default bouquet, commented, to edit")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    config_commands.add_parser("path", parents=[common, json_flag],
+                               help="where the config, the data and the keys live")
+
+    key = commands.add_parser("key", help="store or remove a provider's API key")
+    key_commands = key.add_subparsers(dest="key_command", metavar="ACTION", required=True)
+    key_set = key_commands.add_parser(
+        "set", parents=[common],
+        help="store a key in the OS keychain (read from a hidden prompt or stdin, never "
+             "from the command line)")
+    key_set.add_argument("provider")
+    key_remove = key_commands.add_parser("remove", parents=[common],
+                                         help="delete a key from the keychain")
+    key_remove.add_argument("provider")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    from .engine.errors import EXIT_FAILED, OperatorError
+
+    try:
+        return asyncio.run(_dispatch(args))
+    except OperatorError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception:
+        import traceback
+
+        from .engine.keys import REDACTOR
+
+        print(REDACTOR.redact(traceback.format_exc()), file=sys.stderr, end="")
+        print(f"{PROG}: internal error (above); please report it", file=sys.stderr)
+        return EXIT_FAILED
+
+
+async def _dispatch(args: argparse.Namespace) -> int:
+    from .engine import paths as paths_mod
+
+    paths = paths_mod.resolve(getattr(args, "config", None), getattr(args, "home", None))
+    if args.command == "config":
+        if args.config_command == "init":
+            return _config_init(paths, args.force)
+        return await _config_path(paths, args.json)
+
+    from .engine import Engine, load_bouquet
+
+    bouquet = load_bouquet(paths)
+    async with Engine(bouquet, paths.home) as engine:
+        if args.command == "providers":
+            return await _providers(engine, args.json)
+        if args.command == "ask":
+            return await _ask(engine, args)
+        if args.command == "spend":
+            return await _spend(engine, args.json)
+        if args.command == "key":
+            return await _key(engine, args)
+    raise AssertionError(args.command)
+
+
+def _config_init(paths: Paths, force: bool) -> int:
+    from .engine.config import default_text
+    from .engine.errors import UsageError
+
+    if paths.config.exists() and not force:
+        raise UsageError(f"{paths.config} already exists",
+                         fix="edit it, or pass --force to overwrite it with the default")
+    paths.config.parent.mkdir(parents=True, exist_ok=True)
+    paths.config.write_text(default_text(), encoding="utf-8")
+    print(f"wrote {paths.config}")
+    return 0
+
+
+async def _config_path(paths: Paths, as_json: bool) -> int:
+    from .engine.keys import KeyVault
+
+    backend = await asyncio.to_thread(KeyVault().backend_name)
+    info = {
+        "config": str(paths.config),
+        "config_exists": paths.config.exists(),
+        "home": str(paths.home),
+        "database": str(paths.database),
+        "keychain": backend,
+    }
+    if as_json:
+        _print_json(info)
+        return 0
+    state = "" if info["config_exists"] else "  (absent: the embedded default bouquet is used)"
+    print(f"config    {info['config']}{state}")
+    print(f"home      {info['home']}")
+    print(f"database  {info['database']}")
+    print(f"keychain  {backend}")
+    return 0
+
+
+async def _providers(engine: Engine, as_json: bool) -> int:
+    views = await engine.provider_views()
+    if as_json:
+        _print_json({"config": engine.bouquet.source_label,
+                     "providers": [_provider_json(v) for v in views]})
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=f"Bouquet — {engine.bouquet.source_label}", title_justify="left",
+                  expand=False)
+    for column in ("provider", "key", "model", "roles", "$/M in", "$/M out", "zone", "limits"):
+        table.add_column(column, no_wrap=column not in ("roles", "key"))
+    for view in views:
+        for index, model in enumerate(view.models):
+            first = index == 0
+            table.add_row(
+                Text(view.id, style="bold") if first else "",
+                _key_text(view) if first else "",
+                Text(model.id),
+                Text(", ".join(model.roles), style="dim"),
+                _money(model.rates.input if model.rates else None),
+                _money(model.rates.output if model.rates else None),
+                view.zone if first else "",
+                _limits(view) if first else "",
+                end_section=index == len(view.models) - 1,
+            )
+    console = Console()
+    console.print(table)
+    details = {v.key.detail for v in views if v.key.detail and not v.usable}
+    for detail in sorted(details):
+        console.print(Text(f"• {detail}", style="dim"))
+    return 0
+
+
+def _key_text(view: ProviderView) -> Any:
+    from rich.text import Text
+
+    from .engine.keys import KeyState
+
+    styles = {KeyState.PRESENT: "green", KeyState.NOT_NEEDED: "green",
+              KeyState.MISSING: "yellow", KeyState.UNAVAILABLE: "red",
+              KeyState.UNREADABLE: "red"}
+    label = view.key.state.value
+    if view.key.state is KeyState.PRESENT and view.key.source.startswith("env:"):
+        label = f"present ({view.key.source})"
+    return Text(label, style=styles[view.key.state])
+
+
+def _money(value: float | None) -> Any:
+    from rich.text import Text
+
+    if value is None:
+        return Text("unpriced", style="bold red")
+    return Text(f"{value:.3f}".rstrip("0").rstrip(".") if value else "0", justify="right")
+
+
+def _limits(view: ProviderView) -> str:
+    parts = []
+    if view.rpm:
+        parts.append(f"{view.rpm} rpm")
+    if view.tpm:
+        parts.append(f"{view.tpm} tpm")
+    return ", ".join(parts)
+
+
+def _provider_json(view: ProviderView) -> dict[str, Any]:
+    return {
+        "id": view.id,
+        "kind": view.kind,
+        "base_url": view.base_url,
+        "zone": view.zone,
+        "rpm": view.rpm,
+        "tpm": view.tpm,
+        "key": {"state": view.key.state.value, "source": view.key.source,
+                "detail": view.key.detail},
+        "console_url": view.console_url,
+        "models": [
+            {
+                "id": m.id,
+                "roles": list(m.roles),
+                "priced": m.rates is not None,
+                "usd_per_mtok_in": m.rates.input if m.rates else None,
+                "usd_per_mtok_out": m.rates.output if m.rates else None,
+                "usd_per_mtok_cached_in": m.rates.cached_input if m.rates else None,
+                "price_source": m.rates.source if m.rates else None,
+            }
+            for m in view.models
+        ],
+    }
+
+
+async def _ask(engine: Engine, args: argparse.Namespace) -> int:
+    from .engine.errors import EXIT_FAILED, UsageError
+    from .engine.text import neutralise
+
+    if args.max_tokens is not None and args.max_tokens < 1:
+        raise UsageError("--max-tokens must be at least 1")
+    streamed = not args.no_stream and not args.json
+    out = sys.stdout
+
+    def show(token: str) -> None:
+        out.write(neutralise(token))
+        out.flush()
+
+    outcome = await engine.ask(args.prompt, provider=args.provider, model=args.model,
+                               max_tokens=args.max_tokens, stream=not args.no_stream,
+                               on_token=show if streamed else None)
+    record = outcome.record
+    if args.json:
+        _print_json({
+            "ok": outcome.ok,
+            "answer": outcome.result.text if outcome.result else None,
+            "error": {"kind": outcome.error.kind, "message": record.error}
+            if outcome.error else None,
+            "call": _record_json(record),
+        })
+        return 0 if outcome.ok else EXIT_FAILED
+    if outcome.result is not None:
+        if not streamed:
+            out.write(neutralise(outcome.result.text))
+        out.write("\n")
+    from rich.console import Console
+    from rich.text import Text
+
+    console = Console(stderr=not outcome.ok, highlight=False)
+    if outcome.error is not None:
+        console.print(Text(f"{PROG}: call failed: {record.error}", style="red"))
+    console.print(Text(call_line(record), style="dim"))
+    return 0 if outcome.ok else EXIT_FAILED
+
+
+def call_line(record: Any) -> str:
+    """provider · model · TTFT · duration · tokens · cost · energy, on one line."""
+    parts = [record.provider, record.model]
+    if record.ttft_s is not None:
+        parts.append(f"TTFT {record.ttft_s * 1000:.0f} ms")
+    parts.append(f"{record.duration_s:.2f} s")
+    tokens = f"{record.input_tokens}→{record.output_tokens} tok"
+    if record.cached_input_tokens:
+        tokens += f" ({record.cached_input_tokens} cached)"
+    if record.usage_estimated:
+        tokens += " (estimated)"
+    parts.append(tokens)
+    if record.tokens_per_s:
+        parts.append(f"{record.tokens_per_s:.1f} tok/s")
+    cost = record.cost
+    parts.append(f"${cost.usd:.6f}" if cost.usd is not None else "unpriced")
+    energy = record.energy
+    if energy is not None and energy.wh is not None:
+        tag = "measured" if energy.measured else "est."
+        parts.append(f"{energy.wh:.4f} Wh {tag}")
+        if energy.gco2e is not None:
+            parts.append(f"{energy.gco2e:.4f} gCO2e")
+    else:
+        parts.append("energy unknown")
+    return " · ".join(parts)
+
+
+def _record_json(record: Any) -> dict[str, Any]:
+    energy = record.energy
+    return {
+        "id": record.id,
+        "ts": record.ts,
+        "provider": record.provider,
+        "model": record.model,
+        "ok": record.ok,
+        "ttft_s": record.ttft_s,
+        "duration_s": record.duration_s,
+        "tokens_per_s": record.tokens_per_s,
+        "input_tokens": record.input_tokens,
+        "cached_input_tokens": record.cached_input_tokens,
+        "output_tokens": record.output_tokens,
+        "usage_estimated": record.usage_estimated,
+        "usd": record.cost.usd,
+        "price_method": record.cost.method,
+        "wh": energy.wh if energy else None,
+        "gco2e": energy.gco2e if energy else None,
+        "energy_method": energy.method if energy else None,
+        "error_kind": record.error_kind,
+    }
+
+
+async def _spend(engine: Engine, as_json: bool) -> int:
+    totals = await engine.totals_today()
+    budget = engine.bouquet.budget.daily_usd
+    spent = sum(t.usd for t in totals)
+    if as_json:
+        _print_json({
+            "budget_usd": budget,
+            "spent_usd": spent,
+            "providers": [
+                {"provider": t.provider, "day": t.day, "calls": t.calls, "failures": t.failures,
+                 "usd": t.usd, "unpriced_calls": t.unpriced_calls,
+                 "input_tokens": t.input_tokens, "output_tokens": t.output_tokens,
+                 "wh": t.wh, "measured_wh": t.measured_wh, "gco2e": t.gco2e}
+                for t in totals
+            ],
+        })
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Today: ${spent:.4f} of ${budget:.2f}", title_justify="left")
+    for column in ("provider", "calls", "failed", "$", "unpriced", "tokens in", "tokens out",
+                   "Wh", "gCO2e"):
+        table.add_column(column, justify="left" if column == "provider" else "right")
+    for t in totals:
+        table.add_row(t.provider, str(t.calls), str(t.failures), f"{t.usd:.4f}",
+                      str(t.unpriced_calls), str(t.input_tokens), str(t.output_tokens),
+                      f"{t.wh:.3f}", f"{t.gco2e:.3f}")
+    Console().print(table)
+    return 0
+
+
+async def _key(engine: Engine, args: argparse.Namespace) -> int:
+    provider = args.provider
+    engine.provider_spec(provider)  # unknown provider: exit 2 before prompting
+    if args.key_command == "remove":
+        removed = await engine.remove_key(provider)
+        print(f"removed the key for {provider}" if removed else f"no key stored for {provider}")
+        return 0
+    text = _read_secret(provider)
+    status = await engine.set_key(provider, text)
+    print(f"stored the key for {provider} in the keychain ({status.state.value})")
+    return 0
+
+
+def _read_secret(provider: str) -> str:
+    if sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass(f"API key for {provider} (hidden): ")
+    return sys.stdin.readline()
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")

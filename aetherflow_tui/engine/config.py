@@ -1,0 +1,274 @@
+"""The bouquet config: TOML in, typed settings out, errors that point at file:line.
+
+The file, once it exists, is the whole bouquet. Without one, the embedded default bouquet
+(the same text `aetherflow config init` writes) is used, so both paths share one parser.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+ROLES = frozenset(
+    {
+        "fast", "cheap", "code", "fim", "reasoning", "quality", "prototyping",
+        "logic", "qa", "chat", "survival",
+    }
+)
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ZONE = re.compile(r"^[A-Z]{3}$")
+_PROVIDER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    id: str = Field(min_length=1)
+    roles: tuple[str, ...] = ()
+    price_in: float | None = Field(default=None, ge=0)
+    price_out: float | None = Field(default=None, ge=0)
+    price_cached_in: float | None = Field(default=None, ge=0)
+    params_b: float | None = Field(default=None, gt=0)
+    context: int | None = Field(default=None, gt=0)
+    path: str | None = None
+
+    @field_validator("roles")
+    @classmethod
+    def _known_roles(cls, roles: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [r for r in roles if r not in ROLES]
+        if unknown:
+            raise ValueError(
+                f"unknown role {unknown[0]!r}; use one of: {', '.join(sorted(ROLES))}"
+            )
+        return roles
+
+    @property
+    def has_price_override(self) -> bool:
+        return self.price_in is not None or self.price_out is not None
+
+
+class ProviderSpec(_Strict):
+    id: str
+    kind: Literal["openai", "llama_cpp"]
+    base_url: str | None = None
+    key: str = "keyring"
+    zone: str = "WOR"
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    timeout_s: float = Field(default=60.0, gt=0)
+    console_url: str | None = None
+    price_id: str | None = None
+    energy_id: str | None = None
+    enabled: bool = True
+    models: tuple[ModelSpec, ...] = Field(min_length=1)
+
+    @field_validator("id")
+    @classmethod
+    def _provider_id(cls, value: str) -> str:
+        if not _PROVIDER_ID.match(value):
+            raise ValueError(
+                f"provider id {value!r} must be lower-case letters, digits, '-' or '_'"
+            )
+        return value
+
+    @field_validator("base_url", "console_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http(s) URL with a host")
+        return value.rstrip("/")
+
+    @field_validator("key")
+    @classmethod
+    def _key_source(cls, value: str) -> str:
+        if value in ("keyring", "none"):
+            return value
+        if value.startswith("env:") and _ENV_NAME.match(value[4:]):
+            return value
+        raise ValueError(f'key must be "keyring", "none" or "env:NAME", not {value!r}')
+
+    @field_validator("zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        if not _ZONE.match(value):
+            raise ValueError(
+                f"zone {value!r} must be an ISO 3166-1 alpha-3 code such as FRA, or WOR"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _kind_needs(self) -> ProviderSpec:
+        if self.kind == "openai" and self.base_url is None:
+            raise ValueError('a kind = "openai" provider needs base_url')
+        if self.kind == "llama_cpp":
+            missing = [m.id for m in self.models if not m.path]
+            if missing:
+                raise ValueError(f"llama_cpp model {missing[0]!r} needs path (a .gguf file)")
+        ids = [m.id for m in self.models]
+        dupes = {i for i in ids if ids.count(i) > 1}
+        if dupes:
+            raise ValueError(f"model {sorted(dupes)[0]!r} is declared twice")
+        return self
+
+    @property
+    def key_env(self) -> str | None:
+        return self.key[4:] if self.key.startswith("env:") else None
+
+    def model(self, model_id: str) -> ModelSpec | None:
+        return next((m for m in self.models if m.id == model_id), None)
+
+
+class BudgetSpec(_Strict):
+    daily_usd: float = Field(default=5.0, ge=0)
+    max_usd_per_1k_tokens: float = Field(default=0.02, gt=0)
+    max_usd_per_request: float = Field(default=0.10, gt=0)
+
+
+class _BouquetFile(_Strict):
+    budget: BudgetSpec = BudgetSpec()
+    providers: dict[str, ProviderSpec] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _provider_ids_from_keys(cls, data: Any) -> Any:
+        providers = data.get("providers") if isinstance(data, dict) else None
+        if isinstance(providers, dict):
+            for pid, table in providers.items():
+                if isinstance(table, dict):
+                    table.setdefault("id", pid)
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class Bouquet:
+    """What the engine runs on: limits, providers, and where the config came from."""
+
+    budget: BudgetSpec
+    providers: dict[str, ProviderSpec]
+    source: Path | None  # None: the embedded default
+
+    @property
+    def source_label(self) -> str:
+        return str(self.source) if self.source else "embedded default"
+
+
+def default_text() -> str:
+    return resources.files(__package__).joinpath("default_bouquet.toml").read_text("utf-8")
+
+
+def parse(text: str, source: Path | None) -> Bouquet:
+    """Parse bouquet TOML; any problem raises ConfigError naming file:line."""
+    label = str(source) if source else "embedded default"
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = _decode_error_line(exc)
+        reason = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        raise ConfigError(f"malformed TOML: {reason}", path=label, line=line) from None
+    try:
+        model = _BouquetFile.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = tuple(first["loc"])
+        message = _describe(first)
+        raise ConfigError(message, path=label, line=locate(text, loc)) from None
+    return Bouquet(budget=model.budget, providers=dict(model.providers), source=source)
+
+
+def load(path: Path | None) -> Bouquet:
+    """Load the config at path, or the embedded default if path is None or absent."""
+    if path is None:
+        return parse(default_text(), None)
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError:
+        return parse(default_text(), None)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config: {exc}", path=str(path)) from None
+    return parse(text, path)
+
+
+def _decode_error_line(exc: tomllib.TOMLDecodeError) -> int | None:
+    match = re.search(r"at line (\d+)", str(exc))
+    return int(match.group(1)) if match else None
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = ".".join(str(part) for part in error["loc"])
+    kind = error["type"]
+    if kind == "missing":
+        return f"{loc} is required"
+    if kind == "extra_forbidden":
+        return f"unknown setting {loc}"
+    msg = error["msg"].removeprefix("Value error, ")
+    if kind == "literal_error" and error["loc"][-1] == "kind":
+        return f"{loc}: unknown provider kind {error['input']!r}; use \"openai\" or \"llama_cpp\""
+    return f"{loc}: {msg}"
+
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_\-\"']+)\s*=")
+
+
+def locate(text: str, loc: tuple[Any, ...]) -> int | None:
+    """Best line for a validation error at loc, e.g. ('providers', 'groq', 'models', 1, 'id').
+
+    tomllib keeps no positions, so we re-scan the text, tracking the current table path
+    (array-of-tables entries get their index), and return the line of the deepest part of
+    loc we can find: the key itself, else its table header.
+    """
+    parts = [str(p) for p in loc]
+    best: tuple[int, int] | None = None  # (matched depth, line)
+    table: list[str] = []
+    array_counts: dict[tuple[str, ...], int] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = _HEADER.match(line)
+        if header:
+            names = [n.strip().strip("\"'") for n in header.group(2).split(".")]
+            if header.group(1) == "[[":
+                key = tuple(names)
+                index = array_counts.get(key, -1) + 1
+                array_counts[key] = index
+                table = [*names, str(index)]
+            else:
+                table = names
+            depth = _common(table, parts)
+            if depth == len(table) and (best is None or depth > best[0]):
+                best = (depth, number)
+            continue
+        key = _KEY.match(line)
+        if key and not line.lstrip().startswith("#"):
+            path = [*table, key.group(1).strip("\"'")]
+            depth = _common(path, parts)
+            if depth == len(path) and (best is None or depth > best[0]):
+                best = (depth, number)
+    return best[1] if best else None
+
+
+def _common(a: list[str], b: list[str]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value).expanduser() if value else None

@@ -1,0 +1,37 @@
+"""What the engine tells its subscribers (the cockpit, the CLI's live view, tests).
+
+Every event is a frozen dataclass: subscribers may keep them, share them across tasks,
+and never see one change under them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .keys import KeyStatus
+from .records import CallRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecorded(Event):
+    """A call is durable in the store; its cost and energy are final."""
+
+    record: CallRecord
+
+
+@dataclass(frozen=True, slots=True)
+class KeyStateChanged(Event):
+    provider: str
+    status: KeyStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Alert(Event):
+    level: str  # info, warning, error
+    message: str
+    provider: str | None = None

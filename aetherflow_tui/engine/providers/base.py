@@ -1,0 +1,151 @@
+"""What every provider kind speaks: a chat request in, a measured result or a typed error out.
+
+Routing acts on the error type (retry, back off, open a circuit, fall back), so each
+failure a provider can have maps to exactly one class here. A new API kind implements
+`Provider` and callers do not change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..text import excerpt
+
+OnToken = Callable[[str], Awaitable[None] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: str  # system, user or assistant
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    model: str
+    messages: tuple[ChatMessage, ...]
+    max_tokens: int | None = None
+    temperature: float | None = None
+    stream: bool = True
+    json_mode: bool = False
+
+    @classmethod
+    def ask(cls, model: str, prompt: str, **kw: object) -> ChatRequest:
+        return cls(model=model, messages=(ChatMessage("user", prompt),), **kw)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int  # total input, cached tokens included (genai-prices' convention)
+    output_tokens: int
+    cached_input_tokens: int = 0
+    estimated: bool = False  # True when the provider sent no usage and we counted
+
+
+@dataclass(frozen=True, slots=True)
+class ChatResult:
+    provider: str
+    model: str  # the model the provider says answered
+    text: str
+    usage: Usage
+    ttft_s: float | None  # time to first token; None when not streamed
+    duration_s: float
+    finish_reason: str | None = None
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Output tokens per second of generation (after the first token when streamed)."""
+        span = self.duration_s - (self.ttft_s or 0.0)
+        if self.usage.output_tokens <= 0 or span <= 0:
+            return None
+        return self.usage.output_tokens / span
+
+
+class Provider(Protocol):
+    id: str
+
+    async def complete(self, request: ChatRequest, on_token: OnToken | None = None
+                       ) -> ChatResult: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(eq=False)
+class ProviderError(Exception):
+    """A failed call. `excerpt` is a truncated, escaped piece of what the provider sent."""
+
+    provider: str
+    message: str
+    status: int | None = None
+    excerpt: str = ""
+    retryable: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        self.excerpt = excerpt(self.excerpt)
+        super().__init__(str(self))
+
+    @property
+    def kind(self) -> str:
+        return _KINDS[type(self)]
+
+    def __str__(self) -> str:
+        status = f" (HTTP {self.status})" if self.status else ""
+        tail = f": {self.excerpt}" if self.excerpt else ""
+        return f"{self.provider}: {self.message}{status}{tail}"
+
+
+class AuthFailed(ProviderError):
+    """401/403: the key is wrong, revoked, or lacks access to the model."""
+
+
+@dataclass(eq=False)
+class RateLimited(ProviderError):
+    retry_after_s: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.retryable = True
+
+
+class Overloaded(ProviderError):
+    """5xx or 529: the provider is failing or shedding load."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.retryable = True
+
+
+class ProviderTimeout(ProviderError):
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.retryable = True
+
+
+class ConnectionFailed(ProviderError):
+    """DNS, refused, reset, or a stream cut before it finished."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.retryable = True
+
+
+class MalformedResponse(ProviderError):
+    """The provider answered, but not with a chat completion we can read."""
+
+
+class Rejected(ProviderError):
+    """Another 4xx: the request itself is wrong (unknown model, context too long...)."""
+
+
+_KINDS: dict[type, str] = {
+    ProviderError: "error",
+    AuthFailed: "auth",
+    RateLimited: "rate_limited",
+    Overloaded: "overloaded",
+    ProviderTimeout: "timeout",
+    ConnectionFailed: "connection",
+    MalformedResponse: "malformed",
+    Rejected: "rejected",
+}

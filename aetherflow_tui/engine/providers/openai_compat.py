@@ -1,0 +1,235 @@
+"""One client for every OpenAI-compatible chat-completions API (Groq, Mistral, DeepSeek,
+Gemini's compatibility endpoint, OpenAI, OpenRouter, Ollama, llama.cpp server, vLLM...).
+
+One pooled httpx.AsyncClient per provider keeps TLS connections warm between calls.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from ..keys import Secret
+from .base import (
+    AuthFailed,
+    ChatRequest,
+    ChatResult,
+    ConnectionFailed,
+    MalformedResponse,
+    OnToken,
+    Overloaded,
+    ProviderError,
+    ProviderTimeout,
+    RateLimited,
+    Rejected,
+    Usage,
+)
+
+
+class OpenAICompatProvider:
+    def __init__(self, provider_id: str, base_url: str, *, key: Secret | None = None,
+                 timeout_s: float = 60.0, max_connections: int = 32,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.id = provider_id
+        self.base_url = base_url
+        self._client = httpx.AsyncClient(
+            base_url=base_url,
+            timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
+            limits=httpx.Limits(max_connections=max_connections,
+                                max_keepalive_connections=max_connections),
+            transport=transport,
+            headers={"Accept": "application/json"},
+        )
+        self._auth: dict[str, str] = {}
+        self.set_key(key)
+
+    def set_key(self, key: Secret | None) -> None:
+        # Held per provider, sent per request: the pooled client's default headers would
+        # show up in its repr and in any debug dump of it.
+        self._auth = {"Authorization": f"Bearer {key.reveal()}"} if key else {}
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def complete(self, request: ChatRequest, on_token: OnToken | None = None
+                       ) -> ChatResult:
+        body = _body(request)
+        started = time.perf_counter()
+        try:
+            if request.stream:
+                return await self._stream(request, body, started, on_token)
+            return await self._once(request, body, started)
+        except ProviderError:
+            raise
+        except httpx.TimeoutException as exc:
+            raise ProviderTimeout(self.id, f"no answer in time ({type(exc).__name__})") from None
+        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            raise ConnectionFailed(self.id, f"connection cut ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise ConnectionFailed(self.id, f"cannot reach {self.base_url} "
+                                            f"({type(exc).__name__})") from None
+
+    async def _once(self, request: ChatRequest, body: dict[str, Any], started: float
+                    ) -> ChatResult:
+        response = await self._client.post("/chat/completions", json=body, headers=self._auth)
+        if response.status_code != 200:
+            raise _http_error(self.id, response.status_code, response.headers, response.text)
+        duration = time.perf_counter() - started
+        try:
+            data = response.json()
+            choice = data["choices"][0]
+            text = choice["message"].get("content") or ""
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            raise MalformedResponse(self.id, "not a chat completion", status=200,
+                                    excerpt=response.text) from None
+        if not isinstance(text, str):
+            raise MalformedResponse(self.id, "message content is not text", status=200,
+                                    excerpt=response.text)
+        usage = _usage(data.get("usage")) or _estimate(request, text, None)
+        return ChatResult(self.id, str(data.get("model") or request.model), text, usage,
+                          None, duration, choice.get("finish_reason"))
+
+    async def _stream(self, request: ChatRequest, body: dict[str, Any], started: float,
+                      on_token: OnToken | None) -> ChatResult:
+        pieces: list[str] = []
+        chunks = 0
+        ttft: float | None = None
+        usage: Usage | None = None
+        model = request.model
+        finish: str | None = None
+        done = False
+        async with self._client.stream("POST", "/chat/completions", json=body,
+                                       headers=self._auth) as response:
+            if response.status_code != 200:
+                await response.aread()
+                raise _http_error(self.id, response.status_code, response.headers,
+                                  response.text)
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue  # SSE comments (": keep-alive"), event names, blank separators
+                payload = line[5:].strip()
+                if payload == "[DONE]":
+                    done = True
+                    break
+                try:
+                    chunk = json.loads(payload)
+                except ValueError:
+                    raise MalformedResponse(self.id, "stream chunk is not JSON", status=200,
+                                            excerpt=payload) from None
+                if not isinstance(chunk, dict):
+                    raise MalformedResponse(self.id, "stream chunk is not an object",
+                                            status=200, excerpt=payload)
+                if "error" in chunk:
+                    raise Overloaded(self.id, "error inside the stream", status=200,
+                                     excerpt=json.dumps(chunk["error"]))
+                model = chunk.get("model") or model
+                usage = _usage(chunk.get("usage")) or usage
+                for choice in chunk.get("choices") or ():
+                    delta = choice.get("delta") or {}
+                    token = delta.get("content") or ""
+                    thinking = delta.get("reasoning_content") or delta.get("reasoning") or ""
+                    if token or thinking:
+                        chunks += 1
+                        if ttft is None:
+                            ttft = time.perf_counter() - started
+                    if token:
+                        pieces.append(token)
+                        if on_token is not None:
+                            pending = on_token(token)
+                            if pending is not None:
+                                await pending
+                    finish = choice.get("finish_reason") or finish
+        if not done and finish is None:
+            raise ConnectionFailed(self.id, "stream ended before the answer finished",
+                                   excerpt="".join(pieces))
+        text = "".join(pieces)
+        duration = time.perf_counter() - started
+        return ChatResult(self.id, str(model), text, usage or _estimate(request, text, chunks),
+                          ttft, duration, finish)
+
+
+def _body(request: ChatRequest) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": request.model,
+        "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+    }
+    if request.max_tokens is not None:
+        body["max_tokens"] = request.max_tokens
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.json_mode:
+        body["response_format"] = {"type": "json_object"}
+    if request.stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def _usage(raw: object) -> Usage | None:
+    if not isinstance(raw, dict):
+        return None
+    try:
+        prompt = int(raw.get("prompt_tokens") or 0)
+        completion = int(raw.get("completion_tokens") or 0)
+        details = raw.get("prompt_tokens_details") or {}
+        cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
+        # DeepSeek reports cache hits under its own name.
+        cached = cached or int(raw.get("prompt_cache_hit_tokens") or 0)
+    except (TypeError, ValueError):
+        return None
+    return Usage(prompt, completion, min(cached, prompt))
+
+
+def _estimate(request: ChatRequest, text: str, chunks: int | None) -> Usage:
+    """Rough counts when the provider sends none: about four characters a token."""
+    chars_in = sum(len(m.content) for m in request.messages)
+    output = chunks if chunks else max(1, len(text) // 4) if text else 0
+    return Usage(max(1, chars_in // 4), output, 0, estimated=True)
+
+
+def _http_error(provider: str, status: int, headers: httpx.Headers, body: str
+                ) -> ProviderError:
+    detail = _error_message(body)
+    if status in (401, 403):
+        return AuthFailed(provider, "the key was refused", status=status, excerpt=detail)
+    if status == 429:
+        return RateLimited(provider, "rate limited", status=status, excerpt=detail,
+                           retry_after_s=_retry_after(headers.get("retry-after")))
+    if status == 408:
+        return ProviderTimeout(provider, "the provider timed out", status=status,
+                               excerpt=detail)
+    if status >= 500:
+        return Overloaded(provider, "the provider is failing", status=status, excerpt=detail)
+    return Rejected(provider, "the request was refused", status=status, excerpt=detail)
+
+
+def _error_message(body: str) -> str:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body
+    if isinstance(data, dict):
+        error = data.get("error", data)
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return error["message"]
+        if isinstance(error, str):
+            return error
+    return body
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

@@ -1,0 +1,341 @@
+"""The engine's SQLite file: WAL, versioned migrations, and one batching writer.
+
+Calls are queued and written by a single writer task in batches, one transaction each,
+so the call path never waits on the disk. A caller that must not report a result before
+it is durable awaits the future `record_call` returns: it resolves after the commit.
+WAL with synchronous=FULL means a kill -9 (or a power cut) loses no committed row.
+
+Today's totals come from `daily_totals`, kept up to date in the same transaction as the
+calls, so the cockpit's once-a-second query reads a handful of rows, not the whole day.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from .ledger import Cost, Energy
+from .records import CallRecord, ProviderTotals
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the foundation
+    """
+    CREATE TABLE calls (
+        id INTEGER PRIMARY KEY,
+        ts REAL NOT NULL,
+        day TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        model TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        ok INTEGER NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        cached_input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        usage_estimated INTEGER NOT NULL,
+        ttft_s REAL,
+        duration_s REAL NOT NULL,
+        tokens_per_s REAL,
+        usd REAL,
+        price_method TEXT NOT NULL,
+        wh REAL,
+        gco2e REAL,
+        energy_method TEXT NOT NULL,
+        error_kind TEXT,
+        error TEXT,
+        run_id TEXT,
+        step_id TEXT
+    );
+    CREATE INDEX calls_day_provider ON calls(day, provider);
+    CREATE INDEX calls_run ON calls(run_id) WHERE run_id IS NOT NULL;
+    CREATE TABLE daily_totals (
+        day TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        calls INTEGER NOT NULL,
+        failures INTEGER NOT NULL,
+        usd REAL NOT NULL,
+        unpriced_calls INTEGER NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        wh REAL NOT NULL,
+        gco2e REAL NOT NULL,
+        measured_wh REAL NOT NULL,
+        PRIMARY KEY (day, provider)
+    ) WITHOUT ROWID;
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        task_id TEXT,
+        plan_path TEXT,
+        mode TEXT,
+        status TEXT NOT NULL,
+        started REAL NOT NULL,
+        finished REAL,
+        detail TEXT
+    );
+    CREATE TABLE steps (
+        run_id TEXT NOT NULL REFERENCES runs(id),
+        step_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        provider TEXT,
+        model TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        started REAL,
+        finished REAL,
+        output TEXT,
+        error TEXT,
+        PRIMARY KEY (run_id, step_id)
+    );
+    CREATE TABLE health_samples (
+        id INTEGER PRIMARY KEY,
+        ts REAL NOT NULL,
+        provider TEXT NOT NULL,
+        model TEXT,
+        source TEXT NOT NULL,
+        ok INTEGER NOT NULL,
+        latency_s REAL,
+        ttft_s REAL,
+        detail TEXT
+    );
+    CREATE INDEX health_provider_ts ON health_samples(provider, ts);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        ts REAL NOT NULL,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL
+    );
+    CREATE TABLE decisions (
+        id INTEGER PRIMARY KEY,
+        ts REAL NOT NULL,
+        kind TEXT NOT NULL,
+        state TEXT,
+        confidence REAL,
+        reasoning TEXT NOT NULL,
+        metrics TEXT,
+        actions TEXT
+    );
+    CREATE TABLE approvals (
+        id INTEGER PRIMARY KEY,
+        ts REAL NOT NULL,
+        kind TEXT NOT NULL,
+        summary TEXT NOT NULL,
+        evidence TEXT,
+        proposed_action TEXT,
+        payload TEXT,
+        status TEXT NOT NULL DEFAULT 'pending',
+        decided_ts REAL
+    );
+    CREATE INDEX approvals_status ON approvals(status);
+    """,
+)
+
+_CALL_COLUMNS = (
+    "ts, day, provider, model, purpose, ok, input_tokens, cached_input_tokens, output_tokens, "
+    "usage_estimated, ttft_s, duration_s, tokens_per_s, usd, price_method, wh, gco2e, "
+    "energy_method, error_kind, error, run_id, step_id"
+)
+_INSERT_CALL = f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES ({', '.join('?' * 22)})"
+_UPSERT_TOTALS = """
+INSERT INTO daily_totals VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (day, provider) DO UPDATE SET
+    calls = calls + excluded.calls,
+    failures = failures + excluded.failures,
+    usd = usd + excluded.usd,
+    unpriced_calls = unpriced_calls + excluded.unpriced_calls,
+    input_tokens = input_tokens + excluded.input_tokens,
+    output_tokens = output_tokens + excluded.output_tokens,
+    wh = wh + excluded.wh,
+    gco2e = gco2e + excluded.gco2e,
+    measured_wh = measured_wh + excluded.measured_wh
+"""
+
+Prepare = Callable[[CallRecord], CallRecord]
+Committed = Callable[[Sequence[CallRecord]], None]
+
+_STOP = object()
+
+
+class Store:
+    def __init__(self, db: aiosqlite.Connection, path: Path, *, max_batch: int) -> None:
+        self._db = db
+        self.path = path
+        self._max_batch = max_batch
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self.prepare: Prepare | None = None  # fills in energy just before the write
+        self.on_committed: Committed | None = None  # publishes CallRecorded after commit
+
+    @classmethod
+    async def open(cls, path: Path, *, max_batch: int = 2000) -> Store:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=FULL")
+            await db.execute("PRAGMA foreign_keys=ON")
+            await db.execute("PRAGMA busy_timeout=5000")
+            await _migrate(db)
+        except Exception:
+            await db.close()
+            raise
+        store = cls(db, path, max_batch=max_batch)
+        store._writer = asyncio.create_task(store._write_loop(), name="store-writer")
+        return store
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            await self._queue.put(_STOP)
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+        await self._db.close()
+
+    def record_call(self, record: CallRecord) -> asyncio.Future[CallRecord]:
+        """Queue a call row; the future resolves with the written row after its commit."""
+        future: asyncio.Future[CallRecord] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((record, future))
+        return future
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is committed."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._queue.put(done)
+        await done
+
+    async def _write_loop(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            calls = [item for item in batch if isinstance(item, tuple)]
+            try:
+                written = await self._write_calls(calls) if calls else []
+            except Exception as exc:
+                log.exception("writing %d call rows failed", len(calls))
+                for _, future in calls:
+                    if not future.done():
+                        future.set_exception(exc)
+                written = []
+            else:
+                for (_, future), row in zip(calls, written, strict=True):
+                    if not future.done():
+                        future.set_result(row)
+                if written and self.on_committed is not None:
+                    self.on_committed(written)
+            for item in batch:
+                if isinstance(item, asyncio.Future) and not item.done():
+                    item.set_result(None)
+            if any(item is _STOP for item in batch):
+                return
+
+    async def _write_calls(self, calls: list[tuple[CallRecord, Any]]) -> list[CallRecord]:
+        rows = [record for record, _ in calls]
+        if self.prepare is not None:
+            rows = [self.prepare(row) if row.energy is None else row for row in rows]
+        totals: dict[tuple[str, str], list[float]] = {}
+        for row in rows:
+            acc = totals.setdefault((row.day, row.provider), [0] * 9)
+            energy = row.energy
+            acc[0] += 1
+            acc[1] += 0 if row.ok else 1
+            acc[2] += row.cost.usd or 0.0
+            acc[3] += 0 if row.cost.priced else 1
+            acc[4] += row.input_tokens
+            acc[5] += row.output_tokens
+            acc[6] += (energy.wh or 0.0) if energy else 0.0
+            acc[7] += (energy.gco2e or 0.0) if energy else 0.0
+            acc[8] += (energy.wh or 0.0) if energy and energy.measured else 0.0
+        await self._db.execute("BEGIN IMMEDIATE")
+        try:
+            cursor = await self._db.execute("SELECT COALESCE(MAX(id), 0) FROM calls")
+            (last_id,) = await cursor.fetchone()  # type: ignore[misc]
+            await self._db.executemany(_INSERT_CALL, [_call_params(r) for r in rows])
+            await self._db.executemany(
+                _UPSERT_TOTALS, [(day, provider, *acc) for (day, provider), acc in totals.items()]
+            )
+            await self._db.execute("COMMIT")
+        except BaseException:
+            await self._db.execute("ROLLBACK")
+            raise
+        # One writer holds the database, so the new ids are the next ones in order.
+        return [replace(row, id=last_id + i) for i, row in enumerate(rows, start=1)]
+
+    async def totals_for_day(self, day: str) -> list[ProviderTotals]:
+        cursor = await self._db.execute(
+            "SELECT * FROM daily_totals WHERE day = ? ORDER BY provider", (day,)
+        )
+        return [ProviderTotals(*row) for row in await cursor.fetchall()]
+
+    async def recent_calls(self, limit: int = 50) -> list[CallRecord]:
+        cursor = await self._db.execute(
+            f"SELECT id, {_CALL_COLUMNS} FROM calls ORDER BY id DESC LIMIT ?", (limit,)
+        )
+        return [_call_from_row(row) for row in await cursor.fetchall()]
+
+    async def add_event(self, ts: float, kind: str, payload: dict[str, Any]) -> None:
+        await self._db.execute(
+            "INSERT INTO events (ts, kind, payload) VALUES (?, ?, ?)",
+            (ts, kind, json.dumps(payload, default=str)),
+        )
+
+    async def schema_version(self) -> int:
+        cursor = await self._db.execute("PRAGMA user_version")
+        (version,) = await cursor.fetchone()  # type: ignore[misc]
+        return int(version)
+
+
+async def _migrate(db: aiosqlite.Connection) -> None:
+    """Apply the migrations this file has not seen yet, each in its own transaction."""
+    cursor = await db.execute("PRAGMA user_version")
+    (version,) = await cursor.fetchone()  # type: ignore[misc]
+    if version > len(MIGRATIONS):
+        from .errors import OperatorError
+
+        raise OperatorError(
+            f"the database was written by a newer aetherflow (schema {version}, "
+            f"this one knows {len(MIGRATIONS)})",
+            fix="upgrade aetherflow, or point --home at another directory",
+        )
+    for number in range(version + 1, len(MIGRATIONS) + 1):
+        statements = [s.strip() for s in MIGRATIONS[number - 1].split(";") if s.strip()]
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in statements:
+                await db.execute(statement)
+            await db.execute(f"PRAGMA user_version = {number}")
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+
+
+def _call_params(r: CallRecord) -> tuple[Any, ...]:
+    energy = r.energy
+    return (
+        r.ts, r.day, r.provider, r.model, r.purpose, int(r.ok), r.input_tokens,
+        r.cached_input_tokens, r.output_tokens, int(r.usage_estimated), r.ttft_s, r.duration_s,
+        r.tokens_per_s, r.cost.usd, r.cost.method,
+        energy.wh if energy else None, energy.gco2e if energy else None,
+        energy.method if energy else "unknown",
+        r.error_kind, r.error, r.run_id, r.step_id,
+    )
+
+
+def _call_from_row(row: Sequence[Any]) -> CallRecord:
+    (id_, ts, day, provider, model, purpose, ok, tin, tcached, tout, estimated, ttft, duration,
+     tps, usd, price_method, wh, gco2e, energy_method, error_kind, error, run_id, step_id) = row
+    return CallRecord(
+        ts=ts, day=day, provider=provider, model=model, purpose=purpose, ok=bool(ok),
+        input_tokens=tin, cached_input_tokens=tcached, output_tokens=tout,
+        usage_estimated=bool(estimated), ttft_s=ttft, duration_s=duration, tokens_per_s=tps,
+        cost=Cost(usd, price_method), energy=Energy(wh, gco2e, energy_method),
+        error_kind=error_kind, error=error, run_id=run_id, step_id=step_id, id=id_,
+    )

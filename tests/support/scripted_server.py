@@ -1,0 +1,546 @@
+"""A real OpenAI-compatible chat-completions server for tests and benchmarks.
+
+It plays healthy, slow and failing LLM providers over real HTTP/1.1 on 127.0.0.1 so
+client code is exercised end to end (sockets, keep-alive, chunked SSE, timeouts).
+Standard library only, so it can run anywhere the tests run.
+
+Behaviour of each ``POST /v1/chat/completions`` comes from the next string queued with
+``ScriptedServer.script()`` or, when the queue is empty, from the request's ``model``:
+
+    ok | <any other model>   echo the last user message
+    slow:SECONDS             like ok, after a delay before the first byte
+    cached:N                 like ok, reporting N cached prompt tokens
+    status:CODE[:RETRY]      error status with an OpenAI-style body (429 + Retry-After)
+    hang                     never answer until the server stops
+    malformed                200 with a body that is not JSON (and carries markup)
+    nochoices                200 with valid JSON lacking "choices"
+    broken-stream            stream: 2 chunks then abrupt close; non-stream: close
+    drop                     close the connection without responding
+
+Run as ``python -m tests.support.scripted_server [--port 0] [--api-key K]``; it prints
+``READY <url>`` once and serves until SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MAX_WORDS = 16
+# Markup and an ANSI escape so clients that render raw bodies get caught out.
+MALFORMED_BODY = '{"choices": [' + "<b>not json</b> [red]markup[/red] \x1b[31m"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Errors a client hanging up mid-response produces; never worth reporting.
+# (all OSError subclasses; also covers sockets shut by stop()).
+_DISCONNECT_ERRORS = (OSError,)
+
+
+def _text_of(content: Any) -> str:
+    """Message content as plain text; tolerates the list-of-parts form."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                parts.append(part["text"])
+            elif isinstance(part, str):
+                parts.append(part)
+        return " ".join(parts)
+    return str(content)
+
+
+def _parse_behaviour(raw: str) -> tuple[str, list[str]]:
+    """Split "kind:arg1:arg2" into ("kind", [args]); unknown kinds become "ok"."""
+    kind, *args = raw.strip().split(":")
+    known = {
+        "ok",
+        "slow",
+        "cached",
+        "status",
+        "hang",
+        "malformed",
+        "nochoices",
+        "broken-stream",
+        "drop",
+    }
+    return (kind, args) if kind in known else ("ok", [])
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    # Daemon handler threads may be parked on idle keep-alive sockets or in "hang";
+    # joining them in server_close() would make stop() block.
+    block_on_close = False
+    request_queue_size = 256
+    allow_reuse_address = True
+
+    owner: ScriptedServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # The default prints a traceback to stderr; tests want a quiet server.
+        pass
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _HTTPServer
+
+    # --- plumbing -----------------------------------------------------------------
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.owner._track(self.connection, add=True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        except _DISCONNECT_ERRORS:
+            pass
+        finally:
+            self.server.owner._track(self.connection, add=False)
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except _DISCONNECT_ERRORS:
+            # Client went away (or stop() shut the socket); nothing to answer.
+            self.close_connection = True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _read_body(self) -> bytes:
+        # Read exactly the framed body so the next request on a keep-alive
+        # connection starts at the right byte.
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            data = bytearray()
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    # Skip trailers up to the blank line.
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return bytes(data)
+                data += self.rfile.read(size)
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _abort(self) -> None:
+        """Drop the connection without a (complete) response."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def _send_json(
+        self,
+        status: int,
+        payload: Any,
+        extra: dict[str, str] | None = None,
+        raw: bytes | None = None,
+    ) -> None:
+        body = raw if raw is not None else json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+        self.wfile.flush()
+
+    def _write_chunk(self, data: bytes) -> None:
+        # Hand-written HTTP/1.1 chunked framing; one flush per chunk so clients see
+        # tokens as they are "generated".
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+    def _sse(self, payload: Any) -> None:
+        text = payload if isinstance(payload, str) else json.dumps(payload)
+        self._write_chunk(f"data: {text}\n\n".encode())
+
+    # --- dispatch -----------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        owner = self.server.owner
+        raw = self._read_body()
+        body: Any = None
+        if raw:
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = None
+        path = self.path.split("?", 1)[0].rstrip("/")
+        owner._record(
+            {
+                "method": self.command,
+                "path": path,
+                "headers": {k.lower(): v for k, v in self.headers.items()},
+                "body": body,
+            }
+        )
+
+        if self.command == "GET" and path == "/v1/models":
+            self._send_json(200, {"object": "list", "data": [{"id": "echo", "object": "model"}]})
+        elif self.command == "POST" and path == "/v1/chat/completions":
+            self._chat(body)
+        else:
+            self._send_json(
+                404,
+                {
+                    "error": {
+                        "message": f"no route for {self.command} {path}",
+                        "type": "invalid_request_error",
+                        "code": "not_found",
+                    }
+                },
+            )
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _dispatch
+
+    def _chat(self, body: Any) -> None:
+        owner = self.server.owner
+        expected = f"Bearer {owner.api_key}"
+        if owner.api_key is not None and self.headers.get("Authorization", "") != expected:
+            self._send_json(
+                401,
+                {
+                    "error": {
+                        "message": "Incorrect API key provided",
+                        "type": "invalid_request_error",
+                        "code": "invalid_api_key",
+                    }
+                },
+            )
+            return
+        if not isinstance(body, dict):
+            self._send_json(
+                400,
+                {
+                    "error": {
+                        "message": "request body must be a JSON object",
+                        "type": "invalid_request_error",
+                    }
+                },
+            )
+            return
+
+        model = str(body.get("model") or "echo")
+        # Scripted behaviours are consumed only by authorised, well-formed requests so a
+        # script lines up with the calls a client actually gets through.
+        kind, args = _parse_behaviour(owner._next_scripted() or model)
+        stream = bool(body.get("stream"))
+
+        if kind == "drop":
+            self._abort()
+            return
+        if kind == "hang":
+            owner._stopping.wait()
+            self._abort()
+            return
+        if kind == "status":
+            self._scripted_status(args)
+            return
+        if kind == "malformed":
+            self._send_json(200, None, raw=MALFORMED_BODY.encode())
+            return
+        if kind == "nochoices":
+            self._send_json(200, {"id": "x", "object": "chat.completion"})
+            return
+        if kind == "broken-stream" and not stream:
+            self._abort()
+            return
+
+        cached = 0
+        if kind == "slow":
+            try:
+                delay = float(args[0])
+            except (IndexError, ValueError):
+                delay = 0.0
+            # Interruptible so stop() stays fast.
+            if owner._stopping.wait(max(0.0, delay)):
+                self._abort()
+                return
+        elif kind == "cached":
+            try:
+                cached = max(0, int(args[0]))
+            except (IndexError, ValueError):
+                cached = 0
+
+        words, usage = _reply_and_usage(body, cached)
+        completion_id = f"chatcmpl-{owner._next_id()}"
+        if stream:
+            self._stream(body, model, completion_id, words, usage, broken=(kind == "broken-stream"))
+        else:
+            self._send_json(
+                200,
+                {
+                    "id": completion_id,
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": " ".join(words)},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": usage,
+                },
+            )
+
+    def _scripted_status(self, args: list[str]) -> None:
+        try:
+            code = int(args[0])
+        except (IndexError, ValueError):
+            code = 500
+        if not 100 <= code <= 599:
+            code = 500
+        extra = {}
+        if code == 429 and len(args) > 1 and args[1]:
+            extra["Retry-After"] = args[1]
+        self._send_json(
+            code, {"error": {"message": f"scripted {code}", "type": "scripted"}}, extra=extra
+        )
+
+    def _stream(
+        self,
+        body: dict[str, Any],
+        model: str,
+        completion_id: str,
+        words: list[str],
+        usage: dict[str, Any],
+        broken: bool,
+    ) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        created = int(time.time())
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            return {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+
+        self._sse(chunk({"role": "assistant", "content": ""}))
+        for i, word in enumerate(words):
+            if broken and i >= 1:
+                # Two good chunks went out (role + first word); now die mid-body.
+                self._abort()
+                return
+            self._sse(chunk({"content": word if i == 0 else " " + word}))
+        if broken:
+            self._abort()
+            return
+        self._sse(chunk({}, "stop"))
+        options = body.get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage"):
+            self._sse(
+                {
+                    "id": completion_id,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [],
+                    "usage": usage,
+                }
+            )
+        self._sse("[DONE]")
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+
+def _reply_and_usage(body: dict[str, Any], cached: int) -> tuple[list[str], dict[str, Any]]:
+    messages = body.get("messages") if isinstance(body.get("messages"), list) else []
+    msgs = [m for m in messages if isinstance(m, dict)]
+    last_user = next((m for m in reversed(msgs) if m.get("role") == "user"), None)
+    limit = body.get("max_tokens", body.get("max_completion_tokens"))
+    try:
+        limit = max(1, int(limit)) if limit is not None else DEFAULT_MAX_WORDS
+    except (TypeError, ValueError):
+        limit = DEFAULT_MAX_WORDS
+    text = "echo: " + (_text_of(last_user.get("content")) if last_user else "")
+    words = text.split()[:limit]
+    prompt = max(1, sum(len(_text_of(m.get("content")).split()) for m in msgs))
+    usage = {
+        "prompt_tokens": prompt,
+        "completion_tokens": len(words),
+        "total_tokens": prompt + len(words),
+        "prompt_tokens_details": {"cached_tokens": min(cached, prompt)},
+    }
+    return words, usage
+
+
+class ScriptedServer:
+    """In-process scripted provider; bind happens in __init__ so ``url`` is known early."""
+
+    def __init__(self, api_key: str | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.api_key = api_key
+        self.requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._script: deque[str] = deque()
+        self._ids = itertools.count(1)
+        self._connections: set[socket.socket] = set()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._httpd = _HTTPServer((host, port), _Handler)
+        self._httpd.owner = self
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def start(self) -> ScriptedServer:
+        if self._thread is None:
+            # Short poll interval keeps shutdown() (and so stop()) quick.
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name="scripted-server",
+                daemon=True,
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._stopping.is_set():
+            return
+        self._stopping.set()  # releases "hang" and "slow" handlers
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join(timeout=2)
+        # Wake handler threads parked on idle keep-alive sockets.
+        with self._lock:
+            conns = list(self._connections)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        self._httpd.server_close()
+
+    def __enter__(self) -> ScriptedServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def script(self, *behaviours: str) -> None:
+        """Queue behaviours, consumed FIFO one per chat-completions request."""
+        with self._lock:
+            self._script.extend(behaviours)
+
+    # --- used by the handler ----------------------------------------------------------
+
+    def _next_scripted(self) -> str | None:
+        with self._lock:
+            return self._script.popleft() if self._script else None
+
+    def _next_id(self) -> int:
+        with self._lock:
+            return next(self._ids)
+
+    def _record(self, entry: dict[str, Any]) -> None:
+        with self._lock:
+            self.requests.append(entry)
+
+    def _track(self, conn: socket.socket, add: bool) -> None:
+        with self._lock:
+            if add:
+                self._connections.add(conn)
+            else:
+                self._connections.discard(conn)
+
+
+def spawn_server(
+    api_key: str | None = None, port: int = 0, timeout: float = 15.0
+) -> tuple[subprocess.Popen[str], str]:
+    """Run the server in a subprocess (for clients under test in other processes).
+
+    Returns (proc, url) once READY is printed; the caller must terminate ``proc``.
+    """
+    cmd = [sys.executable, "-m", "tests.support.scripted_server", "--port", str(port)]
+    if api_key is not None:
+        cmd += ["--api-key", api_key]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+    proc = subprocess.Popen(
+        cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+    )
+    # readline() has no timeout, so read on a helper thread and wait on a queue.
+    lines: queue.Queue[str] = queue.Queue()
+    assert proc.stdout is not None
+    stdout = proc.stdout
+    threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
+    try:
+        line = lines.get(timeout=timeout)
+    except queue.Empty:
+        line = ""
+    if not line.startswith("READY "):
+        stop_spawned(proc)
+        raise RuntimeError(f"scripted server did not start (got {line!r})")
+    return proc, line.split(" ", 1)[1].strip()
+
+
+def stop_spawned(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:
+    """Terminate a spawn_server() process, killing it if SIGTERM is ignored."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Scripted OpenAI-compatible test server")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--api-key", default=None)
+    args = parser.parse_args(argv)
+
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    server = ScriptedServer(api_key=args.api_key, host=args.host, port=args.port).start()
+    print(f"READY {server.url}", flush=True)
+    # Poll so signal handlers get to run on the main thread promptly.
+    while not done.wait(0.2):
+        pass
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

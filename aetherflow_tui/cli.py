@@ -169,29 +169,39 @@ async def _providers(engine: Engine, as_json: bool) -> int:
         _print_json({"config": engine.bouquet.source_label,
                      "providers": [_provider_json(v) for v in views]})
         return 0
+    from rich import box
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
+    console = Console()
+    wide = console.width >= 120  # roles and rate limits only where they fit
     table = Table(title=f"Bouquet — {engine.bouquet.source_label}", title_justify="left",
-                  expand=False)
-    for column in ("provider", "key", "model", "roles", "$/M in", "$/M out", "zone", "limits"):
-        table.add_column(column, no_wrap=column not in ("roles", "key"))
+                  expand=False, pad_edge=False, box=box.SIMPLE_HEAD,
+                  caption="in, out: $ per million tokens", caption_justify="left")
+    table.add_column("provider", no_wrap=True, min_width=10)
+    table.add_column("key", no_wrap=True, min_width=11)
+    table.add_column("model", no_wrap=True, overflow="ellipsis", min_width=18, max_width=28)
+    table.add_column("in", justify="right", no_wrap=True)
+    table.add_column("out", justify="right", no_wrap=True)
+    table.add_column("zone", no_wrap=True, min_width=4)
+    if wide:
+        table.add_column("limits", no_wrap=True)
+        table.add_column("roles", style="dim")
     for view in views:
         for index, model in enumerate(view.models):
             first = index == 0
-            table.add_row(
+            cells = [
                 Text(view.id, style="bold") if first else "",
                 _key_text(view) if first else "",
                 Text(model.id),
-                Text(", ".join(model.roles), style="dim"),
                 _money(model.rates.input if model.rates else None),
                 _money(model.rates.output if model.rates else None),
                 view.zone if first else "",
-                _limits(view) if first else "",
-                end_section=index == len(view.models) - 1,
-            )
-    console = Console()
+            ]
+            if wide:
+                cells += [_limits(view) if first else "", Text(", ".join(model.roles))]
+            table.add_row(*cells, end_section=index == len(view.models) - 1)
     console.print(table)
     details = {v.key.detail for v in views if v.key.detail and not v.usable}
     for detail in sorted(details):
@@ -216,18 +226,20 @@ def _key_text(view: ProviderView) -> Any:
 def _money(value: float | None) -> Any:
     from rich.text import Text
 
+    from .formatting import per_mtok
+
     if value is None:
         return Text("unpriced", style="bold red")
-    return Text(f"{value:.3f}".rstrip("0").rstrip(".") if value else "0", justify="right")
+    return Text(per_mtok(value), justify="right")
 
 
 def _limits(view: ProviderView) -> str:
     parts = []
     if view.rpm:
-        parts.append(f"{view.rpm} rpm")
+        parts.append(f"{view.rpm}rpm")
     if view.tpm:
-        parts.append(f"{view.tpm} tpm")
-    return ", ".join(parts)
+        parts.append(f"{view.tpm // 1000}k tpm" if view.tpm >= 1000 else f"{view.tpm}tpm")
+    return " ".join(parts)
 
 
 def _provider_json(view: ProviderView) -> dict[str, Any]:
@@ -298,6 +310,8 @@ async def _ask(engine: Engine, args: argparse.Namespace) -> int:
 
 def call_line(record: Any) -> str:
     """provider · model · TTFT · duration · tokens · cost · energy, on one line."""
+    from .formatting import significant, usd
+
     parts = [record.provider, record.model]
     if record.ttft_s is not None:
         parts.append(f"TTFT {record.ttft_s * 1000:.0f} ms")
@@ -311,13 +325,13 @@ def call_line(record: Any) -> str:
     if record.tokens_per_s:
         parts.append(f"{record.tokens_per_s:.1f} tok/s")
     cost = record.cost
-    parts.append(f"${cost.usd:.6f}" if cost.usd is not None else "unpriced")
+    parts.append(cost.method if cost.method == "not billed" else usd(cost.usd))
     energy = record.energy
     if energy is not None and energy.wh is not None:
         tag = "measured" if energy.measured else "est."
-        parts.append(f"{energy.wh:.4f} Wh {tag}")
+        parts.append(f"{significant(energy.wh)} Wh {tag}")
         if energy.gco2e is not None:
-            parts.append(f"{energy.gco2e:.4f} gCO2e")
+            parts.append(f"{significant(energy.gco2e)} gCO2e")
     else:
         parts.append("energy unknown")
     return " · ".join(parts)

@@ -1,0 +1,29 @@
+"""Numbers as the operator reads them, shared by the CLI and the cockpit."""
+
+from __future__ import annotations
+
+import math
+
+
+def significant(value: float, digits: int = 2) -> str:
+    """Fixed-point with `digits` significant digits for small values: 0.0000055, not 5.5e-06."""
+    if value == 0:
+        return "0"
+    magnitude = math.floor(math.log10(abs(value)))
+    decimals = max(0, digits - 1 - magnitude)
+    return f"{value:.{decimals}f}"
+
+
+def usd(value: float | None) -> str:
+    if value is None:
+        return "unpriced"
+    if abs(value) >= 0.01 or value == 0:
+        return f"${value:.2f}" if abs(value) >= 1 else f"${value:.4f}".rstrip("0").rstrip(".")
+    return "$" + significant(value)
+
+
+def per_mtok(value: float | None) -> str:
+    """A $/million-token rate: 0.59, 2, 0.075."""
+    if value is None:
+        return "unpriced"
+    return f"{value:.3f}".rstrip("0").rstrip(".") if value else "0"

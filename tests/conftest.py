@@ -1,0 +1,77 @@
+"""Shared fixtures: real servers on 127.0.0.1, real keyring files, real SQLite in tmp dirs."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from keyrings.alt.file import PlaintextKeyring
+
+from tests.support.scripted_server import ScriptedServer
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TEST_KEY = "sk-test-9f8e7d6c5b4a39281706"
+
+
+@pytest.fixture
+def keyring_backend(tmp_path: Path) -> PlaintextKeyring:
+    """A real keyring backend whose file lives in this test's tmp dir."""
+    backend = PlaintextKeyring()
+    backend.file_path = str(tmp_path / "keyring" / "keyring_pass.cfg")
+    return backend
+
+
+@pytest.fixture
+def scripted() -> Iterator[ScriptedServer]:
+    with ScriptedServer(api_key=TEST_KEY) as server:
+        yield server
+
+
+def scripted_bouquet(url: str, *, key: str = "keyring", extra: str = "") -> str:
+    """A bouquet with one provider, `scripted`, served by a ScriptedServer."""
+    return textwrap.dedent(
+        f"""
+        [budget]
+        daily_usd = 1.0
+
+        [providers.scripted]
+        kind = "openai"
+        base_url = "{url}"
+        key = "{key}"
+        zone = "FRA"
+        [[providers.scripted.models]]
+        id = "echo"
+        roles = ["chat", "cheap"]
+        price_in = 0.5
+        price_out = 1.5
+        params_b = 8
+        [[providers.scripted.models]]
+        id = "status:503"
+        roles = ["fast"]
+        price_in = 0.5
+        price_out = 1.5
+        """
+    ) + textwrap.dedent(extra)
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for running the real `aetherflow` command with everything in tmp."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AETHERFLOW_", "XDG_"))}
+    env.update(
+        AETHERFLOW_HOME=str(tmp_path / "home"),
+        XDG_CONFIG_HOME=str(tmp_path / "xdg-config"),
+        XDG_DATA_HOME=str(tmp_path / "xdg-data"),
+        PYTHON_KEYRING_BACKEND="keyrings.alt.file.PlaintextKeyring",
+        COLUMNS="120",
+        PYTHONPATH=str(REPO_ROOT),
+    )
+    return env
+
+
+def aetherflow_cmd() -> list[str]:
+    return [sys.executable, "-m", "aetherflow_tui"]

@@ -1,0 +1,141 @@
+"""The real engine against a real scripted provider: calls, ledger rows, events, keys."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from aetherflow_tui.engine import Engine, config
+from aetherflow_tui.engine.errors import UsageError
+from aetherflow_tui.engine.events import CallRecorded, KeyStateChanged
+from aetherflow_tui.engine.keys import KeyState, KeyVault, Secret
+from aetherflow_tui.engine.providers.base import ChatRequest
+from tests.conftest import TEST_KEY, scripted_bouquet
+
+
+@pytest.fixture
+async def engine(scripted, keyring_backend, tmp_path: Path):
+    bouquet = config.parse(scripted_bouquet(scripted.url), tmp_path / "bouquet.toml")
+    vault = KeyVault(backend=keyring_backend)
+    vault.store("scripted", Secret(TEST_KEY))
+    async with Engine(bouquet, tmp_path / "home", vault=vault) as started:
+        yield started
+
+
+async def test_ask_returns_a_durable_priced_row_with_energy(engine, scripted, tmp_path):
+    events = engine.bus.subscribe()
+    tokens: list[str] = []
+    outcome = await engine.ask("hello there factory", provider="scripted",
+                               on_token=tokens.append)
+    assert outcome.ok
+    assert outcome.result.text == "echo: hello there factory"
+    assert "".join(tokens) == outcome.result.text
+    record = outcome.record
+    assert record.id is not None
+    assert (record.input_tokens, record.output_tokens) == (3, 4)
+    # price override: 3 in at $0.5/M + 4 out at $1.5/M
+    assert record.cost.usd == pytest.approx((3 * 0.5 + 4 * 1.5) / 1e6)
+    assert record.cost.method == "config"
+    assert record.energy.method == "estimate:size"
+    assert record.energy.wh > 0 and record.energy.gco2e > 0
+    assert record.ttft_s is not None and record.ttft_s <= record.duration_s
+    # The server saw the key from the keychain, and only there.
+    assert scripted.requests[-1]["headers"]["authorization"] == f"Bearer {TEST_KEY}"
+    event = events.get_nowait()
+    assert isinstance(event, CallRecorded) and event.record.id == record.id
+
+    with sqlite3.connect(tmp_path / "home" / "aetherflow.db") as db:
+        row = db.execute("SELECT provider, model, ok, usd, energy_method FROM calls WHERE id=?",
+                         (record.id,)).fetchone()
+    assert row == ("scripted", "echo", 1, pytest.approx(record.cost.usd), "estimate:size")
+
+
+async def test_the_key_never_reaches_the_database(engine, tmp_path):
+    await engine.ask("one", provider="scripted")
+    await engine.ask("two", provider="scripted", model="status:503")
+    await engine.store.flush()
+    for path in (tmp_path / "home").iterdir():
+        assert TEST_KEY.encode() not in path.read_bytes(), path
+
+
+async def test_a_failed_call_is_recorded_with_its_kind(engine):
+    outcome = await engine.ask("x", provider="scripted", model="status:503")
+    assert not outcome.ok
+    assert outcome.error.kind == "overloaded"
+    assert outcome.record.ok is False
+    assert outcome.record.error_kind == "overloaded"
+    assert outcome.record.cost.usd == 0.0 and outcome.record.cost.method == "not billed"
+    totals = {t.provider: t for t in await engine.totals_today()}
+    assert totals["scripted"].failures == 1
+
+
+async def test_an_unpriced_model_is_flagged_not_free(engine):
+    outcome = await engine.ask("x", provider="scripted", model="mystery-model-xyz")
+    assert outcome.ok
+    assert outcome.record.cost.usd is None
+    assert outcome.record.cost.method == "unpriced"
+    (totals,) = await engine.totals_today()
+    assert totals.unpriced_calls == 1 and totals.usd == 0.0
+
+
+async def test_totals_today_add_up_calls(engine):
+    for prompt in ("a b", "c d e", "f"):
+        await engine.ask(prompt, provider="scripted")
+    (totals,) = await engine.totals_today()
+    assert totals.calls == 3
+    assert totals.input_tokens == 2 + 3 + 1
+    assert totals.usd == pytest.approx(sum(
+        r.cost.usd for r in await engine.store.recent_calls(3)))
+
+
+async def test_hot_path_returns_before_the_commit_and_settles_after(engine):
+    spec = engine.provider_spec("scripted")
+    outcome = await engine.call(spec, ChatRequest.ask("echo", "hi", stream=False),
+                                purpose="test")
+    assert outcome.record.id is None and outcome.record.energy is None
+    settled = await engine.settled(outcome)
+    assert settled.record.id is not None and settled.record.energy is not None
+
+
+async def test_choose_picks_the_cheapest_usable_model(engine):
+    spec, model = await engine.choose(None, None)
+    assert (spec.id, model.id) == ("scripted", "echo")
+
+
+async def test_missing_key_is_an_operator_error_naming_the_fix(scripted, keyring_backend,
+                                                               tmp_path):
+    bouquet = config.parse(scripted_bouquet(scripted.url), None)
+    async with Engine(bouquet, tmp_path / "home", vault=KeyVault(backend=keyring_backend)) as e:
+        with pytest.raises(UsageError, match="aetherflow key set scripted"):
+            await e.ask("hi", provider="scripted")
+        with pytest.raises(UsageError, match="no provider has a usable key"):
+            await e.ask("hi")
+
+
+async def test_set_key_publishes_and_takes_effect(scripted, keyring_backend, tmp_path):
+    bouquet = config.parse(scripted_bouquet(scripted.url), None)
+    async with Engine(bouquet, tmp_path / "home", vault=KeyVault(backend=keyring_backend)) as e:
+        events = e.bus.subscribe()
+        status = await e.set_key("scripted", f"  {TEST_KEY}\n")
+        assert status.state is KeyState.PRESENT
+        event = events.get_nowait()
+        assert isinstance(event, KeyStateChanged) and event.provider == "scripted"
+        assert TEST_KEY not in repr(event)
+        assert (await e.ask("hi", provider="scripted")).ok
+        assert await e.remove_key("scripted") is True
+        views = {v.id: v for v in await e.provider_views()}
+        assert views["scripted"].key.state is KeyState.MISSING
+
+
+async def test_unknown_provider_lists_the_known_ones(engine):
+    with pytest.raises(UsageError, match=r"unknown provider 'nope'.*scripted"):
+        await engine.ask("hi", provider="nope")
+
+
+async def test_env_key_is_used_when_the_config_says_so(scripted, tmp_path):
+    bouquet = config.parse(scripted_bouquet(scripted.url, key="env:SCRIPTED_KEY"), None)
+    vault = KeyVault(environ={"SCRIPTED_KEY": TEST_KEY})
+    async with Engine(bouquet, tmp_path / "home", vault=vault) as e:
+        assert (await e.ask("hi", provider="scripted")).ok

@@ -1,0 +1,48 @@
+"""The engine never imports the UI toolkit, and the CLI starts without heavy libraries."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO_ROOT
+
+ENGINE_MODULES = [
+    "aetherflow_tui.engine",
+    "aetherflow_tui.engine.bus",
+    "aetherflow_tui.engine.config",
+    "aetherflow_tui.engine.events",
+    "aetherflow_tui.engine.keys",
+    "aetherflow_tui.engine.ledger",
+    "aetherflow_tui.engine.providers.openai_compat",
+    "aetherflow_tui.engine.store",
+]
+HEAVY = ["textual", "llama_cpp", "onnxruntime", "tokenizers", "genai_prices", "ecologits",
+         "rich", "httpx", "aiosqlite", "pydantic"]
+
+
+def _loaded_after(code: str) -> set[str]:
+    probe = code + "\nimport sys, json\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, cwd=REPO_ROOT).stdout
+    return {name.split(".")[0] for name in json.loads(out.splitlines()[-1])}
+
+
+def test_the_engine_does_not_load_textual():
+    imports = "\n".join(f"import {m}" for m in ENGINE_MODULES)
+    loaded = _loaded_after(imports)
+    assert "aetherflow_tui" in loaded  # the probe really imported the engine
+    assert "textual" not in loaded
+
+
+def test_the_cli_module_loads_no_heavy_library():
+    loaded = _loaded_after("import aetherflow_tui.cli")
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+
+
+def test_help_runs_without_heavy_libraries():
+    code = ("import sys\nfrom aetherflow_tui.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n")
+    loaded = _loaded_after(code)
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))

@@ -30,6 +30,14 @@ _ZONE = re.compile(r"^[A-Z]{3}$")
 _PROVIDER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 
+class _FieldProblem(ValueError):
+    """A provider-level check whose culprit is a field below it: `at` is its loc suffix."""
+
+    def __init__(self, message: str, *at: str | int) -> None:
+        super().__init__(message)
+        self.at = at
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -54,9 +62,14 @@ class ModelSpec(_Strict):
             )
         return roles
 
-    @property
-    def has_price_override(self) -> bool:
-        return self.price_in is not None or self.price_out is not None
+    @model_validator(mode="after")
+    def _prices_together(self) -> ModelSpec:
+        # Half an override would silently mix the operator's price with the table's.
+        if (self.price_in is None) != (self.price_out is None):
+            missing = "price_out" if self.price_out is None else "price_in"
+            raise _FieldProblem(f"model {self.id!r} sets one price: add {missing} too "
+                                "(price_in and price_out go together)", missing)
+        return self
 
 
 class ProviderSpec(_Strict):
@@ -115,14 +128,13 @@ class ProviderSpec(_Strict):
     def _kind_needs(self) -> ProviderSpec:
         if self.kind == "openai" and self.base_url is None:
             raise ValueError('a kind = "openai" provider needs base_url')
-        if self.kind == "llama_cpp":
-            missing = [m.id for m in self.models if not m.path]
-            if missing:
-                raise ValueError(f"llama_cpp model {missing[0]!r} needs path (a .gguf file)")
-        ids = [m.id for m in self.models]
-        dupes = {i for i in ids if ids.count(i) > 1}
-        if dupes:
-            raise ValueError(f"model {sorted(dupes)[0]!r} is declared twice")
+        for index, model in enumerate(self.models):
+            if self.kind == "llama_cpp" and not model.path:
+                raise _FieldProblem(f"llama_cpp model {model.id!r} needs path (a .gguf file)",
+                                    "models", index)
+            if any(earlier.id == model.id for earlier in self.models[:index]):
+                raise _FieldProblem(f"model {model.id!r} is declared twice",
+                                    "models", index, "id")
         return self
 
     @property
@@ -184,7 +196,7 @@ def parse(text: str, source: Path | None) -> Bouquet:
         model = _BouquetFile.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        loc = tuple(first["loc"])
+        loc = tuple(first["loc"]) + getattr(first.get("ctx", {}).get("error"), "at", ())
         message = _describe(first)
         raise ConfigError(message, path=label, line=locate(text, loc)) from None
     return Bouquet(budget=model.budget, providers=dict(model.providers), source=source)
@@ -209,7 +221,8 @@ def _decode_error_line(exc: tomllib.TOMLDecodeError) -> int | None:
 
 
 def _describe(error: dict[str, Any]) -> str:
-    loc = ".".join(str(part) for part in error["loc"])
+    # repr() keeps a key with a line break in it from breaking the one-line message
+    loc = ".".join(str(p) if str(p).isprintable() else repr(str(p)) for p in error["loc"])
     kind = error["type"]
     if kind == "missing":
         return f"{loc} is required"

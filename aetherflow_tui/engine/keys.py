@@ -219,7 +219,10 @@ def _explain(exc: Exception) -> KeychainUnavailable:
 
 
 _TOKEN_PATTERNS = re.compile(
-    r"(?i)(bearer\s+)[^\s\"',}]+"
+    # After "Authorization: Bearer" anything is a token; elsewhere "bearer" is only
+    # followed by one when it looks like one (so "the bearer of" stays readable).
+    r"(?i)((?:authorization[\"']?\s*[:=]\s*[\"']?bearer\s+)|bearer\s+(?=[A-Za-z0-9._~+/\-]{8,}))"
+    r"[^\s\"',}]+"
     r"|\b(sk-[A-Za-z0-9_\-]{8,}|gsk_[A-Za-z0-9]{8,}|AIza[0-9A-Za-z_\-]{20,})"
     r"|((?:api[_-]?key|x-api-key|x-goog-api-key)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}&]+"
 )

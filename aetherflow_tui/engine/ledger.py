@@ -214,9 +214,9 @@ class _EcoLogits:
         from ecologits.electricity_mix_repository import electricity_mixes
         from ecologits.impacts.llm import compute_llm_impacts
         from ecologits.log import logger
-        from ecologits.model_repository import models
+        from ecologits.model_repository import ParametersMoE, models
         from ecologits.tracers.utils import PROVIDER_CONFIG_MAP
-        from ecologits.utils.range_value import ParametersMoE, RangeValue
+        from ecologits.utils.range_value import RangeValue
 
         # It warns once per model on stderr about its own precision; we tag the method.
         logger.setLevel(logging.ERROR)

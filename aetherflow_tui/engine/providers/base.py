@@ -83,6 +83,8 @@ class ProviderError(Exception):
     retryable: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
+        # Messages may carry a base URL, and some APIs take keys in the query string.
+        self.message = excerpt(self.message, limit=300)
         self.excerpt = excerpt(self.excerpt)
         super().__init__(str(self))
 

@@ -6,8 +6,12 @@ One pooled httpx.AsyncClient per provider keeps TLS connections warm between cal
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import math
 import time
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -28,6 +32,8 @@ from .base import (
     Rejected,
     Usage,
 )
+
+_DRAIN_S = 1.0  # how long to wait for the end of a stream after [DONE]
 
 
 class OpenAICompatProvider:
@@ -102,15 +108,23 @@ class OpenAICompatProvider:
         model = request.model
         finish: str | None = None
         done = False
+        events = 0  # "data:" lines seen
+        stray: list[str] = []  # lines that are not server-sent events at all
         async with self._client.stream("POST", "/chat/completions", json=body,
                                        headers=self._auth) as response:
             if response.status_code != 200:
                 await response.aread()
                 raise _http_error(self.id, response.status_code, response.headers,
                                   response.text)
-            async for line in response.aiter_lines():
+            lines = response.aiter_lines()
+            async for line in lines:
                 if not line.startswith("data:"):
-                    continue  # SSE comments (": keep-alive"), event names, blank separators
+                    # SSE comments (": keep-alive"), event names, blank separators.
+                    if (line.strip() and len(stray) < 8
+                            and not line.startswith((":", "event:", "id:", "retry:"))):
+                        stray.append(line)
+                    continue
+                events += 1
                 payload = line[5:].strip()
                 if payload == "[DONE]":
                     done = True
@@ -143,13 +157,31 @@ class OpenAICompatProvider:
                             if pending is not None:
                                 await pending
                     finish = choice.get("finish_reason") or finish
+            ended = time.perf_counter()
+            if done:
+                await _drain(lines)
         if not done and finish is None:
+            if not events and stray:
+                # A complete 200 answer that is not an event stream (an error page, a
+                # JSON body): retrying will not change it.
+                raise MalformedResponse(self.id, "not an event stream", status=200,
+                                        excerpt="\n".join(stray))
             raise ConnectionFailed(self.id, "stream ended before the answer finished",
                                    excerpt="".join(pieces))
         text = "".join(pieces)
-        duration = time.perf_counter() - started
+        duration = ended - started
         return ChatResult(self.id, str(model), text, usage or _estimate(request, text, chunks),
                           ttft, duration, finish)
+
+
+async def _drain(lines: Any) -> None:
+    """Read what follows [DONE] (the chunked-body end) so the connection returns to the
+    pool; a response left unfinished makes httpx close its connection. The answer is
+    complete already, so a server that stalls or cuts here costs only that connection."""
+    with contextlib.suppress(TimeoutError, httpx.HTTPError):
+        async with asyncio.timeout(_DRAIN_S):
+            async for _ in lines:
+                pass
 
 
 def _body(request: ChatRequest) -> dict[str, Any]:
@@ -225,11 +257,16 @@ def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:
+        # Zoneless forms (asctime, "-0000") are GMT in HTTP, not the local time.
+        when = when.replace(tzinfo=UTC)
     return max(0.0, when.timestamp() - time.time())

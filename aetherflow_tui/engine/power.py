@@ -10,7 +10,7 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,11 +42,9 @@ def cpu_model() -> str:
     if platform.system() == "Darwin":
         import subprocess
 
-        try:
+        with suppress(OSError, subprocess.SubprocessError):
             brand = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"],
                                    capture_output=True, text=True, timeout=2).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            pass
     return brand or platform.machine()
 
 

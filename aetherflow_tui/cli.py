@@ -7,7 +7,6 @@ instant; the engine, Rich and the heavy libraries load inside the command that n
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from pathlib import Path
@@ -84,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    import asyncio
+
     from .engine.errors import EXIT_FAILED, OperatorError
 
     try:
@@ -142,6 +143,8 @@ def _config_init(paths: Paths, force: bool) -> int:
 
 
 async def _config_path(paths: Paths, as_json: bool) -> int:
+    import asyncio
+
     from .engine.keys import KeyVault
 
     backend = await asyncio.to_thread(KeyVault().backend_name)

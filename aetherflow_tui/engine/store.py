@@ -135,6 +135,22 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX approvals_status ON approvals(status);
     """,
+    # 2: the cockpit: the last hour by minute, and each provider's key checks
+    """
+    CREATE INDEX calls_ts ON calls(ts);
+    CREATE TABLE key_checks (
+        id INTEGER PRIMARY KEY,
+        ts REAL NOT NULL,
+        provider TEXT NOT NULL,
+        passed INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        latency_s REAL,
+        usd REAL,
+        billed_usd REAL
+    );
+    CREATE INDEX key_checks_provider ON key_checks(provider, id);
+    """,
 )
 
 _CALL_COLUMNS = (
@@ -170,6 +186,9 @@ class Store:
         self._max_batch = max_batch
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
+        # One connection: a statement issued while the writer's transaction is open would
+        # join it. Every write takes this lock, so each commits on its own terms.
+        self._write_lock = asyncio.Lock()
         self.prepare: Prepare | None = None  # fills in energy just before the write
         self.on_committed: Committed | None = None  # publishes CallRecorded after commit
 
@@ -229,7 +248,10 @@ class Store:
                     if not future.done():
                         future.set_result(row)
                 if written and self.on_committed is not None:
-                    self.on_committed(written)
+                    try:
+                        self.on_committed(written)
+                    except Exception:  # a subscriber's bug must not stop the writer
+                        log.exception("publishing %d committed calls failed", len(written))
             for item in batch:
                 if isinstance(item, asyncio.Future) and not item.done():
                     item.set_result(None)
@@ -238,8 +260,11 @@ class Store:
 
     async def _write_calls(self, calls: list[tuple[CallRecord, Any]]) -> list[CallRecord]:
         rows = [record for record, _ in calls]
-        if self.prepare is not None:
-            rows = [self.prepare(row) if row.energy is None else row for row in rows]
+        prepare = self.prepare
+        if prepare is not None and any(row.energy is None for row in rows):
+            # EcoLogits takes a fraction of a millisecond a row: keep it off the event loop.
+            rows = await asyncio.to_thread(
+                lambda: [prepare(row) if row.energy is None else row for row in rows])
         totals: dict[tuple[str, str], list[float]] = {}
         for row in rows:
             acc = totals.setdefault((row.day, row.provider), [0] * 9)
@@ -253,6 +278,11 @@ class Store:
             acc[6] += (energy.wh or 0.0) if energy else 0.0
             acc[7] += (energy.gco2e or 0.0) if energy else 0.0
             acc[8] += (energy.wh or 0.0) if energy and energy.measured else 0.0
+        async with self._write_lock:
+            return await self._insert_calls(rows, totals)
+
+    async def _insert_calls(self, rows: list[CallRecord],
+                            totals: dict[tuple[str, str], list[float]]) -> list[CallRecord]:
         await self._db.execute("BEGIN IMMEDIATE")
         try:
             cursor = await self._db.execute("SELECT COALESCE(MAX(id), 0) FROM calls")
@@ -280,11 +310,58 @@ class Store:
         )
         return [_call_from_row(row) for row in await cursor.fetchall()]
 
+    async def _write(self, sql: str, params: Sequence[Any]) -> aiosqlite.Cursor:
+        async with self._write_lock:
+            return await self._db.execute(sql, params)
+
     async def add_event(self, ts: float, kind: str, payload: dict[str, Any]) -> None:
-        await self._db.execute(
+        await self._write(
             "INSERT INTO events (ts, kind, payload) VALUES (?, ?, ?)",
             (ts, kind, json.dumps(payload, default=str)),
         )
+
+    async def minute_series(self, since_ts: float) -> list[tuple[int, float, float, float]]:
+        """(minute, usd, wh, gco2e) for each minute with calls since `since_ts`."""
+        cursor = await self._db.execute(
+            "SELECT CAST(ts / 60 AS INTEGER) AS minute, COALESCE(SUM(usd), 0), "
+            "COALESCE(SUM(wh), 0), COALESCE(SUM(gco2e), 0) FROM calls WHERE ts >= ? "
+            "GROUP BY minute ORDER BY minute", (since_ts,))
+        return [tuple(row) for row in await cursor.fetchall()]  # type: ignore[misc]
+
+    async def add_approval(self, ts: float, kind: str, summary: str, evidence: str,
+                           proposed_action: str, payload: dict[str, Any]) -> int:
+        cursor = await self._write(
+            "INSERT INTO approvals (ts, kind, summary, evidence, proposed_action, payload) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (ts, kind, summary, evidence, proposed_action, json.dumps(payload)))
+        return int(cursor.lastrowid or 0)
+
+    async def approvals(self, status: str | None = "pending") -> list[tuple[Any, ...]]:
+        where = "WHERE status = ?" if status else ""
+        cursor = await self._db.execute(
+            "SELECT id, ts, kind, summary, evidence, proposed_action, payload, status, "
+            f"decided_ts FROM approvals {where} ORDER BY id", (status,) if status else ())
+        return [tuple(row) for row in await cursor.fetchall()]
+
+    async def decide_approval(self, approval_id: int, status: str, ts: float) -> bool:
+        cursor = await self._write(
+            "UPDATE approvals SET status = ?, decided_ts = ? WHERE id = ? AND status = "
+            "'pending'", (status, ts, approval_id))
+        return cursor.rowcount == 1
+
+    async def add_key_check(self, ts: float, provider: str, passed: bool, state: str,
+                            reason: str, latency_s: float | None, usd: float | None,
+                            billed_usd: float | None) -> None:
+        await self._write(
+            "INSERT INTO key_checks (ts, provider, passed, state, reason, latency_s, usd, "
+            "billed_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (ts, provider, int(passed), state, reason, latency_s, usd, billed_usd))
+
+    async def latest_key_checks(self) -> dict[str, tuple[Any, ...]]:
+        cursor = await self._db.execute(
+            "SELECT provider, ts, passed, state, reason, latency_s, usd, billed_usd "
+            "FROM key_checks WHERE id IN (SELECT MAX(id) FROM key_checks GROUP BY provider)")
+        return {row[0]: tuple(row) for row in await cursor.fetchall()}
 
     async def schema_version(self) -> int:
         cursor = await self._db.execute("PRAGMA user_version")

@@ -397,6 +397,8 @@ async def _spend(engine: Engine, as_json: bool) -> int:
 
 
 async def _key(engine: Engine, args: argparse.Namespace) -> int:
+    from .engine.errors import EXIT_FAILED
+
     provider = args.provider
     engine.provider_spec(provider)  # unknown provider: exit 2 before prompting
     if args.key_command == "remove":
@@ -404,9 +406,12 @@ async def _key(engine: Engine, args: argparse.Namespace) -> int:
         print(f"removed the key for {provider}" if removed else f"no key stored for {provider}")
         return 0
     text = _read_secret(provider)
-    status = await engine.set_key(provider, text)
-    print(f"stored the key for {provider} in the keychain ({status.state.value})")
-    return 0
+    await engine.set_key(provider, text)
+    print(f"stored the key for {provider} in the keychain; testing it with one real call")
+    # Running `key set` is the operator's approval: a key that passes is active at once.
+    check = await engine.test_key(provider, activate=True)
+    print(f"{provider}: {check.state.value}: {check.reason}")
+    return 0 if check.active else EXIT_FAILED
 
 
 def _read_secret(provider: str) -> str:

@@ -13,11 +13,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import config as config_mod
+from .approvals import ACTIVATE_KEY, Approval, ApprovalQueue
 from .bus import EventBus
 from .clock import Clock, SystemClock, local_day
 from .config import Bouquet, ModelSpec, ProviderSpec
 from .errors import ConfigError, UsageError
-from .events import CallRecorded, KeyStateChanged
+from .events import CallRecorded, KeyCheckUpdated, KeyStateChanged, ProviderHealthChanged
+from .health import HealthBook, ProviderHealth
+from .keycheck import (
+    SANDBOX_MAX_TOKENS,
+    SANDBOX_PROMPT,
+    KeyCheck,
+    KeyCheckState,
+    judge,
+)
 from .keys import KeyState, KeyStatus, KeyVault, check_key_text
 from .ledger import NOT_BILLED, UNKNOWN_ENERGY, EnergyEstimator, PriceTable, Rates
 from .paths import Paths
@@ -36,7 +45,7 @@ from .text import excerpt
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["CallOutcome", "Engine", "ModelView", "ProviderView", "load_bouquet"]
+__all__ = ["CallOutcome", "Engine", "ModelView", "ProviderView", "SpendView", "load_bouquet"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +68,47 @@ class ProviderView:
     key: KeyStatus
     console_url: str | None
     models: tuple[ModelView, ...]
+    check: KeyCheck  # the sandbox test of the current key
+    health: ProviderHealth
 
     @property
     def usable(self) -> bool:
         return self.key.state in (KeyState.PRESENT, KeyState.NOT_NEEDED)
+
+    @property
+    def routable(self) -> bool:
+        """Automatic routing may use it: a key that is there and passed its test."""
+        return self.usable and (self.key.source != "keyring" or self.check.active)
+
+
+@dataclass(frozen=True, slots=True)
+class SpendView:
+    """Today's money and energy, for the cost pane and `aetherflow spend`."""
+
+    day: str
+    budget_usd: float
+    totals: tuple[ProviderTotals, ...]
+    minutes: tuple[tuple[float, float, float], ...]  # last 60 minutes: usd, wh, gco2e
+
+    @property
+    def spent_usd(self) -> float:
+        return sum(t.usd for t in self.totals)
+
+    @property
+    def wh(self) -> float:
+        return sum(t.wh for t in self.totals)
+
+    @property
+    def measured_wh(self) -> float:
+        return sum(t.measured_wh for t in self.totals)
+
+    @property
+    def gco2e(self) -> float:
+        return sum(t.gco2e for t in self.totals)
+
+    @property
+    def unpriced_calls(self) -> int:
+        return sum(t.unpriced_calls for t in self.totals)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +146,13 @@ class Engine:
         self.bus = EventBus()
         self.prices = PriceTable()
         self.energy = EnergyEstimator()
+        self.health = HealthBook(self.clock)
         self._store: Store | None = None
+        self._approvals: ApprovalQueue | None = None
+        self._checks: dict[str, KeyCheck] = {}
         self._providers: dict[str, Provider] = {}
         self._provider_lock = asyncio.Lock()
+        self._in_flight = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -110,6 +160,15 @@ class Engine:
         self._store = await Store.open(self.home / "aetherflow.db")
         self._store.prepare = self._estimate_energy
         self._store.on_committed = self._publish_calls
+        self._approvals = ApprovalQueue(self._store, self.bus, self.clock)
+        self._approvals.handle(ACTIVATE_KEY, self._on_activation_decided)
+        for provider, row in (await self._store.latest_key_checks()).items():
+            _, ts, _, state, reason, latency, usd, billed = row
+            self._checks[provider] = KeyCheck(provider, KeyCheckState(state), reason, ts,
+                                              latency, usd, billed)
+        # Health starts from the recent past, not from nothing, after a restart.
+        for record in reversed(await self._store.recent_calls(500)):
+            self.health.observe(record)
         return self
 
     async def stop(self) -> None:
@@ -133,6 +192,16 @@ class Engine:
             raise RuntimeError("the engine is not started")
         return self._store
 
+    @property
+    def approvals(self) -> ApprovalQueue:
+        if self._approvals is None:
+            raise RuntimeError("the engine is not started")
+        return self._approvals
+
+    def busy(self) -> int:
+        """Calls in flight: quitting now would cut them."""
+        return self._in_flight
+
     # -- the bouquet -----------------------------------------------------------------------
 
     def provider_spec(self, provider_id: str) -> ProviderSpec:
@@ -155,7 +224,12 @@ class Engine:
     def _view(self, spec: ProviderSpec, status: KeyStatus) -> ProviderView:
         models = tuple(ModelView(m.id, m.roles, self.prices.rates(spec, m)) for m in spec.models)
         return ProviderView(spec.id, spec.kind, spec.base_url, spec.zone, spec.rpm, spec.tpm,
-                            status, spec.console_url, models)
+                            status, spec.console_url, models, self.key_check(spec.id),
+                            self.health.health(spec.id))
+
+    def key_check(self, provider_id: str) -> KeyCheck:
+        return self._checks.get(provider_id) or KeyCheck(
+            provider_id, KeyCheckState.UNTESTED, "not tested yet", 0.0)
 
     # -- keys ------------------------------------------------------------------------------
 
@@ -166,19 +240,95 @@ class Engine:
                              fix='set key = "keyring" for it in the config to store one')
         secret = check_key_text(provider_id, text)
         await asyncio.to_thread(self.vault.store, provider_id, secret)
+        await self._record_check(KeyCheck(provider_id, KeyCheckState.UNTESTED,
+                                          "new key, not tested yet", self.clock.now()))
         return await self._key_changed(spec)
 
     async def remove_key(self, provider_id: str) -> bool:
         spec = self.provider_spec(provider_id)
         removed = await asyncio.to_thread(self.vault.delete, provider_id)
+        await self._record_check(KeyCheck(provider_id, KeyCheckState.UNTESTED, "key removed",
+                                          self.clock.now()))
         await self._key_changed(spec)
         return removed
+
+    async def inject_key(self, provider_id: str, text: str) -> KeyCheck:
+        """Store a key, then test it at once; a pass asks the operator to activate it."""
+        await self.set_key(provider_id, text)
+        return await self.test_key(provider_id)
+
+    async def test_key(self, provider_id: str, *, activate: bool = False) -> KeyCheck:
+        """The sandbox test: one real minimal call. `activate` skips the approval (CLI)."""
+        spec = self.provider_spec(provider_id)
+        await self._record_check(KeyCheck(provider_id, KeyCheckState.TESTING,
+                                          "sandbox call in flight", self.clock.now()),
+                                 persist=False)
+        model = self._sandbox_model(spec)
+        request = ChatRequest.ask(model.id, SANDBOX_PROMPT, max_tokens=SANDBOX_MAX_TOKENS,
+                                  stream=False)
+        try:
+            outcome = await self.settled(await self.call(spec, request, purpose="sandbox"))
+        except UsageError as exc:
+            outcome = None
+            passed, reason = False, str(exc)
+        else:
+            passed, reason = judge(outcome.result, outcome.error, outcome.record.cost)
+        result = outcome.result if outcome else None
+        if not passed:
+            state = KeyCheckState.FAILED
+        elif activate:
+            state = KeyCheckState.ACTIVE
+        else:
+            state = KeyCheckState.AWAITING_APPROVAL
+        check = KeyCheck(provider_id, state, reason, self.clock.now(),
+                         result.duration_s if result else None,
+                         outcome.record.cost.usd if outcome else None,
+                         result.billed_usd if result else None)
+        await self._record_check(check)
+        if state is KeyCheckState.AWAITING_APPROVAL:
+            await self.approvals.request(
+                ACTIVATE_KEY,
+                summary=f"Activate the new key for {provider_id}",
+                evidence=f"sandbox test on {model.id}: {reason}",
+                proposed_action=f"route real traffic to {provider_id}",
+                payload={"provider": provider_id},
+            )
+        return check
+
+    def _sandbox_model(self, spec: ProviderSpec) -> ModelSpec:
+        def price(model: ModelSpec) -> float:
+            rates = self.prices.rates(spec, model)
+            return rates.input + rates.output if rates else float("inf")
+
+        return min(spec.models, key=price)
+
+    async def _on_activation_decided(self, approval: Approval, approved: bool) -> None:
+        provider = str(approval.payload.get("provider"))
+        current = self.key_check(provider)
+        if current.state is not KeyCheckState.AWAITING_APPROVAL:
+            return  # the key changed since: this decision is about a key that is gone
+        state = KeyCheckState.ACTIVE if approved else KeyCheckState.REJECTED
+        reason = "activated by the operator" if approved else "activation declined"
+        await self._record_check(KeyCheck(provider, state, f"{reason}; {current.reason}",
+                                          self.clock.now(), current.latency_s, current.usd,
+                                          current.billed_usd))
+
+    async def _record_check(self, check: KeyCheck, *, persist: bool = True) -> None:
+        self._checks[check.provider] = check
+        if persist:
+            await self.store.add_key_check(check.ts, check.provider,
+                                           check.state is KeyCheckState.ACTIVE
+                                           or check.state is KeyCheckState.AWAITING_APPROVAL,
+                                           check.state.value, check.reason, check.latency_s,
+                                           check.usd, check.billed_usd)
+        self.bus.publish(KeyCheckUpdated(self.clock.now(), check))
 
     async def _key_changed(self, spec: ProviderSpec) -> KeyStatus:
         status = await asyncio.to_thread(self.vault.status, spec)
         provider = self._providers.pop(spec.id, None)
         if provider is not None:
             await provider.aclose()
+        self.health.key_changed(spec.id)
         self.bus.publish(KeyStateChanged(self.clock.now(), spec.id, status))
         return status
 
@@ -193,7 +343,7 @@ class Engine:
                 return spec, self.model_spec(spec, model_id)
             chat = [m for m in spec.models if "chat" in m.roles]
             return spec, (chat or list(spec.models))[0]
-        views = [v for v in await self.provider_views() if v.usable]
+        views = [v for v in await self.provider_views() if v.routable]
         best: tuple[float, ProviderSpec, ModelSpec] | None = None
         for view in views:
             spec = self.bouquet.providers[view.id]
@@ -205,10 +355,10 @@ class Engine:
                 if best is None or price < best[0]:
                     best = (price, spec, model)
         if best is None:
-            which = f"serves {model_id!r}" if model_id else "has a usable key"
+            which = f"serves {model_id!r}" if model_id else "has a tested key"
             raise UsageError(f"no provider {which}",
-                             fix="add a key with `aetherflow key set PROVIDER`, or name one "
-                                 "with --provider")
+                             fix="add and test a key with `aetherflow key set PROVIDER`, or "
+                                 "name one with --provider")
         return best[1], best[2]
 
     async def ask(self, prompt: str, *, provider: str | None = None, model: str | None = None,
@@ -232,6 +382,7 @@ class Engine:
         model = self.model_spec(spec, request.model)
         now = self.clock.now()
         started = time.perf_counter()
+        self._in_flight += 1
         try:
             result = await provider.complete(request, on_token)
         except ProviderError as error:
@@ -242,6 +393,8 @@ class Engine:
                 energy=UNKNOWN_ENERGY, run_id=run_id, step_id=step_id,
             )
             return CallOutcome(record, None, error, self.store.record_call(record))
+        finally:
+            self._in_flight -= 1
         usage = result.usage
         record = CallRecord(
             ts=now, day=local_day(now), provider=spec.id, model=model.id, purpose=purpose,
@@ -282,8 +435,20 @@ class Engine:
     def _publish_calls(self, rows: Sequence[CallRecord]) -> None:
         for row in rows:
             self.bus.publish(CallRecorded(row.ts, row))
+            health = self.health.observe(row)
+            self.bus.publish(ProviderHealthChanged(row.ts, health))
 
     # -- totals ----------------------------------------------------------------------------
 
     async def totals_today(self) -> list[ProviderTotals]:
         return await self.store.totals_for_day(local_day(self.clock.now()))
+
+    async def spend_view(self) -> SpendView:
+        now = self.clock.now()
+        this_minute = int(now // 60)
+        series = {m: (usd, wh, g) for m, usd, wh, g in
+                  await self.store.minute_series((this_minute - 59) * 60)}
+        minutes = tuple(series.get(m, (0.0, 0.0, 0.0))
+                        for m in range(this_minute - 59, this_minute + 1))
+        return SpendView(local_day(now), self.bouquet.budget.daily_usd,
+                         tuple(await self.totals_today()), minutes)

@@ -7,9 +7,15 @@ and never see one change under them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from .health import ProviderHealth
+from .keycheck import KeyCheck
 from .keys import KeyStatus
 from .records import CallRecord
+
+if TYPE_CHECKING:
+    from .approvals import Approval
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,3 +41,23 @@ class Alert(Event):
     level: str  # info, warning, error
     message: str
     provider: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderHealthChanged(Event):
+    health: ProviderHealth
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCheckUpdated(Event):
+    check: KeyCheck
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRequested(Event):
+    approval: Approval
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalDecided(Event):
+    approval: Approval

@@ -96,6 +96,7 @@ def test_a_named_config_that_does_not_exist_is_exit_2(cli_env, tmp_path):
 def test_key_set_then_ask(cli_env, scripted_config, scripted, tmp_path):
     stored = run(cli_env, "key", "set", "scripted", stdin=TEST_KEY + "\n")
     assert stored.returncode == 0, stored.stderr
+    assert "scripted: active: authenticated in" in stored.stdout
     done = run(cli_env, "ask", "hello factory", "--provider", "scripted")
     assert done.returncode == 0, done.stderr
     answer, line = done.stdout.strip().splitlines()
@@ -119,7 +120,8 @@ def test_spend_after_a_call(cli_env, scripted_config):
     spend = json.loads(run(cli_env, "spend", "--json").stdout)
     assert spend["budget_usd"] == 1.0
     (row,) = spend["providers"]
-    assert row["provider"] == "scripted" and row["calls"] == 1 and row["usd"] > 0
+    # The key's sandbox test is a real call too, and is counted like one.
+    assert row["provider"] == "scripted" and row["calls"] == 2 and row["usd"] > 0
 
 
 def test_a_failing_provider_is_exit_1(cli_env, scripted_config):
@@ -132,7 +134,9 @@ def test_a_failing_provider_is_exit_1(cli_env, scripted_config):
 
 def test_a_wrong_key_is_exit_1_and_stays_secret(cli_env, scripted_config):
     wrong = "sk-wrong-00112233445566778899"
-    run(cli_env, "key", "set", "scripted", stdin=wrong)
+    stored = run(cli_env, "key", "set", "scripted", stdin=wrong)
+    assert stored.returncode == 1
+    assert "scripted: failed: the key was refused" in stored.stdout
     done = run(cli_env, "ask", "hi", "-p", "scripted", "--json")
     assert done.returncode == 1
     data = json.loads(done.stdout)

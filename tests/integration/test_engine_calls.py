@@ -9,7 +9,15 @@ import pytest
 
 from aetherflow_tui.engine import Engine, config
 from aetherflow_tui.engine.errors import UsageError
-from aetherflow_tui.engine.events import CallRecorded, KeyStateChanged
+from aetherflow_tui.engine.events import (
+    ApprovalDecided,
+    ApprovalRequested,
+    CallRecorded,
+    KeyCheckUpdated,
+    KeyStateChanged,
+    ProviderHealthChanged,
+)
+from aetherflow_tui.engine.keycheck import KeyCheckState
 from aetherflow_tui.engine.keys import KeyState, KeyVault, Secret
 from aetherflow_tui.engine.providers.base import ChatRequest
 from tests.conftest import TEST_KEY, scripted_bouquet
@@ -99,7 +107,11 @@ async def test_hot_path_returns_before_the_commit_and_settles_after(engine):
     assert settled.record.id is not None and settled.record.energy is not None
 
 
-async def test_choose_picks_the_cheapest_usable_model(engine):
+async def test_choose_picks_the_cheapest_tested_model(engine):
+    with pytest.raises(UsageError, match="no provider has a tested key"):
+        await engine.choose(None, None)  # a key straight into the keychain is untested
+    check = await engine.test_key("scripted", activate=True)
+    assert check.active, check.reason
     spec, model = await engine.choose(None, None)
     assert (spec.id, model.id) == ("scripted", "echo")
 
@@ -110,7 +122,7 @@ async def test_missing_key_is_an_operator_error_naming_the_fix(scripted, keyring
     async with Engine(bouquet, tmp_path / "home", vault=KeyVault(backend=keyring_backend)) as e:
         with pytest.raises(UsageError, match="aetherflow key set scripted"):
             await e.ask("hi", provider="scripted")
-        with pytest.raises(UsageError, match="no provider has a usable key"):
+        with pytest.raises(UsageError, match="no provider has a tested key"):
             await e.ask("hi")
 
 
@@ -120,8 +132,10 @@ async def test_set_key_publishes_and_takes_effect(scripted, keyring_backend, tmp
         events = e.bus.subscribe()
         status = await e.set_key("scripted", f"  {TEST_KEY}\n")
         assert status.state is KeyState.PRESENT
-        event = events.get_nowait()
-        assert isinstance(event, KeyStateChanged) and event.provider == "scripted"
+        first, second = events.get_nowait(), events.get_nowait()
+        assert isinstance(first, KeyCheckUpdated) and first.check.state.value == "untested"
+        assert isinstance(second, KeyStateChanged) and second.provider == "scripted"
+        event = second
         assert TEST_KEY not in repr(event)
         assert (await e.ask("hi", provider="scripted")).ok
         assert await e.remove_key("scripted") is True
@@ -139,3 +153,97 @@ async def test_env_key_is_used_when_the_config_says_so(scripted, tmp_path):
     vault = KeyVault(environ={"SCRIPTED_KEY": TEST_KEY})
     async with Engine(bouquet, tmp_path / "home", vault=vault) as e:
         assert (await e.ask("hi", provider="scripted")).ok
+
+
+async def _drain(subscription) -> list:
+    events = []
+    while (event := subscription.get_nowait()) is not None:
+        events.append(event)
+    return events
+
+
+async def test_injected_key_is_tested_then_activated_on_approval(scripted, keyring_backend,
+                                                                  tmp_path):
+    bouquet = config.parse(scripted_bouquet(scripted.url), None)
+    async with Engine(bouquet, tmp_path / "home", vault=KeyVault(backend=keyring_backend)) as e:
+        events = e.bus.subscribe()
+        check = await e.inject_key("scripted", TEST_KEY)
+        assert check.state is KeyCheckState.AWAITING_APPROVAL, check.reason
+        assert "authenticated in" in check.reason and check.latency_s > 0
+        # The sandbox call is real, and on the ledger like any other.
+        (sandbox,) = await e.store.recent_calls(1)
+        assert sandbox.purpose == "sandbox" and sandbox.ok
+        (pending,) = await e.approvals.pending()
+        assert pending.kind == "activate_key" and "scripted" in pending.summary
+        assert not (await e.provider_views())[0].routable
+        await e.approvals.decide(pending.id, approve=True)
+        assert e.key_check("scripted").active
+        assert (await e.provider_views())[0].routable
+        assert await e.approvals.pending() == []
+        kinds = {type(ev) for ev in await _drain(events)}
+        assert {KeyCheckUpdated, ApprovalRequested, ApprovalDecided,
+                ProviderHealthChanged} <= kinds
+    # Activation and the queue survive a restart; the key itself never touched SQLite.
+    async with Engine(bouquet, tmp_path / "home", vault=KeyVault(backend=keyring_backend)) as e:
+        assert e.key_check("scripted").active
+        (decided,) = [a for a in await e.store.approvals(None)]
+        assert decided[7] == "approved"
+
+
+async def test_a_refused_key_fails_its_test_and_stays_inactive(scripted, keyring_backend,
+                                                               tmp_path):
+    bouquet = config.parse(scripted_bouquet(scripted.url), None)
+    async with Engine(bouquet, tmp_path / "home", vault=KeyVault(backend=keyring_backend)) as e:
+        check = await e.inject_key("scripted", "sk-wrong-key-000000000000")
+        assert check.state is KeyCheckState.FAILED
+        assert check.reason.startswith("the key was refused")
+        assert await e.approvals.pending() == []
+        view = (await e.provider_views())[0]
+        assert not view.routable and view.health.light.value == "red"
+
+
+async def test_a_rejected_activation_keeps_the_key_out_of_routing(scripted, keyring_backend,
+                                                                  tmp_path):
+    bouquet = config.parse(scripted_bouquet(scripted.url), None)
+    async with Engine(bouquet, tmp_path / "home", vault=KeyVault(backend=keyring_backend)) as e:
+        await e.inject_key("scripted", TEST_KEY)
+        (pending,) = await e.approvals.pending()
+        await e.approvals.decide(pending.id, approve=False)
+        assert e.key_check("scripted").state is KeyCheckState.REJECTED
+        with pytest.raises(UsageError, match="not pending"):
+            await e.approvals.decide(pending.id, approve=True)
+
+
+async def test_billed_cost_that_disagrees_with_the_price_table_fails(scripted, keyring_backend,
+                                                                    tmp_path):
+    bouquet = config.parse(scripted_bouquet(scripted.url), None)
+    async with Engine(bouquet, tmp_path / "home", vault=KeyVault(backend=keyring_backend)) as e:
+        scripted.script("billed:0.5")  # half a dollar for a dozen tokens
+        check = await e.inject_key("scripted", TEST_KEY)
+        assert check.state is KeyCheckState.FAILED
+        assert "billed $0.50000000 but the price table says" in check.reason
+        scripted.script("billed:0.0000135")  # 6 in at $0.5/M + 7 out at $1.5/M
+        check = await e.test_key("scripted")
+        assert check.state is KeyCheckState.AWAITING_APPROVAL, check.reason
+        assert "billed cost matches" in check.reason
+
+
+async def test_health_follows_real_calls(engine):
+    for _ in range(3):
+        await engine.ask("x", provider="scripted")
+    health = engine.health.health("scripted")
+    assert health.light.value == "green" and health.success_pct == 100.0
+    assert health.latency_p50_s > 0
+    for _ in range(3):
+        await engine.ask("x", provider="scripted", model="status:503")
+    health = engine.health.health("scripted")
+    assert health.circuit.value == "open" and health.light.value == "red"
+    assert "HTTP 503" in health.last_error
+
+
+async def test_spend_view_has_an_hour_of_minutes(engine):
+    await engine.ask("a b c", provider="scripted")
+    view = await engine.spend_view()
+    assert len(view.minutes) == 60
+    assert view.minutes[-1][0] == pytest.approx(view.spent_usd)
+    assert view.spent_usd > 0 and view.wh > 0 and view.budget_usd == 1.0

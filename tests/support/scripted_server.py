@@ -10,6 +10,7 @@ Behaviour of each ``POST /v1/chat/completions`` comes from the next string queue
     ok | <any other model>   echo the last user message
     slow:SECONDS             like ok, after a delay before the first byte
     cached:N                 like ok, reporting N cached prompt tokens
+    billed:USD               like ok, reporting usage.cost = USD (as OpenRouter does)
     status:CODE[:RETRY]      error status with an OpenAI-style body (429 + Retry-After)
     hang                     never answer until the server stops
     malformed                200 with a body that is not JSON (and carries markup)
@@ -74,6 +75,7 @@ def _parse_behaviour(raw: str) -> tuple[str, list[str]]:
         "ok",
         "slow",
         "cached",
+        "billed",
         "status",
         "hang",
         "malformed",
@@ -291,6 +293,10 @@ class _Handler(BaseHTTPRequestHandler):
                 cached = 0
 
         words, usage = _reply_and_usage(body, cached)
+        if kind == "billed":
+            # OpenRouter-style: the provider reports what it charged, in usage.cost.
+            with contextlib.suppress(IndexError, ValueError):
+                usage["cost"] = float(args[0])
         completion_id = f"chatcmpl-{owner._next_id()}"
         if stream:
             self._stream(body, model, completion_id, words, usage, broken=(kind == "broken-stream"))

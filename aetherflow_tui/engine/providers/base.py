@@ -53,6 +53,7 @@ class ChatResult:
     ttft_s: float | None  # time to first token; None when not streamed
     duration_s: float
     finish_reason: str | None = None
+    billed_usd: float | None = None  # what the provider says it charged, where it says so
 
     @property
     def tokens_per_s(self) -> float | None:

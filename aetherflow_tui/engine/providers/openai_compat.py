@@ -97,7 +97,8 @@ class OpenAICompatProvider:
                                     excerpt=response.text)
         usage = _usage(data.get("usage")) or _estimate(request, text, None)
         return ChatResult(self.id, str(data.get("model") or request.model), text, usage,
-                          None, duration, choice.get("finish_reason"))
+                          None, duration, choice.get("finish_reason"),
+                          _billed(data.get("usage")))
 
     async def _stream(self, request: ChatRequest, body: dict[str, Any], started: float,
                       on_token: OnToken | None) -> ChatResult:
@@ -105,6 +106,7 @@ class OpenAICompatProvider:
         chunks = 0
         ttft: float | None = None
         usage: Usage | None = None
+        billed: float | None = None
         model = request.model
         finish: str | None = None
         done = False
@@ -142,6 +144,7 @@ class OpenAICompatProvider:
                                      excerpt=json.dumps(chunk["error"]))
                 model = chunk.get("model") or model
                 usage = _usage(chunk.get("usage")) or usage
+                billed = _billed(chunk.get("usage")) if billed is None else billed
                 for choice in chunk.get("choices") or ():
                     delta = choice.get("delta") or {}
                     token = delta.get("content") or ""
@@ -171,7 +174,7 @@ class OpenAICompatProvider:
         text = "".join(pieces)
         duration = ended - started
         return ChatResult(self.id, str(model), text, usage or _estimate(request, text, chunks),
-                          ttft, duration, finish)
+                          ttft, duration, finish, billed)
 
 
 async def _drain(lines: Any) -> None:
@@ -199,6 +202,14 @@ def _body(request: ChatRequest) -> dict[str, Any]:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
     return body
+
+
+def _billed(raw: object) -> float | None:
+    """usage.cost, where the provider reports its charge (OpenRouter does)."""
+    cost = raw.get("cost") if isinstance(raw, dict) else None
+    if isinstance(cost, int | float) and not isinstance(cost, bool) and cost >= 0:
+        return float(cost)
+    return None
 
 
 def _usage(raw: object) -> Usage | None:

@@ -1,0 +1,70 @@
+"""The sandbox test a key passes before it may carry real traffic.
+
+One real, minimal completion against the provider: the key must authenticate, the answer
+must come back in time, and what the provider says it billed (where it says so) must
+match what our price table makes of the reported usage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from .ledger import Cost
+from .providers.base import ChatResult, ProviderError
+
+SANDBOX_PROMPT = "Reply with the single word OK."
+# Enough for reasoning models, which think before they answer; still a fraction of a cent.
+SANDBOX_MAX_TOKENS = 64
+SANDBOX_MAX_LATENCY_S = 30.0
+# Billed and computed costs may differ by rounding and by cache discounts we cannot see.
+COST_TOLERANCE = 0.10
+COST_TOLERANCE_USD = 1e-6
+
+
+class KeyCheckState(StrEnum):
+    UNTESTED = "untested"
+    TESTING = "testing"
+    AWAITING_APPROVAL = "awaiting approval"
+    ACTIVE = "active"
+    FAILED = "failed"
+    REJECTED = "rejected"  # passed, but the operator declined to activate it
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCheck:
+    provider: str
+    state: KeyCheckState
+    reason: str
+    ts: float
+    latency_s: float | None = None
+    usd: float | None = None
+    billed_usd: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.state is KeyCheckState.ACTIVE
+
+
+def judge(result: ChatResult | None, error: ProviderError | None, cost: Cost
+          ) -> tuple[bool, str]:
+    """Did the sandbox call pass, and why (one line for the operator)."""
+    if error is not None:
+        if error.kind == "auth":
+            return False, f"the key was refused: {error.excerpt or error.message}"
+        return False, f"the test call failed ({error.kind}): {error.excerpt or error.message}"
+    assert result is not None
+    latency = f"{result.duration_s * 1000:.0f} ms"
+    if result.duration_s > SANDBOX_MAX_LATENCY_S:
+        return False, f"answered, but in {latency} (limit {SANDBOX_MAX_LATENCY_S:.0f} s)"
+    if result.usage.estimated:
+        return False, "answered without reporting token usage: its calls cannot be priced"
+    if result.billed_usd is not None and cost.usd is not None:
+        gap = abs(result.billed_usd - cost.usd)
+        if gap > max(COST_TOLERANCE * cost.usd, COST_TOLERANCE_USD):
+            return False, (f"billed ${result.billed_usd:.8f} but the price table says "
+                           f"${cost.usd:.8f}: check the model's prices")
+        return True, f"authenticated in {latency}; billed cost matches the price table"
+    if cost.usd is None:
+        return True, f"authenticated in {latency}; model unpriced: set price_in/price_out"
+    return True, f"authenticated in {latency}; priced from usage (no billed figure sent)"

@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, parents=[common],
         description="Keep an AI factory running on a bouquet of LLM providers, at the best "
-                    "price, inside hard spending limits.",
+                    "price, inside hard spending limits. With no command, opens the cockpit.",
         epilog="Exit codes: 0 success, 1 the work ran but failed, 2 invalid input "
                "(config, arguments, keys), 3 stopped by a hard limit.",
     )
@@ -80,9 +80,6 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 0
     import asyncio
 
     from .engine.errors import EXIT_FAILED, OperatorError
@@ -117,6 +114,8 @@ async def _dispatch(args: argparse.Namespace) -> int:
     from .engine import Engine, load_bouquet
 
     bouquet = load_bouquet(paths)
+    if args.command is None:
+        return await _cockpit(bouquet, paths)
     async with Engine(bouquet, paths.home) as engine:
         if args.command == "providers":
             return await _providers(engine, args.json)
@@ -127,6 +126,16 @@ async def _dispatch(args: argparse.Namespace) -> int:
         if args.command == "key":
             return await _key(engine, args)
     raise AssertionError(args.command)
+
+
+async def _cockpit(bouquet: Any, paths: Paths) -> int:
+    from .app import CockpitApp, check_keymap
+    from .engine import Engine
+
+    check_keymap(bouquet.keymap)  # a typo in the keymap is exit 2 before the screen opens
+    async with Engine(bouquet, paths.home) as engine:
+        await CockpitApp(engine, keymap=bouquet.keymap).run_async()
+    return 0
 
 
 def _config_init(paths: Paths, force: bool) -> int:

@@ -153,6 +153,7 @@ class Engine:
         self._providers: dict[str, Provider] = {}
         self._provider_lock = asyncio.Lock()
         self._in_flight = 0
+        self._key_status: dict[str, KeyStatus] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -219,7 +220,17 @@ class Engine:
     async def provider_views(self) -> list[ProviderView]:
         specs = list(self.bouquet.providers.values())
         statuses = await asyncio.to_thread(lambda: [self.vault.status(s) for s in specs])
+        self._key_status.update({spec.id: st for spec, st in zip(specs, statuses, strict=True)})
         return [self._view(spec, status) for spec, status in zip(specs, statuses, strict=True)]
+
+    async def provider_view(self, provider_id: str) -> ProviderView:
+        """One provider, with the key status last read (keychain reads block and may prompt)."""
+        spec = self.provider_spec(provider_id)
+        status = self._key_status.get(provider_id)
+        if status is None:
+            status = self._key_status[provider_id] = await asyncio.to_thread(
+                self.vault.status, spec)
+        return self._view(spec, status)
 
     def _view(self, spec: ProviderSpec, status: KeyStatus) -> ProviderView:
         models = tuple(ModelView(m.id, m.roles, self.prices.rates(spec, m)) for m in spec.models)
@@ -325,6 +336,7 @@ class Engine:
 
     async def _key_changed(self, spec: ProviderSpec) -> KeyStatus:
         status = await asyncio.to_thread(self.vault.status, spec)
+        self._key_status[spec.id] = status
         provider = self._providers.pop(spec.id, None)
         if provider is not None:
             await provider.aclose()

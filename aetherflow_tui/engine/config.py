@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -151,9 +151,15 @@ class BudgetSpec(_Strict):
     max_usd_per_request: float = Field(default=0.10, gt=0)
 
 
+class CockpitSpec(_Strict):
+    # binding id -> keys, e.g. inject_key = "ctrl+k"; ids are listed in the cockpit's help.
+    keymap: dict[str, str] = Field(default_factory=dict)
+
+
 class _BouquetFile(_Strict):
     budget: BudgetSpec = BudgetSpec()
     providers: dict[str, ProviderSpec] = Field(min_length=1)
+    cockpit: CockpitSpec = CockpitSpec()
 
     @model_validator(mode="before")
     @classmethod
@@ -173,6 +179,7 @@ class Bouquet:
     budget: BudgetSpec
     providers: dict[str, ProviderSpec]
     source: Path | None  # None: the embedded default
+    keymap: dict[str, str] = field(default_factory=dict)
 
     @property
     def source_label(self) -> str:
@@ -199,7 +206,8 @@ def parse(text: str, source: Path | None) -> Bouquet:
         loc = tuple(first["loc"]) + getattr(first.get("ctx", {}).get("error"), "at", ())
         message = _describe(first)
         raise ConfigError(message, path=label, line=locate(text, loc)) from None
-    return Bouquet(budget=model.budget, providers=dict(model.providers), source=source)
+    return Bouquet(budget=model.budget, providers=dict(model.providers), source=source,
+                   keymap=dict(model.cockpit.keymap))
 
 
 def load(path: Path | None) -> Bouquet:

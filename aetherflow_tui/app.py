@@ -1,0 +1,311 @@
+"""The cockpit: five panes on the live engine, driven from the keyboard.
+
+Handlers never do I/O: they call engine methods in workers, and the engine's events come
+back through one subscription, posted as messages, to the pane that shows them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Grid
+from textual.message import Message
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Footer, Header, Input
+
+from .engine import Engine
+from .engine.errors import ConfigError
+from .engine.events import (
+    ApprovalDecided,
+    ApprovalRequested,
+    CallRecorded,
+    Event,
+    KeyCheckUpdated,
+    KeyStateChanged,
+    ProviderHealthChanged,
+)
+from .widgets.approvals import ApprovalsScreen
+from .widgets.confirm import ConfirmScreen
+from .widgets.cost import CostPane
+from .widgets.help import HelpScreen
+from .widgets.inactive import InactivePane
+from .widgets.key_modal import KeyModal
+from .widgets.pane import Pane
+from .widgets.providers import ProvidersPane, ProviderTable, light
+
+REFRESH_S = 1.0
+NARROW_BELOW = 120  # columns: below this the provider table takes the whole top row
+
+BINDINGS = [
+    Binding("k", "inject_key", "Key", id="inject_key",
+            tooltip="Inject an API key for the selected provider, then test it"),
+    Binding("t", "test_key", "Test", id="test_key",
+            tooltip="Run the sandbox test again on the selected provider's key"),
+    Binding("g", "acquire_key", "Get key", id="acquire_key",
+            tooltip="Show the selected provider's key page and copy its URL (OSC 52)"),
+    Binding("a", "approvals", "Approvals", id="approvals",
+            tooltip="Pending changes waiting for your y or n"),
+    Binding("slash", "filter", "Filter", id="filter",
+            tooltip="Filter the provider table by name or model"),
+    Binding("question_mark", "help", "Help", id="help", tooltip="Every key, on one screen"),
+    Binding("q", "quit_cockpit", "Quit", id="quit",
+            tooltip="Quit (asks first while calls are in flight)"),
+    Binding("escape", "back", "Back", id="back", show=False,
+            tooltip="Close the filter and return to the provider table"),
+    *(Binding(str(n), f"focus_pane({n})", f"Pane {n}", id=f"focus_{n}", show=False,
+              tooltip=f"Focus pane {n}") for n in range(1, 6)),
+]
+BINDING_IDS = frozenset(b.id for b in BINDINGS if b.id)
+
+
+def check_keymap(keymap: dict[str, str]) -> None:
+    unknown = sorted(set(keymap) - BINDING_IDS)
+    if unknown:
+        raise ConfigError(f"cockpit.keymap: unknown binding id {unknown[0]!r}",
+                          fix=f"use one of: {', '.join(sorted(BINDING_IDS))}")
+
+
+class EngineEvent(Message):
+    def __init__(self, event: Event) -> None:
+        super().__init__()
+        self.event = event
+
+
+class CockpitApp(App[None]):
+    CSS_PATH = "styles/cockpit.tcss"
+    TITLE = "Aetherflow"
+    BINDINGS = BINDINGS
+
+    def __init__(self, engine: Engine, *, keymap: dict[str, str] | None = None) -> None:
+        super().__init__()
+        self.engine = engine
+        self._keymap = dict(keymap or {})
+        self._spend_dirty = True
+        self._last_minute = -1
+        self.events_seen = 0
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Grid(id="panes"):
+            yield ProvidersPane(id="providers")
+            yield CostPane(id="cost")
+            yield InactivePane("Steps", 2, "Plan runs are not active yet: the step monitor "
+                               "fills in when plan execution lands.", id="steps")
+            yield InactivePane("System", 5, "System consciousness is not active yet: the "
+                               "regulator fills this pane when it lands.", id="system")
+            yield InactivePane("Veille", 4, "Market watch is not active yet: feeds, status "
+                               "pages and the classifier fill this pane when they land.",
+                               id="veille")
+        yield Input(placeholder="filter providers (esc closes)", id="filter-input")
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        if self._keymap:
+            self.set_keymap(self._keymap)
+        self.sub_title = f"bouquet: {self.engine.bouquet.source_label}"
+        self._apply_width(self.size.width)
+        self.query_one("#filter-input", Input).display = False
+        self.query_one(ProviderTable).focus()
+        self.pump_events()
+        await self.load_providers()
+        await self.refresh_spend()
+        self.set_timer(REFRESH_S, self.tick)
+
+    # -- engine -> panes -----------------------------------------------------------------
+
+    @work(exclusive=True, group="pump")
+    async def pump_events(self) -> None:
+        subscription = self.engine.bus.subscribe()
+        try:
+            async for event in subscription:
+                self.post_message(EngineEvent(event))
+        finally:
+            subscription.close()
+
+    async def on_engine_event(self, message: EngineEvent) -> None:
+        self.events_seen += 1
+        event = message.event
+        if isinstance(event, CallRecorded):
+            self._spend_dirty = True
+        elif isinstance(event, ProviderHealthChanged):
+            await self.show_provider(event.health.provider)
+        elif isinstance(event, KeyCheckUpdated):
+            await self.show_provider(event.check.provider)
+        elif isinstance(event, KeyStateChanged):
+            await self.show_provider(event.provider)
+        elif isinstance(event, ApprovalRequested):
+            self.notify(f"approval waiting: {event.approval.summary} (press a)",
+                        title="Approval", markup=False)
+        elif isinstance(event, ApprovalDecided):
+            self.notify(f"{event.approval.status}: {event.approval.summary}", markup=False)
+
+    async def load_providers(self) -> None:
+        table = self.query_one(ProviderTable)
+        with self.batch_update():
+            for view in await self.engine.provider_views():
+                table.show(view)
+
+    async def show_provider(self, provider_id: str) -> None:
+        if provider_id in self.engine.bouquet.providers:
+            self.query_one(ProviderTable).show(await self.engine.provider_view(provider_id))
+
+    async def refresh_spend(self) -> None:
+        view = await self.engine.spend_view()
+        with self.batch_update():
+            self.query_one(CostPane).show(view)
+        self._spend_dirty = False
+        self._last_minute = int(self.engine.clock.now() // 60)
+
+    async def tick(self) -> None:
+        # Re-armed after each run, so a slow refresh never overlaps the next one; skipped
+        # while a modal is up (nothing behind it is visible anyway).
+        try:
+            minute = int(self.engine.clock.now() // 60)
+            if not isinstance(self.screen, ModalScreen) and (
+                    self._spend_dirty or minute != self._last_minute):
+                await self.refresh_spend()
+        finally:
+            self.set_timer(REFRESH_S, self.tick)
+
+    # -- layout --------------------------------------------------------------------------
+
+    def on_resize(self, event: object) -> None:
+        self._apply_width(self.size.width)
+
+    def _apply_width(self, width: int) -> None:
+        self.query_one("#panes").set_class(width < NARROW_BELOW, "narrow")
+
+    # -- actions -------------------------------------------------------------------------
+
+    def _selected(self) -> str | None:
+        view = self.query_one(ProviderTable).selected
+        if view is None:
+            self.notify("no provider selected", severity="warning")
+            return None
+        return view.id
+
+    def action_inject_key(self) -> None:
+        provider = self._selected()
+        if provider is None:
+            return
+        spec = self.engine.bouquet.providers[provider]
+        if spec.key != "keyring":
+            self.notify(f"{provider} takes its key from {spec.key!r}, not the keychain: "
+                        "change key in the config to inject one here", severity="warning",
+                        markup=False)
+            return
+        self.push_screen(KeyModal(self.engine, provider))
+
+    @work(exclusive=True, group="key-test")
+    async def action_test_key(self) -> None:
+        provider = self._selected()
+        if provider is None:
+            return
+        view = await self.engine.provider_view(provider)
+        if not view.usable:
+            self.notify(f"{provider} has no usable key to test: press k to add one",
+                        severity="warning", markup=False)
+            return
+        self.notify(f"testing the key for {provider}...", markup=False)
+        check = await self.engine.test_key(provider)
+        self.notify(f"{provider}: {check.state.value}: {check.reason}", markup=False,
+                    severity="information" if check.state.value != "failed" else "error")
+
+    def action_acquire_key(self) -> None:
+        provider = self._selected()
+        if provider is None:
+            return
+        url = self.engine.bouquet.providers[provider].console_url
+        if not url:
+            self.notify(f"no console_url for {provider} in the config", severity="warning",
+                        markup=False)
+            return
+        # OSC 52 goes through the terminal, so it works over SSH where no browser opens.
+        self.copy_to_clipboard(url)
+        self.notify(f"copied to your clipboard: {url}\nopen it, create a key, then press k",
+                    title=f"Get a key for {provider}", markup=False, timeout=10)
+
+    def action_approvals(self) -> None:
+        self.push_screen(ApprovalsScreen(self.engine))
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter-input", Input)
+        box.display = True
+        box.focus()
+
+    @on(Input.Changed, "#filter-input")
+    def filter_changed(self, event: Input.Changed) -> None:
+        self.query_one(ProviderTable).set_filter(event.value)
+
+    @on(Input.Submitted, "#filter-input")
+    def filter_done(self) -> None:
+        self.query_one("#filter-input", Input).display = False
+        self.query_one(ProviderTable).focus()
+
+    def action_back(self) -> None:
+        box = self.query_one("#filter-input", Input)
+        if box.display:
+            box.value = ""
+            box.display = False
+        self.query_one(ProviderTable).focus()
+
+    def action_focus_pane(self, number: int) -> None:
+        for pane in self.query(Pane):
+            if pane.number == number:
+                focusable = [w for w in pane.query("*") if w.can_focus]
+                (focusable[0] if focusable else pane).focus()
+                return
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.help_rows()))
+
+    def help_rows(self) -> list[tuple[str, str, str]]:
+        """Every binding: the cockpit's (with the operator's keymap), then each dialog's."""
+        rows = [(self._key_of(b), b.description, b.tooltip) for b in BINDINGS]
+        rows.append(("ctrl+p", "Palette", "Find any action by name"))
+        for where, screen in (("key dialog", KeyModal), ("approvals", ApprovalsScreen)):
+            rows += [(self._key_of(b), f"{b.description} ({where})", b.tooltip)
+                     for b in screen.BINDINGS if isinstance(b, Binding)]
+        return rows
+
+    def _key_of(self, binding: Binding) -> str:
+        key = self._keymap.get(binding.id or "", binding.key)
+        return ", ".join(self.get_key_display(binding.with_key(k)) for k in key.split(","))
+
+    async def action_quit_cockpit(self) -> None:
+        busy = self.engine.busy()
+        if not busy:
+            self.exit()
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.exit()
+
+        self.push_screen(ConfirmScreen("Quit the cockpit?",
+                                       f"{busy} call(s) in flight will be cut."), answered)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for binding in BINDINGS:
+            if binding.id and not binding.id.startswith("focus_") and binding.id != "back":
+                yield SystemCommand(binding.description, binding.tooltip,
+                                    self._palette_action(binding.action))
+        for n, name in ((1, "providers"), (2, "steps"), (3, "cost"), (4, "veille"),
+                        (5, "system")):
+            yield SystemCommand(f"Focus {name}", f"Focus pane {n}",
+                                self._palette_action(f"focus_pane({n})"))
+
+    def _palette_action(self, action: str):
+        async def run() -> None:
+            await self.run_action(action)
+
+        return run
+
+    def provider_light(self, provider_id: str) -> str:
+        """The light of one row, as text: for tests and the e2e check."""
+        view = self.query_one(ProviderTable)._views[provider_id]
+        return light(view)[0].value

@@ -1,0 +1,81 @@
+"""Pending approvals: what would change, why, and y or n."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Label, Static
+
+from ..engine import Engine
+from ..engine.approvals import Approval
+from ..engine.errors import OperatorError
+from .safe import literal
+
+
+class ApprovalsScreen(ModalScreen[None]):
+    BINDINGS = [
+        Binding("y", "decide(True)", "Approve", id="approvals.approve",
+                tooltip="Approve the selected change"),
+        Binding("n", "decide(False)", "Reject", id="approvals.reject",
+                tooltip="Reject the selected change"),
+        Binding("escape", "dismiss_screen", "Back", id="approvals.back",
+                tooltip="Back to the cockpit"),
+    ]
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__()
+        self.engine = engine
+        self._approvals: dict[str, Approval] = {}
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="approvals-dialog", classes="dialog"):
+            yield Label("Pending approvals", classes="dialog-title")
+            yield DataTable(id="approvals-table", cursor_type="row")
+            yield Static(id="approvals-status")
+            yield Static(Text("y approve · n reject · esc back", style="dim"),
+                         classes="dialog-keys")
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for key, label in (("id", "#"), ("kind", "kind"), ("summary", "summary"),
+                           ("evidence", "evidence"), ("action", "proposed action")):
+            table.add_column(label, key=key)
+        self.reload()
+
+    @work(exclusive=True, group="approvals")
+    async def reload(self) -> None:
+        pending = await self.engine.approvals.pending()
+        table = self.query_one(DataTable)
+        table.clear()
+        self._approvals = {str(a.id): a for a in pending}
+        for approval in pending:
+            table.add_row(Text(str(approval.id)), Text(approval.kind.replace("_", " ")),
+                          literal(approval.summary, 60), literal(approval.evidence, 80),
+                          literal(approval.proposed_action, 50), key=str(approval.id))
+        status = self.query_one("#approvals-status", Static)
+        status.update(Text("" if pending else "nothing waiting for you", style="dim"))
+
+    @work(exclusive=True, group="approvals")
+    async def action_decide(self, approve: bool) -> None:
+        table = self.query_one(DataTable)
+        status = self.query_one("#approvals-status", Static)
+        if not table.row_count:
+            status.update(Text("nothing to decide", style="yellow"))
+            return
+        row_key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+        approval = self._approvals[str(row_key.value)]
+        try:
+            await self.engine.approvals.decide(approval.id, approve)
+        except OperatorError as exc:
+            status.update(literal(str(exc), style="red"))
+            return
+        verb = "approved" if approve else "rejected"
+        self.reload()
+        self.notify(f"{verb}: {approval.summary}", markup=False)
+
+    def action_dismiss_screen(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,131 @@
+"""Provider health: one keyed row per provider, cells repainted only when they change."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.widgets import DataTable
+
+from ..engine import ProviderView
+from ..engine.health import Light
+from ..engine.keycheck import KeyCheckState
+from ..engine.keys import KeyState
+from ..formatting import per_mtok
+from .pane import Pane
+
+LIGHT_STYLE = {Light.GREEN: "green", Light.ORANGE: "dark_orange", Light.RED: "red",
+               Light.GREY: "grey50"}
+COLUMNS = (("light", ""), ("provider", "provider"), ("key", "key"), ("p50", "p50"),
+           ("ok", "ok %"), ("in", "in $/M"), ("out", "out $/M"), ("circuit", "circuit"))
+
+
+def key_label(view: ProviderView) -> Text:
+    """The key as the operator cares about it: is it there, and may it carry traffic."""
+    state = view.key.state
+    if state is KeyState.NOT_NEEDED:
+        return Text("keyless", style="green")
+    if state is KeyState.MISSING:
+        return Text("no key", style="grey50")
+    if state in (KeyState.UNAVAILABLE, KeyState.UNREADABLE):
+        return Text(state.value, style="red")
+    if view.key.source != "keyring":
+        return Text("env", style="green")
+    check = view.check.state
+    style = {KeyCheckState.ACTIVE: "green", KeyCheckState.FAILED: "red",
+             KeyCheckState.REJECTED: "red", KeyCheckState.AWAITING_APPROVAL: "yellow",
+             KeyCheckState.TESTING: "yellow"}.get(check, "grey50")
+    return Text(check.value, style=style)
+
+
+def light(view: ProviderView) -> tuple[Light, str]:
+    """The status light: health from traffic, but grey when there is no usable key."""
+    if not view.usable:
+        return Light.GREY, view.key.detail or "no usable key"
+    return view.health.light, view.health.reason
+
+
+def cells(view: ProviderView) -> dict[str, Text]:
+    lit, _ = light(view)
+    health = view.health
+    rates = [m.rates for m in view.models if m.rates]
+    cheapest = min(rates, key=lambda r: r.input + r.output) if rates else None
+    return {
+        "light": Text("●", style=LIGHT_STYLE[lit]),
+        "provider": Text(view.id, style="bold"),
+        "key": key_label(view),
+        "p50": Text(f"{health.latency_p50_s * 1000:.0f} ms" if health.latency_p50_s else "—",
+                    justify="right"),
+        "ok": Text(f"{health.success_pct:.0f}" if health.success_pct is not None else "—",
+                   justify="right"),
+        "in": Text(per_mtok(cheapest.input) if cheapest else "unpriced", justify="right"),
+        "out": Text(per_mtok(cheapest.output) if cheapest else "unpriced", justify="right"),
+        "circuit": Text(health.circuit.value,
+                        style="red" if health.circuit.value == "open" else ""),
+    }
+
+
+class ProviderTable(DataTable[Text]):
+    """Keyed rows; `show()` repaints only the cells whose text changed."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)  # type: ignore[arg-type]
+        self._views: dict[str, ProviderView] = {}
+        self._shown: dict[str, dict[str, Text]] = {}
+        self.filter_text = ""
+        self.repaints = 0  # cells updated since start: the benchmark reads it
+
+    def on_mount(self) -> None:
+        for key, label in COLUMNS:
+            self.add_column(label, key=key)
+
+    @property
+    def selected(self) -> ProviderView | None:
+        if not self.row_count:
+            return None
+        row_key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key
+        return self._views.get(str(row_key.value))
+
+    def show(self, view: ProviderView) -> None:
+        self._views[view.id] = view
+        if not self._matches(view):
+            if view.id in self._shown:
+                self.remove_row(view.id)
+                del self._shown[view.id]
+            return
+        new = cells(view)
+        old = self._shown.get(view.id)
+        if old is None:
+            self.add_row(*(new[key] for key, _ in COLUMNS), key=view.id)
+            self._shown[view.id] = new
+            return
+        for key, text in new.items():
+            if old[key] != text:
+                self.update_cell(view.id, key, text)
+                self.repaints += 1
+        self._shown[view.id] = new
+
+    def set_filter(self, text: str) -> None:
+        self.filter_text = text.strip().lower()
+        for row_key in list(self._shown):
+            self.remove_row(row_key)
+        self._shown.clear()
+        for view in self._views.values():
+            self.show(view)
+
+    def _matches(self, view: ProviderView) -> bool:
+        if not self.filter_text:
+            return True
+        haystack = " ".join([view.id, *(m.id for m in view.models)]).lower()
+        return self.filter_text in haystack
+
+
+class ProvidersPane(Pane):
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__("Providers", 1, **kwargs)
+
+    def compose(self) -> ComposeResult:
+        yield ProviderTable(id="provider-table")
+
+    @property
+    def table(self) -> ProviderTable:
+        return self.query_one(ProviderTable)

@@ -78,6 +78,8 @@ class CockpitApp(App[None]):
     CSS_PATH = "styles/cockpit.tcss"
     TITLE = "Aetherflow"
     BINDINGS = BINDINGS
+    # Under 120 columns the screen gets the -narrow class and the layout stacks (tcss).
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (NARROW_BELOW, "-wide")]
 
     def __init__(self, engine: Engine, *, keymap: dict[str, str] | None = None) -> None:
         super().__init__()
@@ -85,6 +87,7 @@ class CockpitApp(App[None]):
         self._keymap = dict(keymap or {})
         self._spend_dirty = True
         self._last_minute = -1
+        self._owns_engine = False
         self.events_seen = 0
 
     def compose(self) -> ComposeResult:
@@ -92,27 +95,35 @@ class CockpitApp(App[None]):
         with Grid(id="panes"):
             yield ProvidersPane(id="providers")
             yield CostPane(id="cost")
-            yield InactivePane("Steps", 2, "Plan runs are not active yet: the step monitor "
-                               "fills in when plan execution lands.", id="steps")
-            yield InactivePane("System", 5, "System consciousness is not active yet: the "
-                               "regulator fills this pane when it lands.", id="system")
-            yield InactivePane("Veille", 4, "Market watch is not active yet: feeds, status "
-                               "pages and the classifier fill this pane when they land.",
-                               id="veille")
+            yield InactivePane("Steps", 2, "not active yet",
+                               "the step monitor fills in when plan execution lands",
+                               id="steps")
+            yield InactivePane("System", 5, "not active yet",
+                               "system consciousness fills this pane when it lands",
+                               id="system")
+            yield InactivePane("Veille", 4, "not active yet",
+                               "feeds, status pages and the classifier fill this pane when "
+                               "they land", id="veille")
         yield Input(placeholder="filter providers (esc closes)", id="filter-input")
         yield Footer()
 
     async def on_mount(self) -> None:
+        if not self.engine.started:  # started here, it lives and dies with the screen
+            await self.engine.start()
+            self._owns_engine = True
         if self._keymap:
             self.set_keymap(self._keymap)
         self.sub_title = f"bouquet: {self.engine.bouquet.source_label}"
-        self._apply_width(self.size.width)
         self.query_one("#filter-input", Input).display = False
         self.query_one(ProviderTable).focus()
         self.pump_events()
         await self.load_providers()
         await self.refresh_spend()
         self.set_timer(REFRESH_S, self.tick)
+
+    async def on_unmount(self) -> None:
+        if self._owns_engine:
+            await self.engine.stop()
 
     # -- engine -> panes -----------------------------------------------------------------
 
@@ -169,14 +180,6 @@ class CockpitApp(App[None]):
                 await self.refresh_spend()
         finally:
             self.set_timer(REFRESH_S, self.tick)
-
-    # -- layout --------------------------------------------------------------------------
-
-    def on_resize(self, event: object) -> None:
-        self._apply_width(self.size.width)
-
-    def _apply_width(self, width: int) -> None:
-        self.query_one("#panes").set_class(width < NARROW_BELOW, "narrow")
 
     # -- actions -------------------------------------------------------------------------
 

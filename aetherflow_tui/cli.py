@@ -133,8 +133,7 @@ async def _cockpit(bouquet: Any, paths: Paths) -> int:
     from .engine import Engine
 
     check_keymap(bouquet.keymap)  # a typo in the keymap is exit 2 before the screen opens
-    async with Engine(bouquet, paths.home) as engine:
-        await CockpitApp(engine, keymap=bouquet.keymap).run_async()
+    await CockpitApp(Engine(bouquet, paths.home), keymap=bouquet.keymap).run_async()
     return 0
 
 

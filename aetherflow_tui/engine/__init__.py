@@ -188,6 +188,10 @@ class Engine:
         await self.stop()
 
     @property
+    def started(self) -> bool:
+        return self._store is not None
+
+    @property
     def store(self) -> Store:
         if self._store is None:
             raise RuntimeError("the engine is not started")

@@ -12,9 +12,12 @@ from .pane import Pane
 class InactivePane(Pane):
     can_focus = True
 
-    def __init__(self, title: str, number: int, message: str, **kwargs: object) -> None:
+    def __init__(self, title: str, number: int, status: str, detail: str,
+                 **kwargs: object) -> None:
         super().__init__(title, number, **kwargs)
-        self._message = message
+        self._status = status
+        self._detail = detail
 
     def compose(self) -> ComposeResult:
-        yield Static(Text(self._message, style="dim italic"), classes="inactive")
+        yield Static(Text(self._status, style="italic"), classes="inactive")
+        yield Static(Text(self._detail, style="dim"), classes="inactive-detail")

@@ -31,6 +31,8 @@ def key_label(view: ProviderView) -> Text:
     if view.key.source != "keyring":
         return Text("env", style="green")
     check = view.check.state
+    if check is KeyCheckState.AWAITING_APPROVAL:
+        return Text("to approve", style="yellow")
     style = {KeyCheckState.ACTIVE: "green", KeyCheckState.FAILED: "red",
              KeyCheckState.REJECTED: "red", KeyCheckState.AWAITING_APPROVAL: "yellow",
              KeyCheckState.TESTING: "yellow"}.get(check, "grey50")
@@ -53,8 +55,7 @@ def cells(view: ProviderView) -> dict[str, Text]:
         "light": Text("●", style=LIGHT_STYLE[lit]),
         "provider": Text(view.id, style="bold"),
         "key": key_label(view),
-        "p50": Text(f"{health.latency_p50_s * 1000:.0f} ms" if health.latency_p50_s else "—",
-                    justify="right"),
+        "p50": Text(_latency(health.latency_p50_s), justify="right"),
         "ok": Text(f"{health.success_pct:.0f}" if health.success_pct is not None else "—",
                    justify="right"),
         "in": Text(per_mtok(cheapest.input) if cheapest else "unpriced", justify="right"),
@@ -62,6 +63,12 @@ def cells(view: ProviderView) -> dict[str, Text]:
         "circuit": Text(health.circuit.value,
                         style="red" if health.circuit.value == "open" else ""),
     }
+
+
+def _latency(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
 
 
 class ProviderTable(DataTable[Text]):

@@ -1,0 +1,100 @@
+"""A real engine on a temporary database with a fixed clock and known history.
+
+Snapshot, Pilot and benchmark runs of the cockpit start from this: the embedded default
+bouquet, keys in a keyring file, key checks and an hour of calls written through the
+engine's own store, so every pane shows real data that never changes between runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from keyrings.alt.file import PlaintextKeyring
+
+from aetherflow_tui.app import CockpitApp
+from aetherflow_tui.engine import Engine, config
+from aetherflow_tui.engine.clock import FixedClock, local_day
+from aetherflow_tui.engine.keys import KeyVault, Secret
+from aetherflow_tui.engine.ledger import Cost, Energy
+from aetherflow_tui.engine.records import CallRecord
+
+FIXED_NOW = 1_795_262_400.0  # 2026-11-21 07:20 UTC: a whole minute
+
+
+def vault_in(tmp: Path) -> KeyVault:
+    backend = PlaintextKeyring()
+    backend.file_path = str(tmp / "keyring" / "keyring_pass.cfg")
+    return KeyVault(backend=backend, environ={})
+
+
+def _calls(now: float) -> list[CallRecord]:
+    day = local_day(now)
+    rows = []
+    # groq: healthy and busy; mistral: a few calls; deepseek: failing hard.
+    for i in range(24):
+        ts = now - 3300 + i * 140
+        rows.append(CallRecord(
+            ts=ts, day=day, provider="groq", model="llama-3.3-70b-versatile", purpose="ask",
+            ok=True, input_tokens=800 + 10 * i, output_tokens=300, ttft_s=0.21,
+            duration_s=0.9 + (i % 5) * 0.05, tokens_per_s=320.0,
+            cost=Cost((800 + 10 * i) * 0.59e-6 + 300 * 0.79e-6, "genai-prices"),
+            energy=Energy(0.12, 0.046, "estimate:size")))
+    for i in range(5):
+        rows.append(CallRecord(
+            ts=now - 1800 + i * 300, day=day, provider="mistral", model="mistral-small-latest",
+            purpose="ask", ok=i != 2, input_tokens=1200, output_tokens=400, ttft_s=0.35,
+            duration_s=2.4, tokens_per_s=170.0,
+            cost=Cost(1200 * 0.15e-6 + 400 * 0.6e-6, "genai-prices") if i != 2
+            else Cost(0.0, "not billed"),
+            energy=Energy(0.31, 0.016, "ecologits") if i != 2 else Energy(None, None, "unknown"),
+            error_kind=None if i != 2 else "overloaded",
+            error=None if i != 2 else "mistral: the provider is failing (HTTP 503): [b]busy[/b]"))
+    for i in range(4):
+        rows.append(CallRecord(
+            ts=now - 240 + i * 30, day=day, provider="deepseek", model="deepseek-chat",
+            purpose="ask", ok=i == 0, input_tokens=900, output_tokens=250 if i == 0 else 0,
+            duration_s=3.1 if i == 0 else 10.0,
+            cost=Cost(900 * 0.27e-6 + 250 * 1.1e-6, "genai-prices") if i == 0
+            else Cost(0.0, "not billed"),
+            energy=Energy(0.2, 0.11, "estimate:size") if i == 0
+            else Energy(None, None, "unknown"),
+            error_kind=None if i == 0 else "timeout",
+            error=None if i == 0 else "deepseek: no answer in time (ReadTimeout)"))
+    return sorted(rows, key=lambda r: r.ts)
+
+
+async def seed(home: Path, vault: KeyVault, now: float = FIXED_NOW) -> None:
+    bouquet = config.load(None)
+    engine = Engine(bouquet, home, vault=vault, clock=FixedClock(now))
+    await engine.start()
+    try:
+        for provider in ("groq", "mistral", "deepseek"):
+            vault.store(provider, Secret(f"fixture-key-for-{provider}-0123456789"))
+        store = engine.store
+        await store.add_key_check(now - 4000, "groq", True, "active",
+                                  "activated by the operator; authenticated in 212 ms",
+                                  0.212, 0.0000041, None)
+        await store.add_key_check(now - 100, "mistral", True, "awaiting approval",
+                                  "authenticated in 388 ms; priced from usage", 0.388,
+                                  0.0000052, None)
+        await store.add_key_check(now - 3000, "deepseek", True, "active",
+                                  "activated by the operator", 0.5, 0.000003, None)
+        await store.add_approval(now - 100, "activate_key", "Activate the new key for mistral",
+                                 "sandbox test on mistral-small-latest: authenticated in "
+                                 "388 ms", "route real traffic to mistral",
+                                 {"provider": "mistral"})
+        await asyncio.gather(*(store.record_call(row) for row in _calls(now)))
+    finally:
+        await engine.stop()
+
+
+def fixture_engine(tmp: Path, now: float = FIXED_NOW) -> Engine:
+    """An unstarted engine over the seeded home: the cockpit starts it in its own loop."""
+    vault = vault_in(tmp)
+    asyncio.run(seed(tmp / "home", vault, now))
+    return Engine(config.load(None), tmp / "home", vault=vault, clock=FixedClock(now))
+
+
+def fixture_app(tmp: Path) -> CockpitApp:
+    return CockpitApp(fixture_engine(tmp))

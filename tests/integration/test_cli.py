@@ -207,3 +207,11 @@ def test_offline_ask_on_the_default_bouquet_fails_cleanly(cli_env, tmp_path):
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert "cannot reach http://127.0.0.1:9/v1" in done.stderr
+
+
+def test_a_keymap_typo_is_exit_2_before_the_cockpit_opens(cli_env, tmp_path, scripted):
+    path = tmp_path / "keymap.toml"
+    path.write_text(scripted_bouquet(scripted.url) + '\n[cockpit.keymap]\napprovalz = "x"\n')
+    done = run(cli_env, "--config", str(path))
+    assert done.returncode == 2
+    assert "unknown binding id 'approvalz'" in done.stderr and "approvals" in done.stderr

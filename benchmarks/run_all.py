@@ -17,7 +17,7 @@ HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-SCRIPTS = ("call_overhead.py", "store_throughput.py", "cold_start.py")
+SCRIPTS = ("call_overhead.py", "store_throughput.py", "cold_start.py", "cockpit.py")
 
 
 def cpu_model() -> str:

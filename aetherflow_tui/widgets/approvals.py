@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -30,6 +32,7 @@ class ApprovalsScreen(ModalScreen[None]):
         super().__init__()
         self.engine = engine
         self._approvals: dict[str, Approval] = {}
+        self._loaded = asyncio.Event()  # set once the table shows the queue
 
     def compose(self) -> ComposeResult:
         with Vertical(id="approvals-dialog", classes="dialog"):
@@ -58,9 +61,11 @@ class ApprovalsScreen(ModalScreen[None]):
                           literal(approval.proposed_action, 50), key=str(approval.id))
         status = self.query_one("#approvals-status", Static)
         status.update(Text("" if pending else "nothing waiting for you", style="dim"))
+        self._loaded.set()
 
-    @work(exclusive=True, group="approvals")
+    @work(exclusive=True, group="approvals-decide")
     async def action_decide(self, approve: bool) -> None:
+        await self._loaded.wait()  # a y typed right after a must not see an empty table
         table = self.query_one(DataTable)
         status = self.query_one("#approvals-status", Static)
         if not table.row_count:
@@ -73,9 +78,8 @@ class ApprovalsScreen(ModalScreen[None]):
         except OperatorError as exc:
             status.update(literal(str(exc), style="red"))
             return
-        verb = "approved" if approve else "rejected"
-        self.reload()
-        self.notify(f"{verb}: {approval.summary}", markup=False)
+        self._loaded.clear()
+        self.reload()  # the app's ApprovalDecided handler tells the operator
 
     def action_dismiss_screen(self) -> None:
         self.dismiss(None)

@@ -76,7 +76,7 @@ class CostPane(Pane):
             else:
                 for key, value in row.items():
                     if old[key] != value:
-                        table.update_cell(totals.provider, key, Text(value))
+                        table.update_cell(totals.provider, key, Text(value), update_width=True)
                         self.repaints += 1
             self._shown[totals.provider] = row
         if not view.totals and not table.row_count:

@@ -65,6 +65,11 @@ def cells(view: ProviderView) -> dict[str, Text]:
     }
 
 
+def same_look(a: Text, b: Text) -> bool:
+    # rich's Text.__eq__ ignores the base style: a light turning from green to red is equal.
+    return (a.plain, a.style, a.spans, a.justify) == (b.plain, b.style, b.spans, b.justify)
+
+
 def _latency(seconds: float | None) -> str:
     if seconds is None:
         return "—"
@@ -106,8 +111,8 @@ class ProviderTable(DataTable[Text]):
             self._shown[view.id] = new
             return
         for key, text in new.items():
-            if old[key] != text:
-                self.update_cell(view.id, key, text)
+            if not same_look(old[key], text):
+                self.update_cell(view.id, key, text, update_width=True)
                 self.repaints += 1
         self._shown[view.id] = new
 

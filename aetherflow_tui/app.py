@@ -6,6 +6,7 @@ back through one subscription, posted as messages, to the pane that shows them.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 
 from textual import on, work
@@ -27,6 +28,7 @@ from .engine.events import (
     KeyStateChanged,
     ProviderHealthChanged,
 )
+from .engine.text import excerpt
 from .widgets.approvals import ApprovalsScreen
 from .widgets.confirm import ConfirmScreen
 from .widgets.cost import CostPane
@@ -89,6 +91,7 @@ class CockpitApp(App[None]):
         self._last_minute = -1
         self._owns_engine = False
         self.events_seen = 0
+        self._pump: asyncio.Task[None] | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -122,19 +125,30 @@ class CockpitApp(App[None]):
         self.set_timer(REFRESH_S, self.tick)
 
     async def on_unmount(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
         if self._owns_engine:
             await self.engine.stop()
 
     # -- engine -> panes -----------------------------------------------------------------
 
-    @work(exclusive=True, group="pump")
-    async def pump_events(self) -> None:
+    def pump_events(self) -> None:
+        # A task, not a worker: it never ends, and `workers.wait_for_complete()` (what tests
+        # and snapshots wait on) must return once the real work is done.
+        self._pump = asyncio.create_task(self._pump_events(), name="engine-events")
+        self._pump.add_done_callback(self._pump_ended)
+
+    async def _pump_events(self) -> None:
         subscription = self.engine.bus.subscribe()
         try:
             async for event in subscription:
                 self.post_message(EngineEvent(event))
         finally:
             subscription.close()
+
+    def _pump_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (error := task.exception()) is not None:
+            self._handle_exception(error)  # as a failed worker would: the app exits with it
 
     async def on_engine_event(self, message: EngineEvent) -> None:
         self.events_seen += 1
@@ -148,10 +162,11 @@ class CockpitApp(App[None]):
         elif isinstance(event, KeyStateChanged):
             await self.show_provider(event.provider)
         elif isinstance(event, ApprovalRequested):
-            self.notify(f"approval waiting: {event.approval.summary} (press a)",
+            self.notify(f"approval waiting: {excerpt(event.approval.summary, 120)} (press a)",
                         title="Approval", markup=False)
         elif isinstance(event, ApprovalDecided):
-            self.notify(f"{event.approval.status}: {event.approval.summary}", markup=False)
+            self.notify(f"{event.approval.status}: {excerpt(event.approval.summary, 120)}",
+                        markup=False)
 
     async def load_providers(self) -> None:
         table = self.query_one(ProviderTable)

@@ -36,8 +36,9 @@ class KeyModal(ModalScreen[KeyCheck | None]):
                 tooltip="Close without changing anything"),
         Binding("ctrl+t", "retest", "Test again", id="key_modal.retest",
                 tooltip="Run the sandbox test again on the stored key"),
+        # priority: the focused Input binds ctrl+d (delete right) and would take it first.
         Binding("ctrl+d", "remove", "Remove key", id="key_modal.remove",
-                tooltip="Delete this provider's key from the keychain"),
+                tooltip="Delete this provider's key from the keychain", priority=True),
     ]
 
     def __init__(self, engine: Engine, provider_id: str) -> None:

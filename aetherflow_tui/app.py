@@ -173,10 +173,15 @@ class CockpitApp(App[None]):
         with self.batch_update():
             for view in await self.engine.provider_views():
                 table.show(view)
+            self.query_one(ProvidersPane).refresh_detail()
 
     async def show_provider(self, provider_id: str) -> None:
         if provider_id in self.engine.bouquet.providers:
             self.query_one(ProviderTable).show(await self.engine.provider_view(provider_id))
+            pane = self.query_one(ProvidersPane)
+            selected = pane.table.selected
+            if selected is not None and selected.id == provider_id:
+                pane.refresh_detail()
 
     async def refresh_spend(self) -> None:
         view = await self.engine.spend_view()
@@ -210,10 +215,14 @@ class CockpitApp(App[None]):
         if provider is None:
             return
         spec = self.engine.bouquet.providers[provider]
+        if spec.key == "none":
+            self.notify(f"{provider} needs no key (key = \"none\" in the config)",
+                        severity="warning", markup=False)
+            return
         if spec.key != "keyring":
-            self.notify(f"{provider} takes its key from {spec.key!r}, not the keychain: "
-                        "change key in the config to inject one here", severity="warning",
-                        markup=False)
+            self.notify(f"{provider} takes its key from the environment ({spec.key}), not "
+                        "the keychain: set key = \"keyring\" in the config to inject one "
+                        "here", severity="warning", markup=False)
             return
         self.push_screen(KeyModal(self.engine, provider))
 

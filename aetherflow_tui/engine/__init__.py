@@ -359,7 +359,9 @@ class Engine:
                 return spec, self.model_spec(spec, model_id)
             chat = [m for m in spec.models if "chat" in m.roles]
             return spec, (chat or list(spec.models))[0]
-        views = [v for v in await self.provider_views() if v.routable]
+        # An open circuit takes a provider out of automatic choice until its cool-down ends.
+        views = [v for v in await self.provider_views()
+                 if v.routable and self.health.circuit(v.id).allows_traffic()]
         best: tuple[float, ProviderSpec, ModelSpec] | None = None
         for view in views:
             spec = self.bouquet.providers[view.id]

@@ -6,7 +6,6 @@ The file, once it exists, is the whole bouquet. Without one, the embedded defaul
 
 from __future__ import annotations
 
-import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -288,8 +287,3 @@ def _common(a: list[str], b: list[str]) -> int:
             break
         n += 1
     return n
-
-
-def env_path(name: str) -> Path | None:
-    value = os.environ.get(name)
-    return Path(value).expanduser() if value else None

@@ -37,13 +37,6 @@ class KeyStateChanged(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class Alert(Event):
-    level: str  # info, warning, error
-    message: str
-    provider: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class ProviderHealthChanged(Event):
     health: ProviderHealth
 

@@ -314,12 +314,6 @@ class Store:
         async with self._write_lock:
             return await self._db.execute(sql, params)
 
-    async def add_event(self, ts: float, kind: str, payload: dict[str, Any]) -> None:
-        await self._write(
-            "INSERT INTO events (ts, kind, payload) VALUES (?, ?, ?)",
-            (ts, kind, json.dumps(payload, default=str)),
-        )
-
     async def minute_series(self, since_ts: float) -> list[tuple[int, float, float, float]]:
         """(minute, usd, wh, gco2e) for each minute with calls since `since_ts`."""
         cursor = await self._db.execute(

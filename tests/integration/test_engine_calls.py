@@ -247,3 +247,15 @@ async def test_spend_view_has_an_hour_of_minutes(engine):
     assert len(view.minutes) == 60
     assert view.minutes[-1][0] == pytest.approx(view.spent_usd)
     assert view.spent_usd > 0 and view.wh > 0 and view.budget_usd == 1.0
+
+
+async def test_an_open_circuit_takes_a_provider_out_of_automatic_choice(engine):
+    await engine.test_key("scripted", activate=True)
+    for _ in range(3):
+        await engine.ask("x", provider="scripted", model="status:503")
+    assert engine.health.health("scripted").circuit.value == "open"
+    with pytest.raises(UsageError, match="no provider has a tested key"):
+        await engine.choose(None, None)
+    # Named explicitly, the operator still reaches it: the probe that can close it.
+    assert (await engine.ask("x", provider="scripted")).ok
+    assert engine.health.health("scripted").circuit.value == "closed"

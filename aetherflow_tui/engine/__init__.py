@@ -359,9 +359,12 @@ class Engine:
                 return spec, self.model_spec(spec, model_id)
             chat = [m for m in spec.models if "chat" in m.roles]
             return spec, (chat or list(spec.models))[0]
+        routable = [v for v in await self.provider_views() if v.routable]
         # An open circuit takes a provider out of automatic choice until its cool-down ends.
-        views = [v for v in await self.provider_views()
-                 if v.routable and self.health.circuit(v.id).allows_traffic()]
+        views = [v for v in routable if self.health.circuit(v.id).allows_traffic()]
+        if routable and not views:
+            raise UsageError("every provider with a tested key has an open circuit",
+                             fix="wait for the cool-down, or name one with --provider")
         best: tuple[float, ProviderSpec, ModelSpec] | None = None
         for view in views:
             spec = self.bouquet.providers[view.id]

@@ -254,7 +254,7 @@ async def test_an_open_circuit_takes_a_provider_out_of_automatic_choice(engine):
     for _ in range(3):
         await engine.ask("x", provider="scripted", model="status:503")
     assert engine.health.health("scripted").circuit.value == "open"
-    with pytest.raises(UsageError, match="no provider has a tested key"):
+    with pytest.raises(UsageError, match="has an open circuit"):
         await engine.choose(None, None)
     # Named explicitly, the operator still reaches it: the probe that can close it.
     assert (await engine.ask("x", provider="scripted")).ok

@@ -55,6 +55,34 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("spend", parents=[common, json_flag],
                         help="today's spend, tokens and energy per provider")
 
+    plan = commands.add_parser("plan", help="validate a plan.json, or print its JSON Schema")
+    plan_commands = plan.add_subparsers(dest="plan_command", metavar="ACTION", required=True)
+    check = plan_commands.add_parser("check", parents=[common, json_flag],
+                                     help="validate a plan: exit 0 if valid, 2 if not")
+    check.add_argument("plan", type=Path, help="the plan file (plan.json)")
+    plan_commands.add_parser("schema", help="print the plan's JSON Schema")
+
+    run = commands.add_parser("run", parents=[common, json_flag],
+                              help="execute a plan across the bouquet (Ctrl-C cancels)")
+    run.add_argument("plan", type=Path, help="the plan file (plan.json)")
+    run.add_argument("--mode", choices=("fast", "build", "double-check"), default=None,
+                     help="fast: fastest healthy provider; build: each step type's rule "
+                          "(default, or [routing] mode); double-check: build, then another "
+                          "provider audits each result")
+    run.add_argument("--output", "-o", type=Path, default=None, metavar="DIR",
+                     help="write each step's output there (default: runs/RUN_ID in the data "
+                          "dir)")
+    run.add_argument("--resume", metavar="RUN_ID", default=None,
+                     help="finish an earlier run of this plan: only unfinished steps run")
+
+    commands.add_parser("runs", parents=[common, json_flag], help="recent runs and their status")
+
+    report = commands.add_parser("report", parents=[common],
+                                 help="a Markdown benchmark report of one run")
+    report.add_argument("run_id", metavar="RUN_ID")
+    report.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
+                        help="write it to FILE instead of stdout")
+
     config = commands.add_parser("config", help="write or locate the config")
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION",
                                             required=True)
@@ -111,11 +139,19 @@ async def _dispatch(args: argparse.Namespace) -> int:
             return _config_init(paths, args.force)
         return await _config_path(paths, args.json)
 
+    if args.command == "plan" and args.plan_command == "schema":
+        from .engine.plan import schema
+
+        _print_json(schema())
+        return 0
+
     from .engine import Engine, load_bouquet
 
     bouquet = load_bouquet(paths)
     if args.command is None:
         return await _cockpit(bouquet, paths)
+    if args.command == "plan":
+        return _plan_check(Engine(bouquet, paths.home), args)
     async with Engine(bouquet, paths.home) as engine:
         if args.command == "providers":
             return await _providers(engine, args.json)
@@ -125,6 +161,14 @@ async def _dispatch(args: argparse.Namespace) -> int:
             return await _spend(engine, args.json)
         if args.command == "key":
             return await _key(engine, args)
+        if args.command == "run":
+            from .run_view import run_plan
+
+            return await run_plan(engine, args)
+        if args.command == "runs":
+            return await _runs(engine, args.json)
+        if args.command == "report":
+            return await _report(engine, args)
     raise AssertionError(args.command)
 
 
@@ -420,6 +464,57 @@ async def _key(engine: Engine, args: argparse.Namespace) -> int:
     check = await engine.test_key(provider, activate=True)
     print(f"{provider}: {check.state.value}: {check.reason}")
     return 0 if check.active else EXIT_FAILED
+
+
+def _plan_check(engine: Engine, args: argparse.Namespace) -> int:
+    plan = engine.load_plan(args.plan)
+    edges = sum(len(s.depends_on) for s in plan.steps)
+    if args.json:
+        _print_json({"valid": True, "task_id": plan.task_id, "steps": len(plan.steps),
+                     "dependencies": edges, "digest": plan.digest()})
+    else:
+        print(f"{args.plan}: valid — {plan.task_id}: {len(plan.steps)} steps, "
+              f"{edges} dependencies")
+    return 0
+
+
+async def _runs(engine: Engine, as_json: bool) -> int:
+    rows = await engine.runs()
+    if as_json:
+        _print_json({"runs": rows})
+        return 0
+    from datetime import datetime
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Recent runs", title_justify="left")
+    for column in ("run", "task", "mode", "status", "started", "plan"):
+        table.add_column(column, no_wrap=column != "plan", overflow="fold")
+    for row in rows:
+        started = datetime.fromtimestamp(row["started"]).strftime("%m-%d %H:%M")
+        table.add_row(row["id"], row["task_id"] or "", row["mode"] or "", row["status"],
+                      started, row["plan_path"] or "")
+    Console(highlight=False).print(table)
+    return 0
+
+
+async def _report(engine: Engine, args: argparse.Namespace) -> int:
+    from .engine.report import markdown
+
+    text = await markdown(engine.store, args.run_id)
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        args.output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        from .engine.errors import UsageError
+
+        raise UsageError(f"cannot write {args.output}: {exc.strerror}",
+                         fix="pick a writable path with -o") from None
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0
 
 
 def _read_secret(provider: str) -> str:

@@ -7,18 +7,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import config as config_mod
+from . import plan as plan_mod
 from .approvals import ACTIVATE_KEY, Approval, ApprovalQueue
+from .budget import BudgetGuard, Refusal, worst_cost, worst_input_tokens
 from .bus import EventBus
 from .clock import Clock, SystemClock, local_day
 from .config import Bouquet, ModelSpec, ProviderSpec
-from .errors import ConfigError, UsageError
-from .events import CallRecorded, KeyCheckUpdated, KeyStateChanged, ProviderHealthChanged
+from .errors import BudgetRefused, ConfigError, OperatorError, PlanError, UsageError
+from .events import (
+    CallRecorded,
+    ConcurrencyChanged,
+    KeyCheckUpdated,
+    KeyStateChanged,
+    ProviderHealthChanged,
+)
+from .gates import ConcurrencyCap, ProviderGate
 from .health import HealthBook, ProviderHealth
 from .keycheck import (
     SANDBOX_MAX_TOKENS,
@@ -30,6 +41,7 @@ from .keycheck import (
 from .keys import KeyState, KeyStatus, KeyVault, check_key_text
 from .ledger import NOT_BILLED, UNKNOWN_ENERGY, EnergyEstimator, PriceTable, Rates
 from .paths import Paths
+from .progress import RunStatus
 from .providers import build_provider
 from .providers.base import (
     ChatRequest,
@@ -39,13 +51,21 @@ from .providers.base import (
     ProviderError,
 )
 from .records import CallRecord, ProviderTotals
+from .router import Mode, Router
+from .scheduler import PlanRun
 from .store import Store
 from .text import excerpt
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["CallOutcome", "Engine", "ModelView", "ProviderView", "SpendView", "load_bouquet"]
+__all__ = ["CallOutcome", "Engine", "Mode", "ModelView", "PlanRun", "ProviderView", "SpendView",
+           "load_bouquet"]
+
+# An answer with no cap would make its worst-case cost unbounded.
+DEFAULT_MAX_TOKENS = 1024
+# How often the budget re-reads today's spend, which other processes may have added to.
+BUDGET_SYNC_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +174,13 @@ class Engine:
         self._provider_lock = asyncio.Lock()
         self._in_flight = 0
         self._key_status: dict[str, KeyStatus] = {}
+        self.guard = BudgetGuard(bouquet.budget)
+        self.concurrency = ConcurrencyCap(bouquet.routing.max_concurrency)
+        self._gates: dict[str, ProviderGate] = {}
+        self._router: Router | None = None
+        self._energy_ready = False
+        self._runs: dict[str, PlanRun] = {}
+        self._budget_sync: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -170,9 +197,21 @@ class Engine:
         # Health starts from the recent past, not from nothing, after a restart.
         for record in reversed(await self._store.recent_calls(500)):
             self.health.observe(record)
+        await self.sync_budget()
+        self._budget_sync = asyncio.create_task(self._keep_budget_synced(),
+                                                name="budget-sync")
         return self
 
     async def stop(self) -> None:
+        for run in list(self._runs.values()):
+            run.cancel()
+            with contextlib.suppress(Exception):
+                await run.wait()
+        if self._budget_sync is not None:
+            self._budget_sync.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._budget_sync
+            self._budget_sync = None
         for provider in self._providers.values():
             with contextlib.suppress(Exception):
                 await provider.aclose()
@@ -207,6 +246,35 @@ class Engine:
         """Calls in flight: quitting now would cut them."""
         return self._in_flight
 
+    @property
+    def router(self) -> Router:
+        if self._router is None:
+            self._router = Router(self.bouquet, self.prices, self.health, self.guard)
+            self._router.routable = {pid for pid, status in self._key_status.items()
+                                     if self._routable(pid, status)}
+        return self._router
+
+    def gate(self, spec: ProviderSpec) -> ProviderGate:
+        gate = self._gates.get(spec.id)
+        if gate is None:
+            gate = self._gates[spec.id] = ProviderGate(spec)
+        return gate
+
+    def set_concurrency(self, limit: int, reason: str) -> None:
+        """The global cap on calls in flight; the regulator moves it under load."""
+        self.concurrency.set_limit(limit)
+        self.bus.publish(ConcurrencyChanged(self.clock.now(), self.concurrency.limit, reason))
+
+    async def sync_budget(self) -> None:
+        day = local_day(self.clock.now())
+        self.guard.sync(day, await self.store.day_spend(day))
+
+    async def _keep_budget_synced(self) -> None:
+        while True:
+            await asyncio.sleep(BUDGET_SYNC_S)
+            with contextlib.suppress(Exception):  # a busy database: try again next time
+                await self.sync_budget()
+
     # -- the bouquet -----------------------------------------------------------------------
 
     def provider_spec(self, provider_id: str) -> ProviderSpec:
@@ -225,6 +293,7 @@ class Engine:
         specs = list(self.bouquet.providers.values())
         statuses = await asyncio.to_thread(lambda: [self.vault.status(s) for s in specs])
         self._key_status.update({spec.id: st for spec, st in zip(specs, statuses, strict=True)})
+        self._refresh_routable()
         return [self._view(spec, status) for spec, status in zip(specs, statuses, strict=True)]
 
     async def provider_view(self, provider_id: str) -> ProviderView:
@@ -241,6 +310,15 @@ class Engine:
         return ProviderView(spec.id, spec.kind, spec.base_url, spec.zone, spec.rpm, spec.tpm,
                             status, spec.console_url, models, self.key_check(spec.id),
                             self.health.health(spec.id))
+
+    def _routable(self, provider_id: str, status: KeyStatus) -> bool:
+        usable = status.state in (KeyState.PRESENT, KeyState.NOT_NEEDED)
+        return usable and (status.source != "keyring" or self.key_check(provider_id).active)
+
+    def _refresh_routable(self) -> None:
+        if self._router is not None:
+            self._router.routable = {pid for pid, status in self._key_status.items()
+                                     if self._routable(pid, status)}
 
     def key_check(self, provider_id: str) -> KeyCheck:
         return self._checks.get(provider_id) or KeyCheck(
@@ -283,7 +361,7 @@ class Engine:
                                   stream=False)
         try:
             outcome = await self.settled(await self.call(spec, request, purpose="sandbox"))
-        except UsageError as exc:
+        except OperatorError as exc:
             outcome = None
             passed, reason = False, str(exc)
         else:
@@ -336,11 +414,13 @@ class Engine:
                                            or check.state is KeyCheckState.AWAITING_APPROVAL,
                                            check.state.value, check.reason, check.latency_s,
                                            check.usd, check.billed_usd)
+        self._refresh_routable()
         self.bus.publish(KeyCheckUpdated(self.clock.now(), check))
 
     async def _key_changed(self, spec: ProviderSpec) -> KeyStatus:
         status = await asyncio.to_thread(self.vault.status, spec)
         self._key_status[spec.id] = status
+        self._refresh_routable()
         provider = self._providers.pop(spec.id, None)
         if provider is not None:
             await provider.aclose()
@@ -388,6 +468,7 @@ class Engine:
         if not prompt.strip():
             raise UsageError("the prompt is empty", fix="give the question as an argument")
         spec, model_spec = await self.choose(provider, model)
+        await self.sync_budget()
         request = ChatRequest.ask(model_spec.id, prompt, max_tokens=max_tokens, stream=stream)
         outcome = await self.call(spec, request, purpose=purpose, on_token=on_token)
         return await self.settled(outcome)
@@ -398,32 +479,53 @@ class Engine:
         """One provider call, priced and queued for the store. The hot path: no disk wait.
 
         The returned record has no energy yet; `settled()` waits for the durable row.
+        Before it goes out, the call's worst case must fit the hard limits (BudgetRefused
+        otherwise); that worst case stays reserved until the call ends.
         """
         provider = self._providers.get(spec.id) or await self._provider(spec)
         model = self.model_spec(spec, request.model)
+        if request.max_tokens is None:
+            request = replace(request, max_tokens=DEFAULT_MAX_TOKENS)
+        max_tokens = request.max_tokens or DEFAULT_MAX_TOKENS
         now = self.clock.now()
+        day = local_day(now)
+        rates = self.prices.rates(spec, model)
+        worst_in = worst_input_tokens(request)
+        reservation = self.guard.per_call(rates, worst_in, max_tokens) or self.guard.reserve(
+            day, worst_cost(rates, worst_in, max_tokens))  # type: ignore[arg-type]
+        if isinstance(reservation, Refusal):
+            raise BudgetRefused(f"{spec.id}/{model.id}", reservation)
+        self.health.circuit(spec.id).dispatching()
         started = time.perf_counter()
         self._in_flight += 1
         try:
             result = await provider.complete(request, on_token)
-        except ProviderError as error:
+        except (ProviderError, asyncio.CancelledError) as error:
+            self.guard.settle(reservation, 0.0)
+            cancelled = isinstance(error, asyncio.CancelledError)
             record = CallRecord(
-                ts=now, day=local_day(now), provider=spec.id, model=request.model,
-                purpose=purpose, ok=False, error_kind=error.kind, error=excerpt(str(error)),
+                ts=now, day=day, provider=spec.id, model=request.model,
+                purpose=purpose, ok=False,
+                error_kind="cancelled" if cancelled else error.kind,  # type: ignore[union-attr]
+                error="cancelled by the operator" if cancelled else excerpt(str(error)),
                 duration_s=time.perf_counter() - started, cost=NOT_BILLED,
                 energy=UNKNOWN_ENERGY, run_id=run_id, step_id=step_id,
             )
-            return CallOutcome(record, None, error, self.store.record_call(record))
+            durable = self.store.record_call(record)
+            if cancelled:
+                raise
+            return CallOutcome(record, None, error, durable)  # type: ignore[arg-type]
         finally:
             self._in_flight -= 1
         usage = result.usage
+        cost = self.prices.cost(spec, model, usage)
+        self.guard.settle(reservation, cost.usd or 0.0)
         record = CallRecord(
-            ts=now, day=local_day(now), provider=spec.id, model=model.id, purpose=purpose,
+            ts=now, day=day, provider=spec.id, model=model.id, purpose=purpose,
             ok=True, input_tokens=usage.input_tokens,
             cached_input_tokens=usage.cached_input_tokens, output_tokens=usage.output_tokens,
             usage_estimated=usage.estimated, ttft_s=result.ttft_s, duration_s=result.duration_s,
-            tokens_per_s=result.tokens_per_s, cost=self.prices.cost(spec, model, usage),
-            run_id=run_id, step_id=step_id,
+            tokens_per_s=result.tokens_per_s, cost=cost, run_id=run_id, step_id=step_id,
         )
         return CallOutcome(record, result, None, self.store.record_call(record))
 
@@ -455,6 +557,7 @@ class Engine:
 
     def _publish_calls(self, rows: Sequence[CallRecord]) -> None:
         for row in rows:
+            self.guard.committed(row.day, row.cost.usd or 0.0)
             self.bus.publish(CallRecorded(row.ts, row))
             health = self.health.observe(row)
             self.bus.publish(ProviderHealthChanged(row.ts, health))
@@ -473,3 +576,77 @@ class Engine:
                         for m in range(this_minute - 59, this_minute + 1))
         return SpendView(local_day(now), self.bouquet.budget.daily_usd,
                          tuple(await self.totals_today()), minutes)
+
+    # -- plans -----------------------------------------------------------------------------
+
+    def load_plan(self, path: Path) -> plan_mod.Plan:
+        """Read and validate a plan, pins checked against this bouquet (PlanError: exit 2)."""
+        known = {pid: tuple(m.id for m in spec.models)
+                 for pid, spec in self.bouquet.providers.items()}
+        return plan_mod.load(path, known_providers=known)
+
+    async def start_run(self, plan_path: Path, *, mode: Mode | str | None = None,
+                        resume: str | None = None, output_dir: Path | None = None) -> PlanRun:
+        """Validate the plan, record the run, start it; the run goes on in the background.
+
+        resume: a run id of this plan; its finished steps keep their outputs and only the
+        rest runs. output_dir: each step's output is written there as it finishes, plus
+        run.json at the end (default: runs/RUN_ID under the data dir).
+        """
+        plan_path = plan_path.expanduser().resolve()
+        plan = await asyncio.to_thread(self.load_plan, plan_path)
+        mode = Mode(mode or self.bouquet.routing.mode)
+        restored: dict[str, dict[str, Any]] = {}
+        if resume is not None:
+            row = await self.store.run(resume)
+            if row is None:
+                raise UsageError(f"no run {resume!r} in {self.store.path}",
+                                 fix="list runs with `aetherflow runs`")
+            if resume in self._runs:
+                raise UsageError(f"run {resume} is still running", fix="wait for it or cancel it")
+            if row["plan_digest"] != plan.digest():
+                raise PlanError(f"this plan is not the one run {resume} started with",
+                                path=str(plan_path),
+                                fix="resume with the same plan file, or start a new run")
+            restored = {s["step_id"]: s for s in await self.store.steps(resume)}
+            run_id = resume
+            await self.store.update_run(run_id, status=RunStatus.RUNNING.value,
+                                        mode=mode.value, finished=None, detail=None)
+        else:
+            run_id = self._new_run_id()
+            await self.store.create_run(run_id, plan.task_id, str(plan_path), mode.value,
+                                        self.clock.now(), plan.digest(),
+                                        plan_path.read_text("utf-8"))
+        await self.provider_views()  # which providers have a usable, tested key now
+        await self.sync_budget()
+        if not self._energy_ready:
+            await asyncio.to_thread(self.router.estimate_energy, self._wh_per_1k)
+            self._energy_ready = True
+        if output_dir is None:
+            output_dir = self.home / "runs" / run_id
+        run = PlanRun(self, plan, plan_path.parent, run_id, mode, restored, output_dir)
+        self._runs[run_id] = run
+        run.start()
+        return run
+
+    def active_runs(self) -> list[PlanRun]:
+        return list(self._runs.values())
+
+    def _run_finished(self, run: PlanRun) -> None:
+        self._runs.pop(run.run_id, None)
+
+    def _new_run_id(self) -> str:
+        stamp = datetime.fromtimestamp(self.clock.now()).strftime("%Y%m%d-%H%M%S")
+        return f"{stamp}-{secrets.token_hex(2)}"
+
+    def _wh_per_1k(self, spec: ProviderSpec, model: ModelSpec) -> float | None:
+        return self.energy.estimate(spec, model, 1000, 10.0).wh
+
+    async def runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Recent runs; one still marked running that this process does not hold was cut
+        short (a crash or kill): it shows as interrupted, ready to resume."""
+        rows = await self.store.runs(limit)
+        for row in rows:
+            if row["status"] == RunStatus.RUNNING and row["id"] not in self._runs:
+                row["status"] = RunStatus.INTERRUPTED.value
+        return rows

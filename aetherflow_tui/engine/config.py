@@ -84,6 +84,9 @@ class ProviderSpec(_Strict):
     price_id: str | None = None
     energy_id: str | None = None
     enabled: bool = True
+    free_tier: bool = False  # calls within the provider's free allowance cost nothing
+    json_mode: bool = True  # accepts response_format = {"type": "json_object"}
+    max_concurrency: int = Field(default=32, ge=1, le=10_000)
     models: tuple[ModelSpec, ...] = Field(min_length=1)
 
     @field_validator("id")
@@ -150,6 +153,74 @@ class BudgetSpec(_Strict):
     max_usd_per_request: float = Field(default=0.10, gt=0)
 
 
+STEP_TYPES = ("analysis", "refactoring", "code_generation", "prototyping", "review",
+              "test_generation", "documentation")
+Preference = Literal["cheapest", "fastest", "balanced"]
+
+
+class RuleSpec(_Strict):
+    """Where one step type goes: models with one of `roles`, ranked by `prefer`.
+
+    Heavy work (complexity above heavy_complexity, or estimated_tokens above heavy_tokens)
+    asks for heavy_roles instead, when set.
+    """
+
+    roles: tuple[str, ...] = ()
+    prefer: Preference = "balanced"
+    free_first: bool = False
+    heavy_roles: tuple[str, ...] = ()
+    heavy_complexity: float = Field(default=0.7, ge=0, le=1)
+    heavy_tokens: int = Field(default=4000, ge=1)
+
+    @field_validator("roles", "heavy_roles")
+    @classmethod
+    def _known_roles(cls, roles: tuple[str, ...]) -> tuple[str, ...]:
+        return ModelSpec._known_roles(roles)
+
+
+# The seed's rules; [routing.rules.TYPE] in the config replaces one type's rule.
+DEFAULT_RULES: dict[str, RuleSpec] = {
+    "analysis": RuleSpec(roles=("cheap",), prefer="cheapest", free_first=True),
+    "refactoring": RuleSpec(roles=("code",)),
+    "code_generation": RuleSpec(roles=("fast", "code"), heavy_roles=("quality",)),
+    "prototyping": RuleSpec(roles=("fast", "prototyping"), prefer="fastest"),
+    "review": RuleSpec(roles=("quality", "reasoning", "qa")),
+    "test_generation": RuleSpec(roles=("code", "qa")),
+    "documentation": RuleSpec(roles=("cheap", "chat"), prefer="cheapest", free_first=True),
+}
+
+
+class WeightsSpec(_Strict):
+    """How much each measure counts when a rule prefers "balanced" (they need not sum to 1)."""
+
+    price: float = Field(default=0.4, ge=0)
+    latency: float = Field(default=0.3, ge=0)
+    success: float = Field(default=0.2, ge=0)
+    energy: float = Field(default=0.1, ge=0)
+
+
+class RoutingSpec(_Strict):
+    mode: Literal["fast", "build", "double-check"] = "build"
+    max_concurrency: int = Field(default=64, ge=1, le=100_000)  # calls in flight, all runs
+    retries: int = Field(default=2, ge=0, le=10)  # per candidate, for transient failures
+    max_retry_wait_s: float = Field(default=20.0, ge=0)  # longer Retry-After: next candidate
+    backoff_s: float = Field(default=0.5, ge=0, le=60)  # first retry's wait, doubling after
+    weights: WeightsSpec = WeightsSpec()
+    rules: dict[str, RuleSpec] = Field(default_factory=dict)
+
+    @field_validator("rules")
+    @classmethod
+    def _known_types(cls, rules: dict[str, RuleSpec]) -> dict[str, RuleSpec]:
+        unknown = [t for t in rules if t not in STEP_TYPES]
+        if unknown:
+            raise ValueError(f"unknown step type {unknown[0]!r}; use one of: "
+                             + ", ".join(STEP_TYPES))
+        return rules
+
+    def rule(self, step_type: str) -> RuleSpec:
+        return self.rules.get(step_type) or DEFAULT_RULES[step_type]
+
+
 class CockpitSpec(_Strict):
     # binding id -> keys, e.g. inject_key = "ctrl+k"; ids are listed in the cockpit's help.
     keymap: dict[str, str] = Field(default_factory=dict)
@@ -157,6 +228,7 @@ class CockpitSpec(_Strict):
 
 class _BouquetFile(_Strict):
     budget: BudgetSpec = BudgetSpec()
+    routing: RoutingSpec = RoutingSpec()
     providers: dict[str, ProviderSpec] = Field(min_length=1)
     cockpit: CockpitSpec = CockpitSpec()
 
@@ -179,6 +251,7 @@ class Bouquet:
     providers: dict[str, ProviderSpec]
     source: Path | None  # None: the embedded default
     keymap: dict[str, str] = field(default_factory=dict)
+    routing: RoutingSpec = field(default_factory=RoutingSpec)
 
     @property
     def source_label(self) -> str:
@@ -206,7 +279,7 @@ def parse(text: str, source: Path | None) -> Bouquet:
         message = _describe(first)
         raise ConfigError(message, path=label, line=locate(text, loc)) from None
     return Bouquet(budget=model.budget, providers=dict(model.providers), source=source,
-                   keymap=dict(model.cockpit.keymap))
+                   keymap=dict(model.cockpit.keymap), routing=model.routing)
 
 
 def load(path: Path | None) -> Bouquet:

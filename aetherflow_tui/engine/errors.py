@@ -50,3 +50,22 @@ class CallFailed(OperatorError):
     """The work ran and the provider call failed."""
 
     exit_code = EXIT_FAILED
+
+
+class PlanError(ConfigError):
+    """An invalid plan.json, located at path:line and named by its place in the plan."""
+
+
+class LimitReached(OperatorError):
+    """A hard spending limit stopped the work (exit 3)."""
+
+    exit_code = EXIT_LIMIT
+
+
+class BudgetRefused(LimitReached):
+    """A call the hard limits refused before it went out; `refusal` says which limit."""
+
+    def __init__(self, what: str, refusal: object) -> None:
+        super().__init__(f"{what}: {refusal.reason}",  # type: ignore[attr-defined]
+                         fix=refusal.fix)  # type: ignore[attr-defined]
+        self.refusal = refusal

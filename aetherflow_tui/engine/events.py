@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from .health import ProviderHealth
 from .keycheck import KeyCheck
 from .keys import KeyStatus
+from .progress import RunView, StepView
 from .records import CallRecord
 
 if TYPE_CHECKING:
@@ -54,3 +55,20 @@ class ApprovalRequested(Event):
 @dataclass(frozen=True, slots=True)
 class ApprovalDecided(Event):
     approval: Approval
+
+
+@dataclass(frozen=True, slots=True)
+class StepUpdated(Event):
+    run_id: str
+    step: StepView
+
+
+@dataclass(frozen=True, slots=True)
+class RunUpdated(Event):
+    run: RunView
+
+
+@dataclass(frozen=True, slots=True)
+class ConcurrencyChanged(Event):
+    limit: int
+    reason: str

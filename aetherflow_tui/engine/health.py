@@ -51,6 +51,7 @@ class CircuitBreaker:
         self.cooldown_s = cooldown_s
         self._consecutive = 0
         self._opened_at: float | None = None
+        self._probing = False  # half-open: one call is testing the water
 
     @property
     def state(self) -> CircuitState:
@@ -61,9 +62,21 @@ class CircuitBreaker:
         return CircuitState.OPEN
 
     def allows_traffic(self) -> bool:
-        return self.state is not CircuitState.OPEN
+        """New work may go there: closed, or half-open with no probe out yet."""
+        state = self.state
+        return state is CircuitState.CLOSED or (state is CircuitState.HALF_OPEN
+                                                and not self._probing)
+
+    def dispatching(self) -> None:
+        """A call is leaving for this provider; when half-open, it is the one probe."""
+        if self._opened_at is not None and self.state is CircuitState.HALF_OPEN:
+            self._probing = True
+
+    def probe_abandoned(self) -> None:
+        self._probing = False
 
     def record(self, ok: bool) -> None:
+        self._probing = False
         if ok:
             self._consecutive = 0
             self._opened_at = None
@@ -75,6 +88,19 @@ class CircuitBreaker:
     def reset(self) -> None:
         self._consecutive = 0
         self._opened_at = None
+        self._probing = False
+
+
+@dataclass(frozen=True, slots=True)
+class LiveStats:
+    """What routing reads on every decision, computed once per recorded call."""
+
+    calls: int
+    success: float  # 0..1
+    latency_p50_s: float | None
+
+
+NO_STATS = LiveStats(0, 1.0, None)
 
 
 class _Track:
@@ -82,6 +108,7 @@ class _Track:
         self.window: deque[CallRecord] = deque(maxlen=WINDOW)
         self.circuit = CircuitBreaker(clock)
         self.key_refused = False
+        self.stats = NO_STATS
 
 
 class HealthBook:
@@ -99,6 +126,10 @@ class HealthBook:
 
     def observe(self, record: CallRecord) -> ProviderHealth:
         track = self._track(record.provider)
+        if record.error_kind == "cancelled":
+            # We hung up: that says nothing about the provider, but frees a probe slot.
+            track.circuit.probe_abandoned()
+            return self.health(record.provider)
         track.window.append(record)
         if record.ok:
             track.key_refused = False
@@ -106,7 +137,14 @@ class HealthBook:
             track.key_refused = True
         if record.ok or record.error_kind in _COUNTS_AGAINST_CIRCUIT:
             track.circuit.record(record.ok)
-        return self.health(record.provider)
+        health = self.health(record.provider)
+        track.stats = LiveStats(health.calls, (health.success_pct or 0.0) / 100,
+                                health.latency_p50_s)
+        return health
+
+    def stats(self, provider: str) -> LiveStats:
+        track = self._tracks.get(provider)
+        return track.stats if track is not None else NO_STATS
 
     def key_changed(self, provider: str) -> None:
         track = self._track(provider)

@@ -151,6 +151,31 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX key_checks_provider ON key_checks(provider, id);
     """,
+    # 3: plans: what a run executed, each step's measures, and every routing decision
+    """
+    ALTER TABLE runs ADD COLUMN plan_digest TEXT;
+    ALTER TABLE runs ADD COLUMN plan_text TEXT;
+    ALTER TABLE steps ADD COLUMN type TEXT;
+    ALTER TABLE steps ADD COLUMN input_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE steps ADD COLUMN output_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE steps ADD COLUMN usd REAL NOT NULL DEFAULT 0;
+    ALTER TABLE steps ADD COLUMN ttft_s REAL;
+    ALTER TABLE steps ADD COLUMN duration_s REAL;
+    ALTER TABLE steps ADD COLUMN reason TEXT;
+    ALTER TABLE steps ADD COLUMN flag TEXT;
+    ALTER TABLE steps ADD COLUMN extension TEXT;
+    CREATE TABLE routes (
+        id INTEGER PRIMARY KEY,
+        ts REAL NOT NULL,
+        run_id TEXT,
+        step_id TEXT,
+        attempt INTEGER NOT NULL,
+        provider TEXT,
+        model TEXT,
+        reason TEXT NOT NULL
+    );
+    CREATE INDEX routes_run ON routes(run_id, step_id);
+    """,
 )
 
 _CALL_COLUMNS = (
@@ -173,10 +198,32 @@ ON CONFLICT (day, provider) DO UPDATE SET
     measured_wh = measured_wh + excluded.measured_wh
 """
 
+STEP_COLUMNS = ("run_id", "step_id", "status", "provider", "model", "attempts", "started",
+                "finished", "output", "error", "type", "input_tokens", "output_tokens", "usd",
+                "ttft_s", "duration_s", "reason", "flag", "extension")
+UPSERT_STEP = (
+    f"INSERT INTO steps ({', '.join(STEP_COLUMNS)}) VALUES ({', '.join('?' * len(STEP_COLUMNS))}) "
+    "ON CONFLICT (run_id, step_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in STEP_COLUMNS[2:])
+)
+INSERT_ROUTE = ("INSERT INTO routes (ts, run_id, step_id, attempt, provider, model, reason) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)")
+
 Prepare = Callable[[CallRecord], CallRecord]
 Committed = Callable[[Sequence[CallRecord]], None]
 
 _STOP = object()
+
+
+class _Write:
+    """A queued row write other than a call (step states, routing decisions)."""
+
+    __slots__ = ("future", "params", "sql")
+
+    def __init__(self, sql: str, params: tuple[Any, ...], future: asyncio.Future[None]) -> None:
+        self.sql = sql
+        self.params = params
+        self.future = future
 
 
 class Store:
@@ -223,6 +270,17 @@ class Store:
         self._queue.put_nowait((record, future))
         return future
 
+    def enqueue(self, sql: str, params: tuple[Any, ...]) -> asyncio.Future[None]:
+        """Queue a write for the next batch; the future resolves after its commit.
+
+        Writes run in queue order, grouped by statement, so a statement must own its rows:
+        two different statements never write the same row (UPSERT_STEP writes whole
+        snapshots of a step, so the last one queued wins).
+        """
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Write(sql, params, future))
+        return future
+
     async def flush(self) -> None:
         """Wait until everything queued so far is committed."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -235,11 +293,13 @@ class Store:
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             calls = [item for item in batch if isinstance(item, tuple)]
+            writes = [item for item in batch if isinstance(item, _Write)]
             try:
-                written = await self._write_calls(calls) if calls else []
+                written = await self._write_batch(calls, writes) if calls or writes else []
             except Exception as exc:
-                log.exception("writing %d call rows failed", len(calls))
-                for _, future in calls:
+                log.exception("writing %d call rows and %d others failed", len(calls),
+                              len(writes))
+                for future in [f for _, f in calls] + [w.future for w in writes]:
                     if not future.done():
                         future.set_exception(exc)
                 written = []
@@ -247,6 +307,9 @@ class Store:
                 for (_, future), row in zip(calls, written, strict=True):
                     if not future.done():
                         future.set_result(row)
+                for write in writes:
+                    if not write.future.done():
+                        write.future.set_result(None)
                 if written and self.on_committed is not None:
                     try:
                         self.on_committed(written)
@@ -258,7 +321,8 @@ class Store:
             if any(item is _STOP for item in batch):
                 return
 
-    async def _write_calls(self, calls: list[tuple[CallRecord, Any]]) -> list[CallRecord]:
+    async def _write_batch(self, calls: list[tuple[CallRecord, Any]], writes: list[_Write]
+                           ) -> list[CallRecord]:
         rows = [record for record, _ in calls]
         prepare = self.prepare
         if prepare is not None and any(row.energy is None for row in rows):
@@ -278,19 +342,26 @@ class Store:
             acc[6] += (energy.wh or 0.0) if energy else 0.0
             acc[7] += (energy.gco2e or 0.0) if energy else 0.0
             acc[8] += (energy.wh or 0.0) if energy and energy.measured else 0.0
+        grouped: dict[str, list[tuple[Any, ...]]] = {}
+        for write in writes:
+            grouped.setdefault(write.sql, []).append(write.params)
         async with self._write_lock:
-            return await self._insert_calls(rows, totals)
+            return await self._insert(rows, totals, grouped)
 
-    async def _insert_calls(self, rows: list[CallRecord],
-                            totals: dict[tuple[str, str], list[float]]) -> list[CallRecord]:
+    async def _insert(self, rows: list[CallRecord], totals: dict[tuple[str, str], list[float]],
+                      grouped: dict[str, list[tuple[Any, ...]]]) -> list[CallRecord]:
         await self._db.execute("BEGIN IMMEDIATE")
         try:
-            cursor = await self._db.execute("SELECT COALESCE(MAX(id), 0) FROM calls")
-            (last_id,) = await cursor.fetchone()  # type: ignore[misc]
-            await self._db.executemany(_INSERT_CALL, [_call_params(r) for r in rows])
-            await self._db.executemany(
-                _UPSERT_TOTALS, [(day, provider, *acc) for (day, provider), acc in totals.items()]
-            )
+            last_id = 0
+            if rows:
+                cursor = await self._db.execute("SELECT COALESCE(MAX(id), 0) FROM calls")
+                (last_id,) = await cursor.fetchone()  # type: ignore[misc]
+                await self._db.executemany(_INSERT_CALL, [_call_params(r) for r in rows])
+                await self._db.executemany(
+                    _UPSERT_TOTALS,
+                    [(day, provider, *acc) for (day, provider), acc in totals.items()])
+            for sql, params in grouped.items():
+                await self._db.executemany(sql, params)
             await self._db.execute("COMMIT")
         except BaseException:
             await self._db.execute("ROLLBACK")
@@ -356,6 +427,57 @@ class Store:
             "SELECT provider, ts, passed, state, reason, latency_s, usd, billed_usd "
             "FROM key_checks WHERE id IN (SELECT MAX(id) FROM key_checks GROUP BY provider)")
         return {row[0]: tuple(row) for row in await cursor.fetchall()}
+
+    async def day_spend(self, day: str) -> float:
+        """Today's committed dollars, read while no batch is mid-commit (the budget syncs)."""
+        async with self._write_lock:
+            cursor = await self._db.execute(
+                "SELECT COALESCE(SUM(usd), 0) FROM daily_totals WHERE day = ?", (day,))
+            (usd,) = await cursor.fetchone()  # type: ignore[misc]
+        return float(usd)
+
+    # -- runs --------------------------------------------------------------------------------
+
+    async def create_run(self, run_id: str, task_id: str, plan_path: str, mode: str,
+                         started: float, digest: str, plan_text: str) -> None:
+        await self._write(
+            "INSERT INTO runs (id, task_id, plan_path, mode, status, started, plan_digest, "
+            "plan_text) VALUES (?, ?, ?, ?, 'running', ?, ?, ?)",
+            (run_id, task_id, plan_path, mode, started, digest, plan_text))
+
+    async def update_run(self, run_id: str, *, status: str, mode: str,
+                         finished: float | None, detail: str | None) -> None:
+        await self.flush()  # the run's last step rows land before its final status
+        await self._write("UPDATE runs SET status = ?, mode = ?, finished = ?, detail = ? "
+                          "WHERE id = ?", (status, mode, finished, detail, run_id))
+
+    async def run(self, run_id: str) -> dict[str, Any] | None:
+        rows = await self._dicts("SELECT * FROM runs WHERE id = ?", (run_id,))
+        return rows[0] if rows else None
+
+    async def runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        return await self._dicts(
+            "SELECT id, task_id, plan_path, mode, status, started, finished, detail FROM runs "
+            "ORDER BY started DESC LIMIT ?", (limit,))
+
+    async def steps(self, run_id: str) -> list[dict[str, Any]]:
+        return await self._dicts(
+            f"SELECT {', '.join(STEP_COLUMNS)} FROM steps WHERE run_id = ?", (run_id,))
+
+    async def run_calls(self, run_id: str) -> list[CallRecord]:
+        cursor = await self._db.execute(
+            f"SELECT id, {_CALL_COLUMNS} FROM calls WHERE run_id = ? ORDER BY id", (run_id,))
+        return [_call_from_row(row) for row in await cursor.fetchall()]
+
+    async def routes(self, run_id: str) -> list[dict[str, Any]]:
+        return await self._dicts(
+            "SELECT ts, step_id, attempt, provider, model, reason FROM routes WHERE run_id = ? "
+            "ORDER BY id", (run_id,))
+
+    async def _dicts(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+        cursor = await self._db.execute(sql, params)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()]
 
     async def schema_version(self) -> int:
         cursor = await self._db.execute("PRAGMA user_version")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from aetherflow_tui.engine import Engine, config
-from aetherflow_tui.engine.errors import UsageError
+from aetherflow_tui.engine.errors import BudgetRefused, UsageError
 from aetherflow_tui.engine.events import (
     ApprovalDecided,
     ApprovalRequested,
@@ -79,13 +79,14 @@ async def test_a_failed_call_is_recorded_with_its_kind(engine):
     assert totals["scripted"].failures == 1
 
 
-async def test_an_unpriced_model_is_flagged_not_free(engine):
-    outcome = await engine.ask("x", provider="scripted", model="mystery-model-xyz")
-    assert outcome.ok
-    assert outcome.record.cost.usd is None
-    assert outcome.record.cost.method == "unpriced"
-    (totals,) = await engine.totals_today()
-    assert totals.unpriced_calls == 1 and totals.usd == 0.0
+async def test_an_unpriced_model_is_refused_before_the_call(engine, scripted):
+    # Its cost could be anything, so the hard limits cannot be guaranteed: no call goes out.
+    with pytest.raises(BudgetRefused, match="no known price") as caught:
+        await engine.ask("x", provider="scripted", model="mystery-model-xyz")
+    assert caught.value.exit_code == 3
+    assert "price_in" in str(caught.value)
+    assert scripted.requests == []
+    assert await engine.totals_today() == []
 
 
 async def test_totals_today_add_up_calls(engine):

@@ -17,6 +17,12 @@ Behaviour of each ``POST /v1/chat/completions`` comes from the next string queue
     nochoices                200 with valid JSON lacking "choices"
     broken-stream            stream: 2 chunks then abrupt close; non-stream: close
     drop                     close the connection without responding
+    say                      like ok, but reply with the text after the last "SAY:" in
+                             the last user message (whitespace-normalised), no "echo:"
+
+A directive ``@@BEHAVIOUR@@`` in the last user message (e.g. ``@@slow:0.05@@``) takes
+precedence over the model, so concurrent requests can each carry their own behaviour;
+the queue set with ``script()`` still comes first.
 
 Run as ``python -m tests.support.scripted_server [--port 0] [--api-key K]``; it prints
 ``READY <url>`` once and serves until SIGTERM/SIGINT.
@@ -82,6 +88,7 @@ def _parse_behaviour(raw: str) -> tuple[str, list[str]]:
         "nochoices",
         "broken-stream",
         "drop",
+        "say",
     }
     return (kind, args) if kind in known else ("ok", [])
 
@@ -253,7 +260,7 @@ class _Handler(BaseHTTPRequestHandler):
         model = str(body.get("model") or "echo")
         # Scripted behaviours are consumed only by authorised, well-formed requests so a
         # script lines up with the calls a client actually gets through.
-        kind, args = _parse_behaviour(owner._next_scripted() or model)
+        kind, args = _parse_behaviour(owner._next_scripted() or _directive(body) or model)
         stream = bool(body.get("stream"))
 
         if kind == "drop":
@@ -292,7 +299,7 @@ class _Handler(BaseHTTPRequestHandler):
             except (IndexError, ValueError):
                 cached = 0
 
-        words, usage = _reply_and_usage(body, cached)
+        words, usage = _reply_and_usage(body, cached, say=(kind == "say"))
         if kind == "billed":
             # OpenRouter-style: the provider reports what it charged, in usage.cost.
             with contextlib.suppress(IndexError, ValueError):
@@ -388,7 +395,24 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
-def _reply_and_usage(body: dict[str, Any], cached: int) -> tuple[list[str], dict[str, Any]]:
+def _last_user_text(body: dict[str, Any]) -> str:
+    messages = body.get("messages") if isinstance(body.get("messages"), list) else []
+    last = next((m for m in reversed(messages) if isinstance(m, dict)
+                 and m.get("role") == "user"), None)
+    return _text_of(last.get("content")) if last else ""
+
+
+def _directive(body: Any) -> str | None:
+    text = _last_user_text(body) if isinstance(body, dict) else ""
+    start = text.rfind("@@", 0, max(0, text.rfind("@@")))
+    if start < 0:
+        return None
+    end = text.find("@@", start + 2)
+    return text[start + 2:end] or None
+
+
+def _reply_and_usage(body: dict[str, Any], cached: int, say: bool = False
+                     ) -> tuple[list[str], dict[str, Any]]:
     messages = body.get("messages") if isinstance(body.get("messages"), list) else []
     msgs = [m for m in messages if isinstance(m, dict)]
     last_user = next((m for m in reversed(msgs) if m.get("role") == "user"), None)
@@ -398,6 +422,9 @@ def _reply_and_usage(body: dict[str, Any], cached: int) -> tuple[list[str], dict
     except (TypeError, ValueError):
         limit = DEFAULT_MAX_WORDS
     text = "echo: " + (_text_of(last_user.get("content")) if last_user else "")
+    if say:
+        said = _last_user_text(body)
+        text = said[said.rfind("SAY:") + 4:] if "SAY:" in said else said
     words = text.split()[:limit]
     prompt = max(1, sum(len(_text_of(m.get("content")).split()) for m in msgs))
     usage = {

@@ -1,0 +1,562 @@
+"""Runs a plan: each step starts the moment its dependencies are done.
+
+No levels, no batches: when a step finishes, its dependents whose last dependency that was
+are launched on the spot. How many calls are in flight is bounded by the engine's global
+cap (which the regulator may move at any time) and by each provider's gate. A step routes,
+calls, retries and falls back on its own; a failed step skips its dependents and the other
+branches carry on; a daily-budget refusal stops new work and leaves the rest pending.
+
+Every state change is queued to the store in order; a dependent's rows can never commit
+before the rows of the step it depends on, so a crash leaves a consistent run to resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import outputs
+from .budget import worst_input_tokens
+from .errors import BudgetRefused
+from .events import RunUpdated, StepUpdated
+from .plan import Plan, StepSpec, context_text
+from .progress import RunStatus, RunView, StepState, StepView
+from .providers.base import ChatMessage, ChatRequest, RateLimited
+from .router import Candidate, Mode
+from .store import INSERT_ROUTE, UPSERT_STEP
+from .text import excerpt
+
+if TYPE_CHECKING:
+    from . import CallOutcome, Engine
+
+MAX_BACKOFF_S = 8.0
+
+AUDIT_PROMPT = """You audit another model's work. The step it was given:
+
+{prompt}
+
+Its answer:
+
+{answer}
+
+Is the answer correct and does it do what the step asks? Reply with one JSON object:
+{{"agree": true or false, "problems": ["each problem in one sentence"]}}"""
+
+
+class _BudgetStop(Exception):
+    """The daily budget refused this step's call: stop launching work."""
+
+
+@dataclass(slots=True)
+class _Step:
+    spec: StepSpec
+    state: StepState = StepState.PENDING
+    waiting_for: int = 0  # dependencies not done yet
+    dependents: list[_Step] = field(default_factory=list)
+    provider: str | None = None
+    model: str | None = None
+    attempts: int = 0
+    started: float | None = None
+    finished: float | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    usd: float = 0.0
+    ttft_s: float | None = None
+    duration_s: float | None = None
+    output: str | None = None
+    extension: str = "md"
+    error: str | None = None
+    flag: str | None = None
+    reason: str | None = None
+
+    def view(self) -> StepView:
+        return StepView(self.spec.id, self.spec.type, self.state, self.provider, self.model,
+                        self.attempts, self.started, self.finished, self.input_tokens,
+                        self.output_tokens, self.usd, self.ttft_s, self.duration_s,
+                        self.error, self.flag, self.reason)
+
+
+class PlanRun:
+    """One execution of a plan (or the resumption of one). Engine.start_run builds it."""
+
+    def __init__(self, engine: Engine, plan: Plan, plan_dir: Path, run_id: str, mode: Mode,
+                 restored: dict[str, dict[str, Any]], output_dir: Path | None) -> None:
+        self.engine = engine
+        self.plan = plan
+        self.plan_dir = plan_dir
+        self.run_id = run_id
+        self.mode = mode
+        self.output_dir = output_dir
+        self.status = RunStatus.RUNNING
+        self.detail: str | None = None
+        self.started = engine.clock.now()
+        self.finished: float | None = None
+        self._clock_started = time.perf_counter()
+        self._steps: dict[str, _Step] = {s.id: _Step(s) for s in plan.steps}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()
+        self._stopping = False  # no new steps: budget, cancel
+        self._cancelled = False
+        self._budget_stop = False
+        self._finished_here = 0  # steps this execution finished (for the ETA)
+        self._context: dict[str, str] = {}
+        self._counts = dict.fromkeys(StepState, 0)
+        self._counts[StepState.PENDING] = len(self._steps)
+        self._usd = 0.0
+        for step in self._steps.values():
+            for dep in step.spec.depends_on:
+                self._steps[dep].dependents.append(step)
+        for step_id, row in restored.items():
+            if row["status"] == StepState.DONE and step_id in self._steps:
+                self._restore(self._steps[step_id], row)
+                self._usd += row["usd"] or 0.0
+        for step in self._steps.values():
+            step.waiting_for = sum(1 for d in step.spec.depends_on
+                                   if self._steps[d].state is not StepState.DONE)
+        self._task: asyncio.Task[RunView] | None = None
+
+    # -- outside view ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._execute(), name=f"run-{self.run_id}")
+
+    async def wait(self) -> RunView:
+        assert self._task is not None
+        return await asyncio.shield(self._task)
+
+    def cancel(self) -> None:
+        """Stop now: in-flight calls are cancelled and recorded, pending steps stay pending."""
+        if self.status is not RunStatus.RUNNING:
+            return
+        self._cancelled = self._stopping = True
+        for task in list(self._tasks):
+            task.cancel()
+        if not self._tasks:
+            self._idle.set()
+
+    def steps(self) -> list[StepView]:
+        return [s.view() for s in self._steps.values()]
+
+    def step(self, step_id: str) -> StepView:
+        return self._steps[step_id].view()
+
+    def extension(self, step_id: str) -> str:
+        """The output file's extension: .md, .json, or the code's language (.py...)."""
+        return self._steps[step_id].extension
+
+    def outputs(self) -> dict[str, str]:
+        return {s.spec.id: s.output for s in self._steps.values()
+                if s.state is StepState.DONE and s.output is not None}
+
+    def view(self) -> RunView:
+        counts = self._counts
+        usd = self._usd
+        total = len(self._steps)
+        finished = counts[StepState.DONE] + counts[StepState.FAILED] + counts[StepState.SKIPPED]
+        eta = None
+        if self.status is RunStatus.RUNNING and self._finished_here:
+            elapsed = time.perf_counter() - self._clock_started
+            eta = elapsed / self._finished_here * (total - finished)
+        return RunView(self.run_id, self.plan.task_id, self.mode.value, self.status, total,
+                       counts[StepState.DONE], counts[StepState.FAILED],
+                       counts[StepState.SKIPPED], counts[StepState.RUNNING],
+                       counts[StepState.CANCELLED], self.started, self.finished, usd, eta,
+                       self.detail)
+
+    # -- the run ---------------------------------------------------------------------------
+
+    async def _execute(self) -> RunView:
+        engine = self.engine
+        try:
+            if self.output_dir is not None:
+                await asyncio.to_thread(self.output_dir.mkdir, parents=True, exist_ok=True)
+                for step in self._steps.values():
+                    if step.state is StepState.DONE:
+                        await self._write_output(step)
+            self._publish_run()
+            for step in self._steps.values():
+                if step.state is not StepState.DONE and step.waiting_for == 0:
+                    self._launch(step)
+            if self._tasks:
+                await self._idle.wait()
+        finally:
+            self._stopping = True
+            for task in list(self._tasks):
+                task.cancel()
+            while self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            self.status = self._final_status()
+            self.finished = engine.clock.now()
+            await engine.store.update_run(self.run_id, status=self.status.value,
+                                          mode=self.mode.value, finished=self.finished,
+                                          detail=self.detail)
+            if self.output_dir is not None:
+                await self._write_summary()
+            engine._run_finished(self)
+            self._publish_run()
+        return self.view()
+
+    def _final_status(self) -> RunStatus:
+        if self._cancelled:
+            return RunStatus.CANCELLED
+        if self._budget_stop:
+            return RunStatus.BUDGET
+        states = {s.state for s in self._steps.values()}
+        if states == {StepState.DONE}:
+            return RunStatus.DONE
+        return RunStatus.FAILED
+
+    def _launch(self, step: _Step) -> None:
+        task = asyncio.create_task(self._run_step(step), name=f"step-{step.spec.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not self._tasks:
+            self._idle.set()
+
+    def _step_finished(self, step: _Step) -> None:
+        """Called synchronously when a step ends: launch or skip what waited for it."""
+        self._finished_here += 1
+        if step.state is StepState.DONE:
+            for dependent in step.dependents:
+                dependent.waiting_for -= 1
+                if (dependent.waiting_for == 0 and not self._stopping
+                        and dependent.state is StepState.PENDING):
+                    self._launch(dependent)
+        elif step.state is StepState.FAILED:
+            self._skip_dependents(step)
+
+    def _skip_dependents(self, failed: _Step) -> None:
+        stack = list(failed.dependents)
+        now = self.engine.clock.now()
+        while stack:
+            step = stack.pop()
+            if step.state is not StepState.PENDING:
+                continue
+            self._set_state(step, StepState.SKIPPED)
+            step.finished = now
+            step.error = f"skipped: {failed.spec.id} failed"
+            self._finished_here += 1
+            self._persist(step)
+            self._publish(step)
+            stack.extend(step.dependents)
+
+    async def _run_step(self, step: _Step) -> None:
+        engine = self.engine
+        self._set_state(step, StepState.RUNNING)
+        step.started = engine.clock.now()
+        step.finished = None
+        step.error = None
+        self._persist(step)
+        self._publish(step)
+        try:
+            await self._work(step)
+        except _BudgetStop as stop:
+            self._set_state(step, StepState.PENDING)
+            step.started = None
+            step.error = str(stop)
+            self._budget_stop = self._stopping = True
+            self.detail = f"stopped by the daily budget at step {step.spec.id}: {stop}"
+        except asyncio.CancelledError:
+            self._set_state(step, StepState.CANCELLED)
+            step.finished = engine.clock.now()
+            step.error = "cancelled by the operator"
+            self._persist(step)
+            self._publish(step)
+            raise
+        except Exception as exc:  # a bug must fail the step, not hang the run
+            self._set_state(step, StepState.FAILED)
+            step.error = excerpt(f"internal error: {type(exc).__name__}: {exc}")
+        if step.state is StepState.RUNNING:
+            self._set_state(step, StepState.FAILED)
+        pending = step.state is StepState.PENDING
+        step.finished = None if pending else engine.clock.now()
+        durable = self._persist(step)
+        if not pending:
+            self._step_finished(step)
+        await durable  # reported only once it is on disk
+        if step.state is StepState.DONE and self.output_dir is not None:
+            await self._write_output(step)
+        self._publish(step)
+
+    async def _work(self, step: _Step) -> None:
+        spec = step.spec
+        request = self._request(step)
+        called = await self._call_with_fallback(step, request)
+        if called is None:
+            return
+        outcome, candidate = called
+        result = outcome.result
+        assert result is not None
+        checked = outputs.check(spec.output, result.text)
+        if not checked.ok and spec.output == "json":
+            repair = ChatRequest(candidate.model.id, (*request.messages,
+                                                 ChatMessage("assistant", result.text),
+                                                 ChatMessage("user",
+                                                             outputs.repair_prompt(
+                                                                 checked.problem))),
+                                 max_tokens=request.max_tokens, stream=request.stream,
+                                 json_mode=request.json_mode)
+            repaired = await self._attempt(step, candidate, repair, retries=0)
+            if repaired.ok and repaired.result is not None:
+                checked = outputs.check("json", repaired.result.text)
+                checked = checked if checked.ok else outputs.Checked(
+                    False, "", f"{checked.problem} (after one repair attempt)")
+            else:
+                checked = outputs.Checked(False, "", f"{checked.problem}; the repair call "
+                                          "failed")
+        if not checked.ok:
+            self._set_state(step, StepState.FAILED)
+            step.error = f"output rejected: {checked.problem}"
+            return
+        step.output = checked.value
+        step.extension = checked.extension
+        if self.mode is Mode.DOUBLE_CHECK:
+            step.flag = await self._audit(step)
+        self._set_state(step, StepState.DONE)
+
+    # -- calls -----------------------------------------------------------------------------
+
+    async def _call_with_fallback(self, step: _Step, request: ChatRequest
+                                  ) -> tuple[CallOutcome, Candidate] | None:
+        """Route, call, retry, fall back; the successful outcome, or None (step failed)."""
+        engine = self.engine
+        spec = step.spec
+        avoid: set[str] = set()
+        chars = sum(len(m.content) for m in request.messages)
+        worst_in = worst_input_tokens(request)
+        last_error = ""
+        while True:
+            route = engine.router.route(
+                spec.type, input_tokens=chars // 4 + 1, worst_input_tokens=worst_in,
+                max_tokens=spec.max_tokens, complexity=spec.complexity,
+                estimated_tokens=spec.estimated_tokens, provider=spec.provider,
+                model=spec.model, mode=Mode.BUILD if self.mode is Mode.DOUBLE_CHECK
+                else self.mode, avoid=avoid)
+            if not route.candidates:
+                self._set_state(step, StepState.FAILED)
+                step.error = last_error or route.reason()
+                return None
+            candidate = route.candidates[0]
+            step.reason = route.reason(candidate)
+            step.provider, step.model = candidate.provider.id, candidate.model.id
+            engine.store.enqueue(INSERT_ROUTE, (engine.clock.now(), self.run_id, spec.id,
+                                                step.attempts + 1, candidate.provider.id,
+                                                candidate.model.id, step.reason))
+            self._publish(step)
+            call = ChatRequest(candidate.model.id, request.messages,
+                               max_tokens=spec.max_tokens, stream=request.stream,
+                               json_mode=spec.output == "json" and candidate.provider.json_mode)
+            try:
+                outcome = await self._attempt(step, candidate, call,
+                                              retries=engine.bouquet.routing.retries)
+            except BudgetRefused as refused:
+                if refused.refusal.daily:
+                    raise _BudgetStop(refused.refusal.reason) from None
+                avoid.add(candidate.label)
+                last_error = str(refused)
+                continue
+            if outcome.ok:
+                return outcome, candidate
+            error = outcome.error
+            assert error is not None
+            last_error = f"{candidate.provider.id}/{candidate.model.id}: {outcome.record.error}"
+            # A provider-wide failure sends the step elsewhere; a model-specific one only
+            # rules out that model.
+            avoid.add(candidate.label if error.kind in ("rejected", "malformed")
+                      else candidate.provider.id)
+
+    async def _attempt(self, step: _Step, candidate: Candidate, request: ChatRequest, *,
+                       retries: int) -> CallOutcome:
+        """One candidate, with backoff retries on transient failures."""
+        engine = self.engine
+        routing = engine.bouquet.routing
+        gate = engine.gate(candidate.provider)
+        tokens = worst_input_tokens(request) // 4 + (request.max_tokens or 0)
+        retry = 0
+        while True:
+            step.attempts += 1
+            async with engine.concurrency.slot(), gate.slot(tokens):
+                outcome = await engine.call(candidate.provider, request, purpose="step",
+                                            run_id=self.run_id, step_id=step.spec.id)
+            self._account(step, outcome)
+            error = outcome.error
+            if error is None or not error.retryable or retry >= retries:
+                return outcome
+            wait = min(MAX_BACKOFF_S, routing.backoff_s * 2 ** retry) * random.uniform(0.8, 1.2)
+            if isinstance(error, RateLimited) and error.retry_after_s is not None:
+                if error.retry_after_s > routing.max_retry_wait_s:
+                    return outcome  # too long to wait here: let another provider take it
+                wait = max(wait, error.retry_after_s)
+            if not engine.health.circuit(candidate.provider.id).allows_traffic():
+                return outcome
+            retry += 1
+            await asyncio.sleep(wait)
+
+    def _account(self, step: _Step, outcome: CallOutcome) -> None:
+        record = outcome.record
+        step.input_tokens += record.input_tokens
+        step.output_tokens += record.output_tokens
+        step.usd += record.cost.usd or 0.0
+        self._usd += record.cost.usd or 0.0
+        if outcome.ok:
+            step.ttft_s = record.ttft_s
+            step.duration_s = record.duration_s
+            step.provider, step.model = record.provider, record.model
+
+    async def _audit(self, step: _Step) -> str | None:
+        """DOUBLE-CHECK: a different provider reviews the result; a disagreement is a flag."""
+        engine = self.engine
+        spec = step.spec
+        prompt = AUDIT_PROMPT.format(prompt=spec.prompt, answer=step.output)
+        request = ChatRequest("", (ChatMessage("system", outputs.INSTRUCTIONS["json"]),
+                                   ChatMessage("user", prompt)),
+                              max_tokens=512, stream=False, json_mode=True)
+        route = engine.router.route("review", input_tokens=len(prompt) // 4 + 1,
+                                    worst_input_tokens=worst_input_tokens(request),
+                                    max_tokens=512, mode=Mode.DOUBLE_CHECK,
+                                    avoid={step.provider or ""})
+        if not route.candidates:
+            return "not audited: " + route.reason()
+        auditor = route.candidates[0]
+        call = ChatRequest(auditor.model.id, request.messages, max_tokens=512, stream=False,
+                           json_mode=auditor.provider.json_mode)
+        try:
+            outcome = await self._attempt(step, auditor, call, retries=1)
+        except BudgetRefused as refused:
+            return f"not audited: {refused}"
+        if not outcome.ok or outcome.result is None:
+            return f"not audited: {auditor.label} failed: {outcome.record.error}"
+        verdict = _verdict(outcome.result.text)
+        if verdict is None:
+            return f"not audited: {auditor.label} did not answer in the audit format"
+        agree, problems = verdict
+        if agree:
+            return None
+        return f"{auditor.label} disagrees: " + ("; ".join(problems) or "no reason given")
+
+    # -- prompts ---------------------------------------------------------------------------
+
+    def _request(self, step: _Step) -> ChatRequest:
+        spec = step.spec
+        system = f"You are doing one step ({spec.type}) of the task {self.plan.task_id!r}"
+        if self.plan.description:
+            system += f": {self.plan.description}"
+        system += "."
+        if outputs.INSTRUCTIONS[spec.output]:
+            system += " " + outputs.INSTRUCTIONS[spec.output]
+        parts = []
+        for dep in spec.depends_on:
+            parent = self._steps[dep]
+            parts.append(f"## Output of step {dep} ({parent.spec.type})\n\n{parent.output}\n")
+        for name in spec.context_files:
+            text = self._context.get(name)
+            if text is None:
+                text = self._context[name] = context_text(self.plan_dir, name)
+            parts.append(f"## File {name}\n\n```\n{text}\n```\n")
+        parts.append(f"## Your step: {spec.id}\n\n{spec.prompt}")
+        return ChatRequest("", (ChatMessage("system", system),
+                                ChatMessage("user", "\n".join(parts))),
+                           max_tokens=spec.max_tokens, stream=True)
+
+    # -- persistence and events ------------------------------------------------------------
+
+    def _set_state(self, step: _Step, state: StepState) -> None:
+        self._counts[step.state] -= 1
+        self._counts[state] += 1
+        step.state = state
+
+    def _persist(self, step: _Step) -> asyncio.Future[None]:
+        return self.engine.store.enqueue(UPSERT_STEP, (
+            self.run_id, step.spec.id, step.state.value, step.provider, step.model,
+            step.attempts, step.started, step.finished, step.output, step.error,
+            step.spec.type, step.input_tokens, step.output_tokens, step.usd, step.ttft_s,
+            step.duration_s, step.reason, step.flag, step.extension))
+
+    def _restore(self, step: _Step, row: dict[str, Any]) -> None:
+        self._set_state(step, StepState.DONE)
+        for name in ("provider", "model", "attempts", "started", "finished", "output",
+                     "input_tokens", "output_tokens", "usd", "ttft_s", "duration_s", "reason",
+                     "flag", "extension"):
+            setattr(step, name, row[name])
+
+    def _publish(self, step: _Step) -> None:
+        now = self.engine.clock.now()
+        self.engine.bus.publish(StepUpdated(now, self.run_id, step.view()))
+        self.engine.bus.publish(RunUpdated(now, self.view()))
+
+    def _publish_run(self) -> None:
+        self.engine.bus.publish(RunUpdated(self.engine.clock.now(), self.view()))
+
+    async def _write_output(self, step: _Step) -> None:
+        assert self.output_dir is not None and step.output is not None
+        path = self.output_dir / f"{step.spec.id}.{step.extension}"
+        await asyncio.to_thread(_atomic_write, path, step.output)
+
+    async def _write_summary(self) -> None:
+        assert self.output_dir is not None
+        summary = run_summary(self.view(), self.steps(), self.outputs())
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(_atomic_write, self.output_dir / "run.json",
+                                    json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+
+
+def run_summary(run: RunView, steps: list[StepView], outputs_by_step: dict[str, str] | None
+                = None) -> dict[str, Any]:
+    """The machine-readable result of a run: `run --json` prints it, run.json holds it."""
+    items = []
+    for s in steps:
+        item: dict[str, Any] = {
+            "id": s.step_id, "type": s.type, "status": s.state.value, "provider": s.provider,
+            "model": s.model, "attempts": s.attempts, "input_tokens": s.input_tokens,
+            "output_tokens": s.output_tokens, "usd": s.usd, "ttft_s": s.ttft_s,
+            "duration_s": s.duration_s, "error": s.error, "flag": s.flag, "route": s.reason,
+        }
+        if outputs_by_step is not None:
+            item["output"] = outputs_by_step.get(s.step_id)
+        items.append(item)
+    wall = (run.finished or run.started) - run.started
+    return {
+        "run_id": run.run_id, "task_id": run.task_id, "mode": run.mode,
+        "status": run.status.value, "detail": run.detail,
+        "steps": items,
+        "totals": {
+            "steps": run.total, "done": run.done, "failed": run.failed,
+            "skipped": run.skipped, "cancelled": run.cancelled, "pending": run.pending,
+            "flagged": sum(1 for s in steps if s.flag),
+            "input_tokens": sum(s.input_tokens for s in steps),
+            "output_tokens": sum(s.output_tokens for s in steps),
+            "usd": sum(s.usd for s in steps),
+            "wall_s": wall,
+            "sequential_s": sum(s.duration_s or 0.0 for s in steps),
+        },
+    }
+
+
+def _verdict(text: str) -> tuple[bool, list[str]] | None:
+    checked = outputs.check("json", text)
+    if not checked.ok:
+        return None
+    try:
+        data = json.loads(checked.value)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("agree"), bool):
+        return None
+    problems = data.get("problems")
+    items = [str(p) for p in problems] if isinstance(problems, list) else []
+    return data["agree"], items
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(text, encoding="utf-8")
+    temp.replace(path)

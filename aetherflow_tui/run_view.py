@@ -1,0 +1,171 @@
+"""`aetherflow run`: start a plan, show it live with Rich, summarise it, pick the exit code.
+
+On a terminal the steps table refreshes in place; otherwise one line is printed per
+finished step. Ctrl-C cancels the run (in-flight calls are cancelled and recorded) and
+prints how to resume it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from .engine.events import RunUpdated, StepUpdated
+from .engine.progress import RunStatus, RunView, StepState, StepView
+from .engine.scheduler import run_summary
+from .formatting import usd
+
+if TYPE_CHECKING:
+    from .engine import Engine, PlanRun
+
+STATE_STYLE = {
+    StepState.PENDING: "dim", StepState.RUNNING: "cyan", StepState.DONE: "green",
+    StepState.FAILED: "red", StepState.SKIPPED: "yellow", StepState.CANCELLED: "magenta",
+}
+_ORDER = {StepState.RUNNING: 0, StepState.FAILED: 1, StepState.CANCELLED: 2,
+          StepState.DONE: 3, StepState.SKIPPED: 4, StepState.PENDING: 5}
+
+
+async def run_plan(engine: Engine, args: argparse.Namespace) -> int:
+    err = Console(stderr=True, highlight=False)
+    subscription = engine.bus.subscribe()
+    run = await engine.start_run(args.plan, mode=args.mode, resume=args.resume,
+                                 output_dir=args.output)
+    first = run.view()
+    verb = "resuming" if args.resume else "started"
+    err.print(Text(f"run {run.run_id} {verb}: {first.task_id}, {first.total} steps "
+                   f"({first.done} already done), mode {first.mode}; outputs in "
+                   f"{run.output_dir}", style="dim"))
+    interrupted = False
+    watcher = asyncio.create_task(_watch(run, subscription, args.json))
+    try:
+        view = await run.wait()
+    except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels us; cancel the run
+        interrupted = True
+        run.cancel()
+        view = await run.wait()
+    finally:
+        subscription.close()
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+    steps = run.steps()
+    if args.json:
+        summary = run_summary(view, steps)
+        for item in summary["steps"]:
+            state = StepState(item["status"])
+            item["output_file"] = (str(run.output_dir / f"{item['id']}.{run.extension(item['id'])}")
+                                   if state is StepState.DONE and run.output_dir else None)
+        _print_json(summary)
+    else:
+        console = Console(highlight=False)
+        console.print(_table(view, steps, limit=None))
+        console.print(_headline(view))
+    if view.status is not RunStatus.DONE:
+        if view.status in (RunStatus.BUDGET, RunStatus.CANCELLED) or view.pending:
+            err.print(Text(f"resume with: aetherflow run {args.plan} --resume {run.run_id}",
+                           style="dim"))
+        if view.detail:
+            err.print(Text(view.detail, style="yellow"))
+    if interrupted:
+        return 130
+    return view.status.exit_code
+
+
+async def _watch(run: PlanRun, subscription: Any, as_json: bool) -> None:
+    """Keep the operator informed while the run goes: a live table, or a line per step."""
+    if as_json:
+        async for _ in subscription:
+            pass
+        return
+    if not sys.stdout.isatty():
+        console = Console(highlight=False)
+        async for event in subscription:
+            if (isinstance(event, StepUpdated) and event.run_id == run.run_id
+                    and event.step.state not in (StepState.PENDING, StepState.RUNNING)):
+                console.print(_step_line(event.step), soft_wrap=True)
+        return
+    console = Console(highlight=False)
+    with Live(console=console, refresh_per_second=4, transient=True) as live:
+        shown = 0.0
+        async for event in subscription:
+            if not isinstance(event, StepUpdated | RunUpdated):
+                continue
+            now = time.monotonic()
+            if now - shown < 0.25:  # four frames a second is plenty to read
+                continue
+            shown = now
+            height = max(5, console.height - 4)
+            live.update(Group(_headline(run.view()), _table(run.view(), run.steps(),
+                                                            limit=height)))
+
+
+def _headline(view: RunView) -> Text:
+    finished = view.done + view.failed + view.skipped
+    parts = [f"run {view.run_id}", view.mode, f"{finished}/{view.total} finished",
+             f"{view.done} done"]
+    if view.failed:
+        parts.append(f"{view.failed} failed")
+    if view.skipped:
+        parts.append(f"{view.skipped} skipped")
+    if view.running:
+        parts.append(f"{view.running} running")
+    parts.append(usd(view.usd))
+    if view.eta_s is not None:
+        parts.append(f"ETA {view.eta_s:.0f} s")
+    if view.status is not RunStatus.RUNNING:
+        parts.append(view.status.value)
+    style = {RunStatus.DONE: "bold green", RunStatus.RUNNING: "bold"}.get(view.status,
+                                                                         "bold red")
+    return Text(" · ".join(parts), style=style)
+
+
+def _table(view: RunView, steps: list[StepView], *, limit: int | None) -> Table:
+    now = time.time()
+    table = Table(box=None, pad_edge=False, show_edge=False)
+    for column, justify in (("", "left"), ("step", "left"), ("type", "left"),
+                            ("provider/model", "left"), ("elapsed", "right"),
+                            ("tokens", "right"), ("cost", "right"), ("TTFT", "right")):
+        table.add_column(column, justify=justify, no_wrap=True,  # type: ignore[arg-type]
+                         overflow="ellipsis", max_width=40 if column == "provider/model" else None)
+    rows = steps
+    if limit is not None and len(rows) > limit:
+        rows = sorted(rows, key=lambda s: _ORDER[s.state])[:limit]
+    for step in rows:
+        style = STATE_STYLE[step.state]
+        elapsed = step.elapsed(now)
+        who = f"{step.provider}/{step.model}" if step.provider else ""
+        tokens = f"{step.input_tokens}→{step.output_tokens}" if step.attempts else ""
+        table.add_row(
+            Text(step.state.glyph, style=style), Text(step.step_id, style=style),
+            step.type, Text(who), f"{elapsed:.1f} s" if elapsed is not None else "",
+            tokens, usd(step.usd) if step.attempts else "",
+            f"{step.ttft_s * 1000:.0f} ms" if step.ttft_s is not None else "",
+        )
+    return table
+
+
+def _step_line(step: StepView) -> Text:
+    who = f" {step.provider}/{step.model}" if step.provider else ""
+    line = f"{step.state.glyph} {step.step_id} ({step.type}){who}"
+    if step.duration_s is not None and step.state is StepState.DONE:
+        line += f" · {step.duration_s:.2f} s · {step.input_tokens}→{step.output_tokens} tok"
+        line += f" · {usd(step.usd)}"
+    if step.error:
+        line += f" · {step.error}"
+    if step.flag:
+        line += f" · flagged: {step.flag}"
+    return Text(line, style=STATE_STYLE[step.state])
+
+
+def _print_json(data: Any) -> None:
+    import json
+
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")

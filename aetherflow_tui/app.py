@@ -17,7 +17,7 @@ from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Header, Input
 
-from .engine import Engine
+from .engine import Engine, PlanRun
 from .engine.errors import ConfigError
 from .engine.events import (
     ApprovalDecided,
@@ -27,7 +27,10 @@ from .engine.events import (
     KeyCheckUpdated,
     KeyStateChanged,
     ProviderHealthChanged,
+    RunUpdated,
+    StepUpdated,
 )
+from .engine.progress import RunView
 from .engine.text import excerpt
 from .widgets.approvals import ApprovalsScreen
 from .widgets.confirm import ConfirmScreen
@@ -37,6 +40,8 @@ from .widgets.inactive import InactivePane
 from .widgets.key_modal import KeyModal
 from .widgets.pane import Pane
 from .widgets.providers import ProvidersPane, ProviderTable, light
+from .widgets.run_modal import RunPlanModal
+from .widgets.steps import StepsPane
 
 REFRESH_S = 1.0
 NARROW_BELOW = 120  # columns: below this the provider table takes the whole top row
@@ -48,6 +53,12 @@ BINDINGS = [
             tooltip="Run the sandbox test again on the selected provider's key"),
     Binding("g", "acquire_key", "Get key", id="acquire_key",
             tooltip="Show the selected provider's key page and copy its URL (OSC 52)"),
+    Binding("r", "run_plan", "Run plan", id="run_plan",
+            tooltip="Start a plan.json: pick the file and the mode"),
+    Binding("x", "cancel_run", "Cancel run", id="cancel_run",
+            tooltip="Cancel the current run: in-flight calls are cut and recorded"),
+    Binding("z", "zoom", "Zoom", id="zoom",
+            tooltip="Fill the screen with the focused pane; z again to go back"),
     Binding("a", "approvals", "Approvals", id="approvals",
             tooltip="Pending changes waiting for your y or n"),
     Binding("slash", "filter", "Filter", id="filter",
@@ -92,15 +103,14 @@ class CockpitApp(App[None]):
         self._owns_engine = False
         self.events_seen = 0
         self._pump: asyncio.Task[None] | None = None
+        self._last_plan_path = ""
 
     def compose(self) -> ComposeResult:
         yield Header()
         with Grid(id="panes"):
             yield ProvidersPane(id="providers")
             yield CostPane(id="cost")
-            yield InactivePane("Steps", 2, "not active yet",
-                               "the step monitor fills in when plan execution lands",
-                               id="steps")
+            yield StepsPane(id="steps")
             yield InactivePane("System", 5, "not active yet",
                                "system consciousness fills this pane when it lands",
                                id="system")
@@ -122,6 +132,7 @@ class CockpitApp(App[None]):
         self.pump_events()
         await self.load_providers()
         await self.refresh_spend()
+        await self.load_last_run()
         self.set_timer(REFRESH_S, self.tick)
 
     async def on_unmount(self) -> None:
@@ -161,12 +172,37 @@ class CockpitApp(App[None]):
             await self.show_provider(event.check.provider)
         elif isinstance(event, KeyStateChanged):
             await self.show_provider(event.provider)
+        elif isinstance(event, StepUpdated):
+            self.query_one(StepsPane).show_step(event.run_id, event.step,
+                                                self.engine.clock.now())
+        elif isinstance(event, RunUpdated):
+            self._show_run(event.run)
         elif isinstance(event, ApprovalRequested):
             self.notify(f"approval waiting: {excerpt(event.approval.summary, 120)} (press a)",
                         title="Approval", markup=False)
         elif isinstance(event, ApprovalDecided):
             self.notify(f"{event.approval.status}: {excerpt(event.approval.summary, 120)}",
                         markup=False)
+
+    async def load_last_run(self) -> None:
+        last = await self.engine.last_run()
+        if last is None:
+            return
+        run, steps = last
+        pane = self.query_one(StepsPane)
+        now = self.engine.clock.now()
+        with self.batch_update():
+            pane.show_run(run)
+            for step in steps:
+                pane.show_step(run.run_id, step, now)
+            pane.refresh_detail()
+
+    def _show_run(self, run: RunView) -> None:
+        pane = self.query_one(StepsPane)
+        shown = pane.run
+        # A run that is not the one on screen takes over only if it is newer.
+        if shown is None or shown.run_id == run.run_id or run.started >= shown.started:
+            pane.show_run(run)
 
     async def load_providers(self) -> None:
         table = self.query_one(ProviderTable)
@@ -195,9 +231,10 @@ class CockpitApp(App[None]):
         # while a modal is up (nothing behind it is visible anyway).
         try:
             minute = int(self.engine.clock.now() // 60)
-            if not isinstance(self.screen, ModalScreen) and (
-                    self._spend_dirty or minute != self._last_minute):
-                await self.refresh_spend()
+            if not isinstance(self.screen, ModalScreen):
+                if self._spend_dirty or minute != self._last_minute:
+                    await self.refresh_spend()
+                self.query_one(StepsPane).tick(self.engine.clock.now())
         finally:
             self.set_timer(REFRESH_S, self.tick)
 
@@ -255,6 +292,37 @@ class CockpitApp(App[None]):
         self.notify(f"copied to your clipboard: {url}\nopen it, create a key, then press k",
                     title=f"Get a key for {provider}", markup=False, timeout=10)
 
+    def action_run_plan(self) -> None:
+        def started(run: PlanRun | None) -> None:
+            if run is not None:
+                self._last_plan_path = run.plan_path
+                self.query_one(StepsPane).show_run(run.view())
+                for step in run.steps():
+                    self.query_one(StepsPane).show_step(run.run_id, step,
+                                                        self.engine.clock.now())
+                self.notify(f"run {run.run_id} started: {run.plan.task_id}", markup=False)
+
+        self.push_screen(RunPlanModal(self.engine, self._last_plan_path), started)
+
+    def action_cancel_run(self) -> None:
+        runs = self.engine.active_runs()
+        if not runs:
+            self.notify("no run in progress", severity="warning")
+            return
+        run = max(runs, key=lambda r: r.started)
+        view = run.view()
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                run.cancel()
+                self.notify(f"run {run.run_id} cancelled", markup=False)
+
+        self.push_screen(ConfirmScreen(
+            f"Cancel run {run.run_id}?",
+            f"{view.running} step(s) in flight will be cut and recorded; {view.pending} "
+            f"pending step(s) stay pending. Resume later with: aetherflow run "
+            f"{run.plan_path} --resume {run.run_id}"), answered)
+
     def action_approvals(self) -> None:
         self.push_screen(ApprovalsScreen(self.engine))
 
@@ -279,6 +347,15 @@ class CockpitApp(App[None]):
             box.display = False
         self.query_one(ProviderTable).focus()
 
+    def action_zoom(self) -> None:
+        screen = self.screen
+        if screen.maximized is not None:
+            screen.minimize()
+            return
+        focused = self.focused
+        if focused is None or not screen.maximize(focused):
+            self.notify("focus a pane first (its digit), then z", severity="warning")
+
     def action_focus_pane(self, number: int) -> None:
         for pane in self.query(Pane):
             if pane.number == number:
@@ -293,7 +370,8 @@ class CockpitApp(App[None]):
         """Every binding: the cockpit's (with the operator's keymap), then each dialog's."""
         rows = [(self._key_of(b), b.description, b.tooltip) for b in BINDINGS]
         rows.append(("ctrl+p", "Palette", "Find any action by name"))
-        for where, screen in (("key dialog", KeyModal), ("approvals", ApprovalsScreen)):
+        for where, screen in (("key dialog", KeyModal), ("approvals", ApprovalsScreen),
+                              ("run dialog", RunPlanModal)):
             rows += [(self._key_of(b), f"{b.description} ({where})", b.tooltip)
                      for b in screen.BINDINGS if isinstance(b, Binding)]
         return rows
@@ -304,7 +382,8 @@ class CockpitApp(App[None]):
 
     async def action_quit_cockpit(self) -> None:
         busy = self.engine.busy()
-        if not busy:
+        runs = self.engine.active_runs()
+        if not busy and not runs:
             self.exit()
             return
 
@@ -312,8 +391,11 @@ class CockpitApp(App[None]):
             if yes:
                 self.exit()
 
-        self.push_screen(ConfirmScreen("Quit the cockpit?",
-                                       f"{busy} call(s) in flight will be cut."), answered)
+        detail = f"{busy} call(s) in flight will be cut."
+        if runs:
+            detail += (f" {len(runs)} run(s) will be cancelled; resume with `aetherflow run "
+                       "PLAN --resume RUN_ID`.")
+        self.push_screen(ConfirmScreen("Quit the cockpit?", detail), answered)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

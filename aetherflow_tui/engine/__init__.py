@@ -41,7 +41,7 @@ from .keycheck import (
 from .keys import KeyState, KeyStatus, KeyVault, check_key_text
 from .ledger import NOT_BILLED, UNKNOWN_ENERGY, EnergyEstimator, PriceTable, Rates
 from .paths import Paths
-from .progress import RunStatus
+from .progress import RunStatus, RunView, StepState, StepView
 from .providers import build_provider
 from .providers.base import (
     ChatRequest,
@@ -624,7 +624,7 @@ class Engine:
             self._energy_ready = True
         if output_dir is None:
             output_dir = self.home / "runs" / run_id
-        run = PlanRun(self, plan, plan_path.parent, run_id, mode, restored, output_dir)
+        run = PlanRun(self, plan, plan_path, run_id, mode, restored, output_dir)
         self._runs[run_id] = run
         run.start()
         return run
@@ -650,3 +650,50 @@ class Engine:
             if row["status"] == RunStatus.RUNNING and row["id"] not in self._runs:
                 row["status"] = RunStatus.INTERRUPTED.value
         return rows
+
+    async def last_run(self) -> tuple[RunView, list[StepView]] | None:
+        """The run to show: the newest one here, else the newest in the store, as it stands."""
+        if self._runs:
+            run = max(self._runs.values(), key=lambda r: r.started)
+            return run.view(), run.steps()
+        rows = await self.runs(1)
+        if not rows:
+            return None
+        row = rows[0]
+        plan_text = (await self.store.run(row["id"]) or {}).get("plan_text") or ""
+        types = _step_types(plan_text)
+        saved = {s["step_id"]: s for s in await self.store.steps(row["id"])}
+        steps = [_step_view(saved.get(step_id), step_id, step_type)
+                 for step_id, step_type in types.items()]
+        counts = {state: sum(1 for s in steps if s.state is state) for state in StepState}
+        view = RunView(row["id"], row["task_id"] or "", row["mode"] or "",
+                       RunStatus(row["status"]), len(steps), counts[StepState.DONE],
+                       counts[StepState.FAILED], counts[StepState.SKIPPED],
+                       counts[StepState.RUNNING], counts[StepState.CANCELLED], row["started"],
+                       row["finished"], sum(s.usd for s in steps), None, row["detail"])
+        return view, steps
+
+
+def _step_types(plan_text: str) -> dict[str, str]:
+    """Step ids and types in plan order, from the plan text a run recorded."""
+    import json
+
+    try:
+        steps = json.loads(plan_text).get("steps") or []
+        return {str(s["id"]): str(s.get("type", "")) for s in steps}
+    except (ValueError, AttributeError, KeyError, TypeError):
+        return {}
+
+
+def _step_view(row: dict[str, Any] | None, step_id: str, step_type: str) -> StepView:
+    if row is None:
+        return StepView(step_id, step_type, StepState.PENDING)
+    state = StepState(row["status"])
+    error = row["error"]
+    if state is StepState.RUNNING:  # its process is gone: it did not finish
+        state = StepState.CANCELLED
+        error = "interrupted: the process running it stopped; resume the run"
+    return StepView(step_id, step_type, state, row["provider"], row["model"],
+                    row["attempts"], row["started"], row["finished"], row["input_tokens"],
+                    row["output_tokens"], row["usd"], row["ttft_s"], row["duration_s"],
+                    error, row["flag"], row["reason"])

@@ -85,11 +85,12 @@ class _Step:
 class PlanRun:
     """One execution of a plan (or the resumption of one). Engine.start_run builds it."""
 
-    def __init__(self, engine: Engine, plan: Plan, plan_dir: Path, run_id: str, mode: Mode,
+    def __init__(self, engine: Engine, plan: Plan, plan_path: Path, run_id: str, mode: Mode,
                  restored: dict[str, dict[str, Any]], output_dir: Path | None) -> None:
         self.engine = engine
         self.plan = plan
-        self.plan_dir = plan_dir
+        self.plan_path = plan_path
+        self.plan_dir = plan_path.parent
         self.run_id = run_id
         self.mode = mode
         self.output_dir = output_dir
@@ -304,15 +305,22 @@ class PlanRun:
                                                              outputs.repair_prompt(
                                                                  checked.problem))),
                                  max_tokens=request.max_tokens, stream=request.stream,
-                                 json_mode=request.json_mode)
-            repaired = await self._attempt(step, candidate, repair, retries=0)
-            if repaired.ok and repaired.result is not None:
-                checked = outputs.check("json", repaired.result.text)
-                checked = checked if checked.ok else outputs.Checked(
-                    False, "", f"{checked.problem} (after one repair attempt)")
-            else:
+                                 json_mode=candidate.provider.json_mode)
+            try:
+                repaired = await self._attempt(step, candidate, repair, retries=0)
+            except BudgetRefused as refused:
+                if refused.refusal.daily:
+                    raise _BudgetStop(refused.refusal.reason) from None
                 checked = outputs.Checked(False, "", f"{checked.problem}; the repair call "
-                                          "failed")
+                                          f"was refused: {refused.refusal.reason}")
+            else:
+                if repaired.ok and repaired.result is not None:
+                    checked = outputs.check("json", repaired.result.text)
+                    checked = checked if checked.ok else outputs.Checked(
+                        False, "", f"{checked.problem} (after one repair attempt)")
+                else:
+                    checked = outputs.Checked(False, "", f"{checked.problem}; the repair "
+                                              "call failed")
         if not checked.ok:
             self._set_state(step, StepState.FAILED)
             step.error = f"output rejected: {checked.problem}"
@@ -375,7 +383,7 @@ class PlanRun:
                       else candidate.provider.id)
 
     async def _attempt(self, step: _Step, candidate: Candidate, request: ChatRequest, *,
-                       retries: int) -> CallOutcome:
+                       retries: int, audit: bool = False) -> CallOutcome:
         """One candidate, with backoff retries on transient failures."""
         engine = self.engine
         routing = engine.bouquet.routing
@@ -387,7 +395,7 @@ class PlanRun:
             async with engine.concurrency.slot(), gate.slot(tokens):
                 outcome = await engine.call(candidate.provider, request, purpose="step",
                                             run_id=self.run_id, step_id=step.spec.id)
-            self._account(step, outcome)
+            self._account(step, outcome, audit=audit)
             error = outcome.error
             if error is None or not error.retryable or retry >= retries:
                 return outcome
@@ -401,13 +409,14 @@ class PlanRun:
             retry += 1
             await asyncio.sleep(wait)
 
-    def _account(self, step: _Step, outcome: CallOutcome) -> None:
+    def _account(self, step: _Step, outcome: CallOutcome, *, audit: bool = False) -> None:
         record = outcome.record
         step.input_tokens += record.input_tokens
         step.output_tokens += record.output_tokens
         step.usd += record.cost.usd or 0.0
         self._usd += record.cost.usd or 0.0
-        if outcome.ok:
+        # An audit costs the step, but the step's provider and timings stay the worker's.
+        if outcome.ok and not audit:
             step.ttft_s = record.ttft_s
             step.duration_s = record.duration_s
             step.provider, step.model = record.provider, record.model
@@ -430,7 +439,7 @@ class PlanRun:
         call = ChatRequest(auditor.model.id, request.messages, max_tokens=512, stream=False,
                            json_mode=auditor.provider.json_mode)
         try:
-            outcome = await self._attempt(step, auditor, call, retries=1)
+            outcome = await self._attempt(step, auditor, call, retries=1, audit=True)
         except BudgetRefused as refused:
             return f"not audited: {refused}"
         if not outcome.ok or outcome.result is None:

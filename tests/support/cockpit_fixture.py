@@ -8,6 +8,7 @@ engine's own store, so every pane shows real data that never changes between run
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 from keyrings.alt.file import PlaintextKeyring
@@ -18,6 +19,7 @@ from aetherflow_tui.engine.clock import FixedClock, local_day
 from aetherflow_tui.engine.keys import KeyVault, Secret
 from aetherflow_tui.engine.ledger import Cost, Energy
 from aetherflow_tui.engine.records import CallRecord
+from aetherflow_tui.engine.store import STEP_COLUMNS, UPSERT_STEP, Store
 
 FIXED_NOW = 1_795_262_400.0  # 2026-11-21 07:20 UTC: a whole minute
 
@@ -85,8 +87,53 @@ async def seed(home: Path, vault: KeyVault, now: float = FIXED_NOW) -> None:
                                  "388 ms", "route real traffic to mistral",
                                  {"provider": "mistral"})
         await asyncio.gather(*(store.record_call(row) for row in _calls(now)))
+        await _seed_run(store, now)
     finally:
         await engine.stop()
+
+
+RUN_ID = "20261121-071500-a1b2"
+_PLAN_STEPS = (  # id, type, depends_on
+    ("survey", "analysis", []), ("api", "code_generation", ["survey"]),
+    ("ui", "prototyping", ["survey"]), ("tests", "test_generation", ["api"]),
+    ("migrate", "refactoring", ["survey"]), ("docs", "documentation", ["api", "ui"]),
+    ("review", "review", ["tests", "docs"]), ("release", "documentation", ["review"]),
+)
+
+
+async def _seed_run(store: Store, now: float) -> None:
+    """A run the daily budget stopped: done, failed, skipped and pending steps."""
+    plan = {"task_id": "billing-service", "steps": [
+        {"id": i, "type": t, "prompt": f"do {i}", "depends_on": d} for i, t, d in _PLAN_STEPS]}
+    await store.create_run(RUN_ID, "billing-service", "/work/plans/billing.json", "build",
+                           now - 300, "0123456789abcdef", json.dumps(plan))
+    rows = [
+        ("survey", "done", "groq", "llama-3.1-8b-instant", 1, 12.0, 1500, 420, 0.000108,
+         0.18, 1.6, None, "analysis: cheap, cheapest → groq/llama-3.1-8b-instant"),
+        ("api", "done", "deepseek", "deepseek-chat", 2, 60.0, 3200, 1800, 0.00284, 0.9, 41.2,
+         None, "code_generation: fast/code, balanced → deepseek/deepseek-chat"),
+        ("ui", "done", "groq", "llama-3.3-70b-versatile", 1, 20.0, 2100, 900, 0.00195, 0.21,
+         3.4, None, "prototyping: fastest → groq/llama-3.3-70b-versatile"),
+        ("migrate", "failed", "mistral", "mistral-small-latest", 3, 25.0, 0, 0, 0.0, None,
+         None, "mistral: the provider is failing (HTTP 503): [b]busy[/b]", None),
+        ("tests", "done", "codestral", "codestral-latest", 1, 110.0, 2600, 1400, 0.00186,
+         0.4, 12.8, None, "test_generation: code/qa, balanced → codestral/codestral-latest"),
+        ("docs", "pending", None, None, 0, None, 0, 0, 0.0, None, None,
+         "worst case $0.0210 would pass the daily budget", None),
+    ]
+    for (step_id, status, provider, model, attempts, started, tin, tout, usd, ttft,
+         duration, error, reason) in rows:
+        step_type = next(t for i, t, _ in _PLAN_STEPS if i == step_id)
+        began = now - 300 + started if started is not None else None
+        values = dict(zip(STEP_COLUMNS, (
+            RUN_ID, step_id, status, provider, model, attempts, began,
+            began + (duration or 5.0) if began and status != "pending" else None,
+            f"output of {step_id}" if status == "done" else None, error, step_type, tin, tout,
+            usd, ttft, duration, reason, None, "md"), strict=True))
+        store.enqueue(UPSERT_STEP, tuple(values.values()))
+    await store.update_run(RUN_ID, status="stopped-by-budget", mode="build",
+                           finished=now - 120,
+                           detail="stopped by the daily budget at step docs")
 
 
 def fixture_engine(tmp: Path, now: float = FIXED_NOW) -> Engine:

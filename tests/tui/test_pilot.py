@@ -32,6 +32,7 @@ from aetherflow_tui.widgets.help import HelpScreen
 from aetherflow_tui.widgets.key_modal import KeyModal
 from aetherflow_tui.widgets.pane import Pane
 from aetherflow_tui.widgets.providers import ProviderTable
+from aetherflow_tui.widgets.run_modal import RunPlanModal
 from tests.conftest import TEST_KEY, scripted_bouquet
 from tests.support.cockpit_fixture import FIXED_NOW, fixture_engine
 from tests.support.scripted_server import ScriptedServer
@@ -438,7 +439,7 @@ async def test_question_mark_lists_every_key_and_esc_closes(cockpit_engine):
                     ("n", "Reject (approvals)"), ("esc", "Back (approvals)")]:
             assert row in shown, (row, shown)
         # Every binding id of the cockpit and of its dialogs has its row.
-        dialogs = [b for s in (KeyModal, ApprovalsScreen) for b in s.BINDINGS]
+        dialogs = [b for s in (KeyModal, ApprovalsScreen, RunPlanModal) for b in s.BINDINGS]
         assert help_table.row_count == len(BINDINGS) + 1 + len(dialogs)
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
@@ -486,7 +487,7 @@ async def test_q_asks_first_while_a_call_is_in_flight(scripted_engine, vault):
         async with app.run_test(size=SIZE) as pilot:
             await started(pilot)
             call = asyncio.create_task(
-                scripted_engine.ask("wait for me", provider="scripted", model="hang"))
+                scripted_engine.ask("@@hang@@ wait for me", provider="scripted"))
             await until(pilot, lambda: scripted_engine.busy() == 1, what="the call to start")
 
             await pilot.press("q")

@@ -301,6 +301,8 @@ class CockpitApp(App[None]):
                     self.query_one(StepsPane).show_step(run.run_id, step,
                                                         self.engine.clock.now())
                 self.notify(f"run {run.run_id} started: {run.plan.task_id}", markup=False)
+                # Watching it is what comes next; after the dialog hands focus back.
+                self.call_after_refresh(self.action_focus_pane, 2)
 
         self.push_screen(RunPlanModal(self.engine, self._last_plan_path), started)
 

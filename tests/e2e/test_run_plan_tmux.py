@@ -1,0 +1,83 @@
+"""The installed `aetherflow` in tmux: r runs a plan, the step monitor follows it to the end.
+
+An operator at 80×24 over SSH: opens the run dialog, types a path that does not exist
+(and reads why), types the real plan, watches the rows turn ✓, zooms the pane, quits.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.tmux import Tmux, aetherflow_command, tmux_path
+from tests.support.scripted_server import ScriptedServer
+
+SESSION = "run-plan"
+
+pytestmark = pytest.mark.skipif(
+    tmux_path() is None, reason="tmux is not installed (apt-get install -y tmux)")
+
+
+@pytest.fixture
+def tmux() -> Iterator[Tmux]:
+    server = Tmux()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+def test_r_runs_a_plan_and_the_monitor_shows_it_done(tmp_path: Path, tmux: Tmux) -> None:
+    command = aetherflow_command()
+    assert command is not None, "the aetherflow console script is not installed"
+    with ScriptedServer() as server:
+        config = tmp_path / "bouquet.toml"
+        config.write_text(textwrap.dedent(f"""
+            [providers.local]
+            kind = "openai"
+            base_url = "{server.url}"
+            key = "none"
+            [[providers.local.models]]
+            id = "echo"
+            roles = ["cheap", "code", "fast", "quality"]
+            price_in = 0.0
+            price_out = 0.0
+            """))
+        plan = tmp_path / "plan.json"
+        plan.write_text(json.dumps({"task_id": "e2e-plan", "steps": [
+            {"id": "survey", "type": "analysis", "prompt": "@@slow:0.5@@ look around"},
+            {"id": "build", "type": "code_generation", "prompt": "write it",
+             "depends_on": ["survey"]},
+            {"id": "notes", "type": "documentation", "prompt": "note it",
+             "depends_on": ["survey"]},
+        ]}, indent=2))
+        env = {"AETHERFLOW_CONFIG": str(config), "AETHERFLOW_HOME": str(tmp_path / "home")}
+        assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+        script = f"env {assignments} {shlex.quote(command)}; echo EXIT=$?; exec sleep 600"
+        tmux.new_session(SESSION, ["/bin/sh", "-c", script], width=80, height=24)
+        tmux.wait_for(SESSION, lambda s: "no run yet" in s and "Run plan" in s,
+                      "the cockpit with an idle step monitor")
+
+        tmux.send(SESSION, "r")
+        tmux.wait_for(SESSION, lambda s: "Run a plan" in s, "the run dialog")
+        tmux.type(SESSION, f"{plan}x")  # a typo: the file does not exist
+        tmux.send(SESSION, "Enter")
+        tmux.wait_for(SESSION, lambda s: "plan file not found" in s,
+                      "the dialog to say the plan is missing")
+        tmux.send(SESSION, "BSpace", "Enter")
+        tmux.wait_for(SESSION, lambda s: "Run a plan" not in s and "e2e-plan · build" in s
+                      and "⟳" in s, "the dialog to close and the first step to run")
+        tmux.send(SESSION, "z")  # the step monitor has the focus once a run starts
+        done = tmux.wait_for(SESSION, lambda s: re.search(r"3/3.*done", s) is not None
+                             and s.count("✓") >= 3, "all three steps done", timeout=30)
+        for step in ("survey", "build", "notes"):
+            assert re.search(rf"✓\s+{step}\s+local/echo", done), done
+        tmux.send(SESSION, "z", "q")
+        tmux.wait_for(SESSION, lambda s: "EXIT=0" in s, "the cockpit to exit cleanly")
+        assert len([r for r in server.requests if r["path"] == "/v1/chat/completions"]) == 3

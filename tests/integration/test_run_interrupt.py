@@ -75,7 +75,7 @@ price_out = 0.2
             "quick": "done", "stuck": "done", "last": "done"}
         prompts = [r["body"]["messages"][-1]["content"] for r in server.requests
                    if r["path"] == "/v1/chat/completions"]
-        assert sum("## Your step: quick" in p for p in prompts) == 1, "quick ran again"
+        assert sum(p.startswith("## Your step: quick") for p in prompts) == 1, "quick ran again"
 
 
 def _state(database: Path, step_id: str) -> str | None:

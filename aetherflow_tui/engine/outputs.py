@@ -80,6 +80,6 @@ def _check_code(text: str) -> Checked:
 
 def _unfence(text: str) -> tuple[str | None, str]:
     match = _FENCE.match(text)
-    if match is None:
+    if match is None or "```" in match.group(2):  # several blocks, not one wrapped answer
         return None, text
     return match.group(1), match.group(2)

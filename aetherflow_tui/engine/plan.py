@@ -39,14 +39,15 @@ class StepSpec(_Strict):
         default=(), description="files whose text is given to the model, relative to the plan")
     depends_on: tuple[str, ...] = Field(
         default=(), description="steps that must finish first; their outputs are passed in")
-    complexity: float = Field(default=0.5, ge=0, le=1)
-    estimated_tokens: int = Field(default=1000, ge=1, le=10_000_000,
+    # strict: "4000" or true would pass here and fail the published schema's types.
+    complexity: float = Field(default=0.5, ge=0, le=1, strict=True)
+    estimated_tokens: int = Field(default=1000, ge=1, le=10_000_000, strict=True,
                                   description="expected size of the work, prompt and answer")
     provider: str | None = Field(default=None, description="pin a provider id")
     model: str | None = Field(default=None, description="pin a model id")
     output: Literal["text", "code", "json"] = Field(
         default="text", description="code: only code; json: one valid JSON document")
-    max_tokens: int = Field(default=1024, ge=1, le=1_000_000,
+    max_tokens: int = Field(default=1024, ge=1, le=1_000_000, strict=True,
                             description="cap on the answer; the budget reserves for it")
 
 
@@ -182,9 +183,14 @@ def _pin_problem(plan: Plan, known: dict[str, tuple[str, ...]] | None) -> Proble
 
 
 def _context_problem(plan: Plan, plan_dir: Path) -> Problem | None:
+    inside = plan_dir.resolve()
     for i, step in enumerate(plan.steps):
         for j, name in enumerate(step.context_files):
             file = plan_dir / name
+            # A planner (often a model) writes plans: it must not send ~/.ssh to a provider.
+            if not file.resolve().is_relative_to(inside):
+                return (("steps", i, "context_files", j), f"context file {name!r} is outside "
+                        f"the plan's folder {inside}", "copy it next to the plan")
             if not file.is_file():
                 return (("steps", i, "context_files", j), f"context file {name!r} not found "
                         f"(looked in {plan_dir})", "paths are relative to the plan file")

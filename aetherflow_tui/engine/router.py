@@ -170,6 +170,7 @@ class Router:
               wanted: frozenset[str], prefer: str, rule: RuleSpec) -> list[Candidate]:
         if not rows:
             return []
+        free_first = rule.free_first and prefer != "fastest"  # FAST: speed before price
         weights = self.bouquet.routing.weights
         max_usd = max(r[1] for r in rows) or 1.0
         max_latency = max(r[2] for r in rows) or 1.0
@@ -188,7 +189,7 @@ class Router:
                 key = (latency / max(success, 0.05), est)
             else:
                 key = (score,)
-            free_rank = 0.0 if (rule.free_first and entry.free) else 1.0
+            free_rank = 0.0 if (free_first and entry.free) else 1.0
             candidate = Candidate(entry.provider, entry.model, entry.rates,  # type: ignore[arg-type]
                                   adequate, entry.free, est, latency, measured, success, wh,
                                   score)

@@ -1,0 +1,385 @@
+"""Routing: the seed's rules, the exclusions and their reasons, live latency, and circuits."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterable
+
+import pytest
+
+from aetherflow_tui.engine import config
+from aetherflow_tui.engine.budget import BudgetGuard
+from aetherflow_tui.engine.clock import FixedClock
+from aetherflow_tui.engine.health import CircuitState, HealthBook
+from aetherflow_tui.engine.ledger import PriceTable
+from aetherflow_tui.engine.records import CallRecord
+from aetherflow_tui.engine.router import Mode, Route, Router
+
+START = 1_700_000_000.0
+DAY = "2023-11-14"
+
+
+def provider(pid: str, *models: str, free_tier: bool = False) -> str:
+    head = textwrap.dedent(
+        f"""
+        [providers.{pid}]
+        kind = "openai"
+        base_url = "http://127.0.0.1:9/v1"
+        key = "none"
+        free_tier = {"true" if free_tier else "false"}
+        """
+    )
+    return head + "".join(models)
+
+
+def model(pid: str, model_id: str, roles: Iterable[str], price_in: float | None,
+          price_out: float | None) -> str:
+    prices = "" if price_in is None else f"price_in = {price_in}\nprice_out = {price_out}\n"
+    return (f"[[providers.{pid}.models]]\nid = \"{model_id}\"\n"
+            f"roles = {list(roles)!r}\n".replace("'", '"') + prices)
+
+
+BUDGET = "[budget]\ndaily_usd = 5.0\nmax_usd_per_1k_tokens = 0.02\nmax_usd_per_request = 0.10\n"
+
+# alpha: paid, one cheap/fast model; beta: a free tier, pricier per token; gamma: fast only.
+ALPHA = provider(
+    "alpha",
+    model("alpha", "alpha-mini", ["cheap", "fast"], 0.2, 0.4),
+    model("alpha", "alpha-coder", ["code"], 1.0, 2.0),
+    model("alpha", "alpha-max", ["quality"], 5.0, 10.0),
+)
+BETA_MODELS = (
+    model("beta", "beta-chat", ["cheap", "chat"], 0.5, 1.0),
+    model("beta", "beta-coder", ["code"], 0.8, 1.6),
+)
+BETA_FREE = provider("beta", *BETA_MODELS, free_tier=True)
+BETA_PAID = provider("beta", *BETA_MODELS)
+GAMMA = provider("gamma", model("gamma", "gamma-proto", ["fast", "prototyping"], 0.1, 0.2))
+SEED = BUDGET + ALPHA + BETA_FREE + GAMMA
+
+
+class Fixture:
+    def __init__(self, toml: str, routable: set[str] | None = None) -> None:
+        self.bouquet = config.parse(toml, None)
+        self.clock = FixedClock(START)
+        self.health = HealthBook(self.clock)
+        self.router = Router(self.bouquet, PriceTable(), self.health,
+                             BudgetGuard(self.bouquet.budget))
+        self.router.routable = set(self.bouquet.providers) if routable is None else routable
+
+    def route(self, step_type: str, **kw: object) -> Route:
+        sizes: dict[str, object] = {"input_tokens": 200, "worst_input_tokens": 800,
+                                    "max_tokens": 500}
+        return self.router.route(step_type, **(sizes | kw))  # type: ignore[arg-type]
+
+    def answered(self, pid: str, seconds: float, times: int = 1) -> None:
+        for _ in range(times):
+            self.health.observe(CallRecord(ts=self.clock.now(), day=DAY, provider=pid,
+                                           model="any", purpose="step", ok=True,
+                                           duration_s=seconds))
+
+    def overloaded(self, pid: str, times: int = 3) -> None:
+        for _ in range(times):
+            self.health.observe(CallRecord(ts=self.clock.now(), day=DAY, provider=pid,
+                                           model="any", purpose="step", ok=False,
+                                           error_kind="overloaded", error="503"))
+
+
+def labels(route: Route) -> list[str]:
+    return [c.label for c in route.candidates]
+
+
+def excluded(route: Route) -> dict[str, str]:
+    return dict(route.excluded)
+
+
+# --- the seed's rules ------------------------------------------------------------------
+
+
+def test_analysis_goes_to_a_free_tier_cheap_model_first() -> None:
+    route = Fixture(SEED).route("analysis")
+
+    assert labels(route)[:2] == ["beta/beta-chat", "alpha/alpha-mini"]
+    assert route.prefer == "cheapest"
+    assert route.candidates[0].free
+
+
+def test_analysis_without_a_free_tier_goes_to_the_cheapest_cheap_model() -> None:
+    # gamma-proto costs less, but has no "cheap" role.
+    route = Fixture(BUDGET + ALPHA + BETA_PAID + GAMMA).route("analysis")
+
+    assert labels(route)[:2] == ["alpha/alpha-mini", "beta/beta-chat"]
+    assert all("cheap" in c.model.roles for c in route.candidates[:2])
+    assert route.candidates[0].est_usd < route.candidates[1].est_usd
+
+
+def test_refactoring_goes_to_a_code_model() -> None:
+    route = Fixture(SEED).route("refactoring")
+
+    assert route.roles == ("code",)
+    assert set(labels(route)[:2]) == {"alpha/alpha-coder", "beta/beta-coder"}
+    assert all(c.adequate for c in route.candidates[:2])
+
+
+@pytest.mark.parametrize(("complexity", "estimated_tokens"), [(0.8, 1000), (0.5, 5000)])
+def test_heavy_code_generation_goes_to_a_quality_model(complexity: float,
+                                                       estimated_tokens: int) -> None:
+    route = Fixture(SEED).route("code_generation", complexity=complexity,
+                                estimated_tokens=estimated_tokens)
+
+    assert route.heavy
+    assert route.roles == ("quality",)
+    assert labels(route)[0] == "alpha/alpha-max"
+
+
+def test_code_generation_at_the_thresholds_is_not_heavy() -> None:
+    route = Fixture(SEED).route("code_generation", complexity=0.7, estimated_tokens=4000)
+
+    assert not route.heavy
+    assert route.roles == ("fast", "code")
+    assert {"fast", "code"} & set(route.candidates[0].model.roles)
+    assert labels(route)[0] != "alpha/alpha-max"
+
+
+@pytest.mark.parametrize(("alpha_s", "gamma_s", "first"), [
+    (0.2, 0.9, "alpha/alpha-mini"),
+    (0.9, 0.2, "gamma/gamma-proto"),
+])
+def test_prototyping_goes_to_the_fastest_by_live_p50(alpha_s: float, gamma_s: float,
+                                                     first: str) -> None:
+    fixture = Fixture(SEED)
+    fixture.answered("alpha", alpha_s, times=3)
+    fixture.answered("gamma", gamma_s, times=3)
+
+    route = fixture.route("prototyping")
+
+    assert route.prefer == "fastest"
+    assert labels(route)[0] == first
+    assert route.candidates[0].latency_measured
+    assert route.candidates[0].latency_s == pytest.approx(min(alpha_s, gamma_s))
+
+
+def test_a_rule_in_the_config_replaces_the_seeds_rule() -> None:
+    override = '\n[routing.rules.analysis]\nroles = ["quality"]\nprefer = "fastest"\n'
+    fixture = Fixture(override + SEED)
+
+    route = fixture.route("analysis")
+
+    assert route.roles == ("quality",)
+    assert route.prefer == "fastest"
+    assert labels(route)[0] == "alpha/alpha-max"
+    assert fixture.route("refactoring").roles == ("code",)  # other types keep the seed's
+
+
+def test_fast_mode_picks_the_lowest_live_latency() -> None:
+    fixture = Fixture(BUDGET + ALPHA + BETA_PAID + GAMMA)
+    fixture.answered("alpha", 3.0)
+    fixture.answered("beta", 0.1)
+
+    build = fixture.route("analysis")
+    fast = fixture.route("analysis", mode=Mode.FAST)
+
+    assert labels(build)[0] == "alpha/alpha-mini"  # cheapest
+    assert fast.prefer == "fastest"
+    assert labels(fast)[0] == "beta/beta-chat"
+
+
+def test_fast_mode_prefers_speed_over_a_free_tier() -> None:
+    fixture = Fixture(SEED)
+    fixture.answered("alpha", 0.2)
+    fixture.answered("beta", 3.0)
+
+    route = fixture.route("analysis", mode=Mode.FAST)
+
+    assert labels(route)[0] == "alpha/alpha-mini"
+
+
+# --- exclusions ------------------------------------------------------------------------
+
+
+def test_a_provider_without_a_tested_key_is_excluded() -> None:
+    route = Fixture(SEED, routable={"alpha", "beta"}).route("prototyping")
+
+    assert excluded(route) == {"gamma/gamma-proto": "no tested key"}
+    assert "gamma/gamma-proto" not in labels(route)
+
+
+def test_a_provider_with_an_open_circuit_is_excluded() -> None:
+    fixture = Fixture(SEED)
+    fixture.overloaded("beta", times=3)
+
+    route = fixture.route("analysis")
+
+    assert excluded(route) == {"beta/beta-chat": "circuit open",
+                               "beta/beta-coder": "circuit open"}
+    assert labels(route)[0] == "alpha/alpha-mini"
+
+
+def test_two_failures_do_not_open_the_circuit() -> None:
+    fixture = Fixture(SEED)
+    fixture.overloaded("beta", times=2)
+
+    assert labels(fixture.route("analysis"))[0] == "beta/beta-chat"
+
+
+def test_an_unpriced_model_is_excluded() -> None:
+    delta = provider("delta", model("delta", "mystery-model-7f3a", ["cheap"], None, None))
+    route = Fixture(SEED + delta).route("analysis")
+
+    assert "no known price" in excluded(route)["delta/mystery-model-7f3a"]
+    assert "delta/mystery-model-7f3a" not in labels(route)
+
+
+def test_a_model_above_the_per_1k_ceiling_is_excluded() -> None:
+    omega = provider("omega", model("omega", "omega-ultra", ["quality"], 100.0, 200.0))
+    route = Fixture(SEED + omega).route("review")
+
+    assert "per 1k tokens" in excluded(route)["omega/omega-ultra"]
+    assert labels(route)[0] == "alpha/alpha-max"
+
+
+def test_a_request_above_the_per_request_ceiling_is_excluded() -> None:
+    # 300,000 tokens of answer from alpha-max: $3 worst case; from gamma-proto: $0.06.
+    route = Fixture(SEED).route("prototyping", max_tokens=300_000)
+
+    assert "per-request ceiling" in excluded(route)["alpha/alpha-max"]
+    assert "gamma/gamma-proto" in labels(route)
+    assert "gamma/gamma-proto" not in excluded(route)
+
+
+def test_avoid_by_provider_excludes_all_its_models() -> None:
+    route = Fixture(SEED).route("analysis", avoid={"beta"})
+
+    assert excluded(route) == {"beta/beta-chat": "already tried for this step",
+                               "beta/beta-coder": "already tried for this step"}
+    assert not any(c.provider.id == "beta" for c in route.candidates)
+
+
+def test_avoid_by_label_excludes_only_that_model() -> None:
+    route = Fixture(SEED).route("analysis", avoid={"beta/beta-chat"})
+
+    assert excluded(route) == {"beta/beta-chat": "already tried for this step"}
+    assert "beta/beta-coder" in labels(route)
+
+
+def test_double_check_says_why_the_author_is_avoided() -> None:
+    route = Fixture(SEED).route("review", avoid={"alpha"}, mode=Mode.DOUBLE_CHECK)
+
+    assert excluded(route)["alpha/alpha-max"] == "produced the result under audit"
+
+
+# --- pins, roles, fallbacks ------------------------------------------------------------
+
+
+def test_a_provider_pin_keeps_only_its_models() -> None:
+    route = Fixture(SEED).route("refactoring", provider="beta")
+
+    assert {c.provider.id for c in route.candidates} == {"beta"}
+    assert labels(route)[0] == "beta/beta-coder"
+
+
+def test_a_model_pin_keeps_only_that_model() -> None:
+    route = Fixture(SEED).route("analysis", model="alpha-coder")
+
+    assert labels(route) == ["alpha/alpha-coder"]
+
+
+def test_a_pin_to_a_provider_without_a_key_leaves_no_candidate() -> None:
+    route = Fixture(SEED, routable={"alpha"}).route("prototyping", provider="gamma")
+
+    assert route.candidates == ()
+    assert "no candidate (gamma/gamma-proto: no tested key)" in route.reason()
+
+
+def test_models_without_a_wanted_role_come_last() -> None:
+    route = Fixture(SEED).route("review")
+
+    adequacy = [c.adequate for c in route.candidates]
+    assert adequacy[0] is True
+    assert adequacy == sorted(adequacy, reverse=True)
+    assert len(route.candidates) == 6
+
+
+def test_with_no_wanted_role_available_the_reason_says_so() -> None:
+    route = Fixture(SEED).route("code_generation", complexity=0.9, provider="beta")
+
+    assert route.candidates
+    assert not route.candidates[0].adequate
+    assert "(no quality model available)" in route.reason()
+
+
+def test_fallbacks_try_another_provider_before_another_model() -> None:
+    alpha_lite = model("alpha", "alpha-lite", ["cheap"], 0.25, 0.5)
+    fixture = Fixture(BUDGET + ALPHA + alpha_lite + BETA_PAID + GAMMA)
+
+    route = fixture.route("analysis")
+
+    # By price alone: alpha-mini, alpha-lite, beta-chat.
+    assert labels(route)[:3] == ["alpha/alpha-mini", "beta/beta-chat", "alpha/alpha-lite"]
+    assert route.candidates[1].provider.id != route.candidates[0].provider.id
+
+
+# --- a half-open circuit ---------------------------------------------------------------
+
+
+def test_a_half_open_circuit_admits_exactly_one_probe() -> None:
+    fixture = Fixture(SEED)
+    fixture.overloaded("gamma", times=3)
+    circuit = fixture.health.circuit("gamma")
+
+    fixture.clock.advance(29.9)
+    assert circuit.state is CircuitState.OPEN
+    assert excluded(fixture.route("prototyping"))["gamma/gamma-proto"] == "circuit open"
+
+    fixture.clock.advance(0.2)
+    assert circuit.state is CircuitState.HALF_OPEN
+    assert "gamma/gamma-proto" in labels(fixture.route("prototyping"))
+
+    circuit.dispatching()  # the probe leaves
+    assert not circuit.allows_traffic()
+    assert excluded(fixture.route("prototyping"))["gamma/gamma-proto"] == "circuit open"
+
+    fixture.answered("gamma", 0.3)  # the probe came back well
+    assert circuit.state is CircuitState.CLOSED
+    assert circuit.allows_traffic()
+    assert "gamma/gamma-proto" in labels(fixture.route("prototyping"))
+
+
+def test_a_failed_probe_reopens_the_circuit_for_another_cool_down() -> None:
+    fixture = Fixture(SEED)
+    fixture.overloaded("gamma", times=3)
+    circuit = fixture.health.circuit("gamma")
+    fixture.clock.advance(31)
+    circuit.dispatching()
+
+    fixture.overloaded("gamma", times=1)
+
+    assert circuit.state is CircuitState.OPEN
+    fixture.clock.advance(29)
+    assert not circuit.allows_traffic()
+
+
+# --- the reason ------------------------------------------------------------------------
+
+
+def test_the_reason_is_one_line_naming_the_choice() -> None:
+    fixture = Fixture(SEED, routable={"alpha", "beta"})
+    fixture.answered("beta", 0.4)
+    route = fixture.route("analysis")
+
+    reason = route.reason()
+
+    assert "\n" not in reason
+    assert reason.startswith("analysis: cheap, cheapest → beta/beta-chat:")
+    assert "p50 0.40 s" in reason
+    assert "1 excluded" in reason
+    assert f"{len(route.candidates) - 1} fallback(s)" in reason
+
+
+def test_the_reason_names_a_fallback_when_given_one() -> None:
+    route = Fixture(SEED).route("analysis")
+
+    reason = route.reason(route.candidates[1])
+
+    assert "\n" not in reason
+    assert f"→ {route.candidates[1].label}:" in reason

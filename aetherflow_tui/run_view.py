@@ -35,7 +35,8 @@ _ORDER = {StepState.RUNNING: 0, StepState.FAILED: 1, StepState.CANCELLED: 2,
 
 
 async def run_plan(engine: Engine, args: argparse.Namespace) -> int:
-    err = Console(stderr=True, highlight=False)
+    # soft_wrap: the run id and the resume command stay on one line, to copy or grep.
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
     subscription = engine.bus.subscribe()
     run = await engine.start_run(args.plan, mode=args.mode, resume=args.resume,
                                  output_dir=args.output)

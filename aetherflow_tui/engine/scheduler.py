@@ -392,7 +392,9 @@ class PlanRun:
         retry = 0
         while True:
             step.attempts += 1
-            async with engine.concurrency.slot(), gate.slot(tokens):
+            # The provider's quota first: a call waiting for it must not hold a global
+            # slot that a call to another provider could use.
+            async with gate.slot(tokens), engine.concurrency.slot():
                 outcome = await engine.call(candidate.provider, request, purpose="step",
                                             run_id=self.run_id, step_id=step.spec.id)
             self._account(step, outcome, audit=audit)

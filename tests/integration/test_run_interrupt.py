@@ -46,6 +46,8 @@ price_out = 0.2
                 assert process.poll() is None, process.communicate()
                 assert time.monotonic() < deadline, "the stuck step never started"
                 time.sleep(0.05)
+            # Its row says running before the request leaves: wait for the server to hold it.
+            assert server.wait_for(lambda s: s.in_flight == 1, timeout=30)
             process.send_signal(signal.SIGINT)
             out, err = process.communicate(timeout=30)
         finally:

@@ -18,11 +18,19 @@ Behaviour of each ``POST /v1/chat/completions`` comes from the next string queue
     broken-stream            stream: 2 chunks then abrupt close; non-stream: close
     drop                     close the connection without responding
     say                      like ok, but reply with the text after the last "SAY:" in
-                             the last user message (whitespace-normalised), no "echo:"
+                             the last user message (whitespace-normalised), no "echo:",
+                             up to a closing "/SAY" if there is one
 
 A directive ``@@BEHAVIOUR@@`` in the last user message (e.g. ``@@slow:0.05@@``) takes
 precedence over the model, so concurrent requests can each carry their own behaviour;
 the queue set with ``script()`` still comes first.
+
+Each recorded request carries ``received`` (time.time() on arrival). ``in_flight`` counts
+the requests held in a ``slow`` delay or a ``hang`` right now and ``max_in_flight`` the most
+at once (a held request's record gets ``in_flight`` as it was when its hold began, itself
+included). A held request has reached the server and has not sent a byte of its answer
+yet, so a client's concurrency limit bounds these counts exactly. ``wait_for(predicate)``
+blocks until the server's state satisfies it (call it off the event loop in async tests).
 
 Run as ``python -m tests.support.scripted_server [--port 0] [--api-key K]``; it prints
 ``READY <url>`` once and serves until SIGTERM/SIGINT.
@@ -43,6 +51,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -203,19 +212,19 @@ class _Handler(BaseHTTPRequestHandler):
             except ValueError:
                 body = None
         path = self.path.split("?", 1)[0].rstrip("/")
-        owner._record(
-            {
-                "method": self.command,
-                "path": path,
-                "headers": {k.lower(): v for k, v in self.headers.items()},
-                "body": body,
-            }
-        )
+        entry = {
+            "method": self.command,
+            "path": path,
+            "headers": {k.lower(): v for k, v in self.headers.items()},
+            "body": body,
+            "received": time.time(),
+        }
+        owner._record(entry)
 
         if self.command == "GET" and path == "/v1/models":
             self._send_json(200, {"object": "list", "data": [{"id": "echo", "object": "model"}]})
         elif self.command == "POST" and path == "/v1/chat/completions":
-            self._chat(body)
+            self._chat(body, entry)
         else:
             self._send_json(
                 404,
@@ -230,7 +239,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _dispatch
 
-    def _chat(self, body: Any) -> None:
+    def _chat(self, body: Any, entry: dict[str, Any]) -> None:
         owner = self.server.owner
         expected = f"Bearer {owner.api_key}"
         if owner.api_key is not None and self.headers.get("Authorization", "") != expected:
@@ -267,7 +276,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._abort()
             return
         if kind == "hang":
-            owner._stopping.wait()
+            with owner._held(entry):
+                owner._stopping.wait()
             self._abort()
             return
         if kind == "status":
@@ -290,7 +300,9 @@ class _Handler(BaseHTTPRequestHandler):
             except (IndexError, ValueError):
                 delay = 0.0
             # Interruptible so stop() stays fast.
-            if owner._stopping.wait(max(0.0, delay)):
+            with owner._held(entry):
+                stopped = owner._stopping.wait(max(0.0, delay))
+            if stopped:
                 self._abort()
                 return
         elif kind == "cached":
@@ -425,6 +437,7 @@ def _reply_and_usage(body: dict[str, Any], cached: int, say: bool = False
     if say:
         said = _last_user_text(body)
         text = said[said.rfind("SAY:") + 4:] if "SAY:" in said else said
+        text = text.split("/SAY", 1)[0]
     words = text.split()[:limit]
     prompt = max(1, sum(len(_text_of(m.get("content")).split()) for m in msgs))
     usage = {
@@ -442,7 +455,10 @@ class ScriptedServer:
     def __init__(self, api_key: str | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
         self.api_key = api_key
         self.requests: list[dict[str, Any]] = []
+        self.in_flight = 0  # requests held in a slow delay or a hang now
+        self.max_in_flight = 0  # the most held at once
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._script: deque[str] = deque()
         self._ids = itertools.count(1)
         self._connections: set[socket.socket] = set()
@@ -494,7 +510,27 @@ class ScriptedServer:
         with self._lock:
             self._script.extend(behaviours)
 
+    def wait_for(self, predicate: Callable[[ScriptedServer], bool], timeout: float = 10.0
+                 ) -> bool:
+        """Block until predicate(self) holds (checked on each request and hold change)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: predicate(self), timeout)
+
     # --- used by the handler ----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _held(self, entry: dict[str, Any]) -> Iterator[None]:
+        with self._changed:
+            self.in_flight += 1
+            entry["in_flight"] = self.in_flight
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self._changed.notify_all()
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.in_flight -= 1
+                self._changed.notify_all()
 
     def _next_scripted(self) -> str | None:
         with self._lock:
@@ -505,8 +541,9 @@ class ScriptedServer:
             return next(self._ids)
 
     def _record(self, entry: dict[str, Any]) -> None:
-        with self._lock:
+        with self._changed:
             self.requests.append(entry)
+            self._changed.notify_all()
 
     def _track(self, conn: socket.socket, add: bool) -> None:
         with self._lock:

@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Iterable
 
 from textual import on, work
-from textual.app import App, ComposeResult, SystemCommand
+from textual.app import App, ComposeResult, ScreenStackError, SystemCommand
 from textual.binding import Binding
 from textual.containers import Grid
 from textual.message import Message
@@ -230,8 +230,12 @@ class CockpitApp(App[None]):
         # Re-armed after each run, so a slow refresh never overlaps the next one; skipped
         # while a modal is up (nothing behind it is visible anyway).
         try:
+            screen = self.screen
+        except ScreenStackError:
+            return  # shutting down: the screens are gone, and so is the refresh
+        try:
             minute = int(self.engine.clock.now() // 60)
-            if not isinstance(self.screen, ModalScreen):
+            if not isinstance(screen, ModalScreen):
                 if self._spend_dirty or minute != self._last_minute:
                     await self.refresh_spend()
                 self.query_one(StepsPane).tick(self.engine.clock.now())

@@ -39,12 +39,16 @@ class _Scanner:
         self.text = text
         self.at = 0
         self.found = found
+        self._line = 1  # the line at offset _counted: counting from 0 each time is quadratic
+        self._counted = 0
 
     def skip(self) -> None:
         self.at = _SPACE.match(self.text, self.at).end()  # type: ignore[union-attr]
 
     def line(self) -> int:
-        return self.text.count("\n", 0, self.at) + 1
+        self._line += self.text.count("\n", self._counted, self.at)
+        self._counted = self.at
+        return self._line
 
     def value(self, path: Path) -> None:
         self.skip()

@@ -120,6 +120,12 @@ class PlanRun:
         for step in self._steps.values():
             step.waiting_for = sum(1 for d in step.spec.depends_on
                                    if self._steps[d].state is not StepState.DONE)
+        # When several steps are ready at once, the one with the longest chain behind it
+        # leaves first: the makespan is the critical path plus what delays it.
+        heights = _heights(plan)
+        for step in self._steps.values():
+            step.dependents.sort(key=lambda s: -heights[s.spec.id])
+        self._launch_order = sorted(self._steps.values(), key=lambda s: -heights[s.spec.id])
         self._task: asyncio.Task[RunView] | None = None
 
     # -- outside view ----------------------------------------------------------------------
@@ -181,7 +187,7 @@ class PlanRun:
                     if step.state is StepState.DONE:
                         await self._write_output(step)
             self._publish_run()
-            for step in self._steps.values():
+            for step in self._launch_order:
                 if step.state is not StepState.DONE and step.waiting_for == 0:
                     self._launch(step)
             if self._tasks:
@@ -550,6 +556,25 @@ def run_summary(run: RunView, steps: list[StepView], outputs_by_step: dict[str, 
             "sequential_s": sum(s.duration_s or 0.0 for s in steps),
         },
     }
+
+
+def _heights(plan: Plan) -> dict[str, int]:
+    """Each step's longest chain of dependents, itself included (iterative: plans are big)."""
+    dependents: dict[str, list[str]] = {s.id: [] for s in plan.steps}
+    waiting = {s.id: len(s.depends_on) for s in plan.steps}
+    for s in plan.steps:
+        for dep in s.depends_on:
+            dependents[dep].append(s.id)
+    order = [sid for sid, n in waiting.items() if n == 0]
+    for sid in order:  # grows as it goes: a topological order
+        for child in dependents[sid]:
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                order.append(child)
+    heights: dict[str, int] = {}
+    for sid in reversed(order):
+        heights[sid] = 1 + max((heights[c] for c in dependents[sid]), default=0)
+    return heights
 
 
 def _verdict(text: str) -> tuple[bool, list[str]] | None:

@@ -18,6 +18,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from .cli import _print_json
 from .engine.events import RunUpdated, StepUpdated
 from .engine.progress import RunStatus, RunView, StepState, StepView
 from .engine.scheduler import run_summary
@@ -164,9 +165,3 @@ def _step_line(step: StepView) -> Text:
     if step.flag:
         line += f" · flagged: {step.flag}"
     return Text(line, style=STATE_STYLE[step.state])
-
-
-def _print_json(data: Any) -> None:
-    import json
-
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")

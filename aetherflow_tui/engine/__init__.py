@@ -98,7 +98,7 @@ class ProviderView:
     @property
     def routable(self) -> bool:
         """Automatic routing may use it: a key that is there and passed its test."""
-        return self.usable and (self.key.source != "keyring" or self.check.active)
+        return routable(self.key, self.check)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +147,12 @@ class CallOutcome:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+def routable(key: KeyStatus, check: KeyCheck) -> bool:
+    """A key that is there and, when it came from the keychain, passed its sandbox test."""
+    usable = key.state in (KeyState.PRESENT, KeyState.NOT_NEEDED)
+    return usable and (key.source != "keyring" or check.active)
 
 
 def load_bouquet(paths: Paths) -> Bouquet:
@@ -251,7 +257,7 @@ class Engine:
         if self._router is None:
             self._router = Router(self.bouquet, self.prices, self.health, self.guard)
             self._router.routable = {pid for pid, status in self._key_status.items()
-                                     if self._routable(pid, status)}
+                                     if routable(status, self.key_check(pid))}
         return self._router
 
     def gate(self, spec: ProviderSpec) -> ProviderGate:
@@ -311,14 +317,10 @@ class Engine:
                             status, spec.console_url, models, self.key_check(spec.id),
                             self.health.health(spec.id))
 
-    def _routable(self, provider_id: str, status: KeyStatus) -> bool:
-        usable = status.state in (KeyState.PRESENT, KeyState.NOT_NEEDED)
-        return usable and (status.source != "keyring" or self.key_check(provider_id).active)
-
     def _refresh_routable(self) -> None:
         if self._router is not None:
             self._router.routable = {pid for pid, status in self._key_status.items()
-                                     if self._routable(pid, status)}
+                                     if routable(status, self.key_check(pid))}
 
     def key_check(self, provider_id: str) -> KeyCheck:
         return self._checks.get(provider_id) or KeyCheck(

@@ -155,7 +155,7 @@ price_out = 0.79
         # One attempt of PlanRun._attempt: route, global cap, provider gate, call.
         route = engine.router.route("documentation", input_tokens=len(PROMPT) // 4 + 1,
                                     worst_input_tokens=worst_in, max_tokens=MAX_TOKENS)
-        candidate = route.candidates[0]
+        candidate = route.best
         call = ChatRequest(candidate.model.id, chat, max_tokens=MAX_TOKENS, stream=stream)
         gate = engine.gate(candidate.provider)
         async with engine.concurrency.slot(), gate.slot(worst_in // 4 + MAX_TOKENS):

@@ -63,6 +63,8 @@ class CircuitBreaker:
 
     def allows_traffic(self) -> bool:
         """New work may go there: closed, or half-open with no probe out yet."""
+        if self._opened_at is None:
+            return True  # closed: the common case, on every routing decision
         state = self.state
         return state is CircuitState.CLOSED or (state is CircuitState.HALF_OPEN
                                                 and not self._probing)

@@ -53,33 +53,6 @@ class Candidate:
         return f"{self.provider.id}/{self.model.id}"
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
-    step_type: str
-    roles: tuple[str, ...]
-    prefer: str
-    heavy: bool
-    candidates: tuple[Candidate, ...]
-    excluded: tuple[tuple[str, str], ...]  # (provider/model, why)
-
-    def reason(self, chosen: Candidate | None = None) -> str:
-        """One line for the decision log and the step monitor."""
-        chosen = chosen or (self.candidates[0] if self.candidates else None)
-        wanted = "/".join(self.roles) if self.roles else "any role"
-        head = f"{self.step_type}: {'heavy work → ' if self.heavy else ''}{wanted}, {self.prefer}"
-        if chosen is None:
-            why = "; ".join(f"{label}: {reason}" for label, reason in self.excluded[:4])
-            return f"{head}; no candidate ({why or 'no model'})"
-        latency = (f"p50 {chosen.latency_s:.2f} s" if chosen.latency_measured
-                   else f"~{chosen.latency_s:.0f} s assumed")
-        fit = "" if chosen.adequate else f" (no {wanted} model available)"
-        tail = f"{len(self.candidates) - 1} fallback(s)"
-        if self.excluded:
-            tail += f", {len(self.excluded)} excluded"
-        return (f"{head} → {chosen.label}{fit}: est ${chosen.est_usd:.5f}, {latency}, "
-                f"{chosen.success:.0%} ok; {tail}")
-
-
 class _Entry:
     """A (provider, model) pair with what routing reads about it precomputed."""
 
@@ -97,6 +70,60 @@ class _Entry:
         self.wh_per_1k: float | None = None
 
 
+class Route:
+    """A decision: the ranked candidates and what was left out, with why.
+
+    Ranking works on light rows; the Candidate objects are only built when someone reads
+    them (the scheduler reads the first one and one line of reason).
+    """
+
+    __slots__ = ("_candidates", "_ranked", "excluded", "heavy", "prefer", "roles",
+                 "step_type")
+
+    def __init__(self, step_type: str, roles: tuple[str, ...], prefer: str, heavy: bool,
+                 ranked: list[tuple], excluded: list[tuple[str, str]]) -> None:
+        self.step_type = step_type
+        self.roles = roles
+        self.prefer = prefer
+        self.heavy = heavy
+        self._ranked = ranked
+        self.excluded = excluded  # (provider/model, why)
+        self._candidates: tuple[Candidate, ...] | None = None
+
+    @property
+    def candidates(self) -> tuple[Candidate, ...]:
+        if self._candidates is None:
+            self._candidates = tuple(Candidate(*row[1:]) for row in self._ranked)
+        return self._candidates
+
+    @property
+    def best(self) -> Candidate | None:
+        """The first candidate, built alone (what a dispatch needs)."""
+        if self._candidates is not None:
+            return self._candidates[0] if self._candidates else None
+        return Candidate(*self._ranked[0][1:]) if self._ranked else None
+
+    def __len__(self) -> int:
+        return len(self._ranked)
+
+    def reason(self, chosen: Candidate | None = None) -> str:
+        """One line for the decision log and the step monitor."""
+        chosen = chosen or self.best
+        wanted = "/".join(self.roles) if self.roles else "any role"
+        head = f"{self.step_type}: {'heavy work → ' if self.heavy else ''}{wanted}, {self.prefer}"
+        if chosen is None:
+            why = "; ".join(f"{label}: {reason}" for label, reason in self.excluded[:4])
+            return f"{head}; no candidate ({why or 'no model'})"
+        latency = (f"p50 {chosen.latency_s:.2f} s" if chosen.latency_measured
+                   else f"~{chosen.latency_s:.0f} s assumed")
+        fit = "" if chosen.adequate else f" (no {wanted} model available)"
+        tail = f"{len(self._ranked) - 1} fallback(s)"
+        if self.excluded:
+            tail += f", {len(self.excluded)} excluded"
+        return (f"{head} → {chosen.label}{fit}: est ${chosen.est_usd:.5f}, {latency}, "
+                f"{chosen.success:.0%} ok; {tail}")
+
+
 class Router:
     def __init__(self, bouquet: Bouquet, prices: PriceTable, health: HealthBook,
                  guard: BudgetGuard) -> None:
@@ -106,6 +133,12 @@ class Router:
         self.routable: set[str] = set()  # providers with a usable, tested key
         self._entries = [_Entry(p, m, prices.rates(p, m))
                          for p in bouquet.providers.values() if p.enabled for m in p.models]
+        # Grouped by provider, so the provider-wide checks run once per provider.
+        self._by_provider: list[tuple[ProviderSpec, list[_Entry]]] = []
+        for entry in self._entries:
+            if not self._by_provider or self._by_provider[-1][0] is not entry.provider:
+                self._by_provider.append((entry.provider, []))
+            self._by_provider[-1][1].append(entry)
 
     def estimate_energy(self, wh_per_1k: Callable[[ProviderSpec, ModelSpec], float | None]
                         ) -> None:
@@ -122,60 +155,76 @@ class Router:
                                             or estimated_tokens > rule.heavy_tokens)
         roles = rule.heavy_roles if heavy else rule.roles
         prefer = "fastest" if mode is Mode.FAST else rule.prefer
-        wanted = frozenset(roles)
         avoid = frozenset(avoid)
         out_tokens = min(max_tokens, max(1, estimated_tokens - input_tokens))
+        # The per-call ceilings as one dollar cap on the worst case, computed once; a model
+        # above it is confirmed (and explained) by the guard itself.
+        limits = self.guard.limits
+        cap = min(limits.max_usd_per_request,
+                  limits.max_usd_per_1k_tokens * max(1, worst_input_tokens + max_tokens) / 1000)
         excluded: list[tuple[str, str]] = []
         rows: list[tuple[_Entry, float, float, bool, float]] = []
         health = self.health
-        guard = self.guard
-        for entry in self._entries:
-            spec = entry.provider
-            if provider is not None and spec.id != provider:
-                continue
-            if model is not None and entry.model.id != model:
-                continue
+        routable = self.routable
+        tried = ("already tried for this step" if mode is not Mode.DOUBLE_CHECK
+                 else "produced the result under audit")
+        for spec, entries in self._by_provider:
             pid = spec.id
-            why = None
-            if pid in avoid or entry.label in avoid:
-                why = "already tried for this step" if mode is not Mode.DOUBLE_CHECK else \
-                    "produced the result under audit"
-            elif pid not in self.routable:
+            if provider is not None and pid != provider:
+                continue
+            if pid in avoid:
+                why: str | None = tried
+            elif pid not in routable:
                 why = "no tested key"
             elif not health.circuit(pid).allows_traffic():
                 why = "circuit open"
             else:
-                refusal = guard.per_call(entry.rates, worst_input_tokens, max_tokens)
-                if refusal is not None:
-                    why = refusal.reason
+                why = None
             if why is not None:
-                excluded.append((f"{pid}/{entry.model.id}", why))
+                excluded.extend((entry.label, why) for entry in entries
+                                if model is None or entry.model.id == model)
                 continue
-            rates = entry.rates
-            assert rates is not None  # per_call refuses unpriced models
             stats = health.stats(pid)
             measured = stats.latency_p50_s is not None
-            if measured:
-                latency = stats.latency_p50_s
-                success = stats.success
-            else:
-                latency = PRIOR_LATENCY_FAST_S if entry.fast else PRIOR_LATENCY_S
-                success = PRIOR_SUCCESS
-            est = (input_tokens * rates.input + out_tokens * rates.output) / 1_000_000
-            rows.append((entry, est, latency, measured, success))  # type: ignore[arg-type]
-        ranked = self._rank(rows, wanted, prefer, rule)
-        return Route(step_type, roles, prefer, heavy, tuple(ranked), tuple(excluded))
+            for entry in entries:
+                if model is not None and entry.model.id != model:
+                    continue
+                if avoid and entry.label in avoid:
+                    excluded.append((entry.label, tried))
+                    continue
+                rates = entry.rates
+                if rates is None or (worst_input_tokens * rates.input
+                                     + max_tokens * rates.output) / 1_000_000 > cap:
+                    refusal = self.guard.per_call(rates, worst_input_tokens, max_tokens)
+                    if refusal is not None:
+                        excluded.append((entry.label, refusal.reason))
+                        continue
+                    assert rates is not None
+                if measured:
+                    latency, success = stats.latency_p50_s, stats.success
+                else:
+                    latency = PRIOR_LATENCY_FAST_S if entry.fast else PRIOR_LATENCY_S
+                    success = PRIOR_SUCCESS
+                est = (input_tokens * rates.input + out_tokens * rates.output) / 1_000_000
+                rows.append((entry, est, latency, measured, success))  # type: ignore[arg-type]
+        ranked = self._rank(rows, frozenset(roles), prefer, rule)
+        return Route(step_type, roles, prefer, heavy, ranked, excluded)
 
     def _rank(self, rows: list[tuple[_Entry, float, float, bool, float]],
-              wanted: frozenset[str], prefer: str, rule: RuleSpec) -> list[Candidate]:
+              wanted: frozenset[str], prefer: str, rule: RuleSpec) -> list[tuple]:
+        """Rows of (sort key, *Candidate fields), best first."""
         if not rows:
             return []
         free_first = rule.free_first and prefer != "fastest"  # FAST: speed before price
         weights = self.bouquet.routing.weights
-        max_usd = max(r[1] for r in rows) or 1.0
-        max_latency = max(r[2] for r in rows) or 1.0
-        max_wh = max((r[0].wh_per_1k or 0.0) for r in rows) or 1.0
-        scored: list[tuple[tuple[float, ...], Candidate]] = []
+        max_usd = max_latency = max_wh = 0.0
+        for entry, est, latency, _, _ in rows:
+            max_usd = est if est > max_usd else max_usd
+            max_latency = latency if latency > max_latency else max_latency
+            wh = entry.wh_per_1k or 0.0
+            max_wh = wh if wh > max_wh else max_wh
+        max_usd, max_latency, max_wh = max_usd or 1.0, max_latency or 1.0, max_wh or 1.0
+        ranked: list[tuple] = []
         for entry, est, latency, measured, success in rows:
             adequate = not wanted or not wanted.isdisjoint(entry.roles)
             wh = entry.wh_per_1k
@@ -184,35 +233,40 @@ class Router:
                      + weights.energy * (wh or 0.0) / max_wh)
             # A failing provider costs a retry: divide by the success rate.
             if prefer == "cheapest":
-                key = (est / max(success, 0.05), latency)
+                key: tuple[float, ...] = (est / max(success, 0.05), latency)
             elif prefer == "fastest":
                 key = (latency / max(success, 0.05), est)
             else:
                 key = (score,)
             free_rank = 0.0 if (free_first and entry.free) else 1.0
-            candidate = Candidate(entry.provider, entry.model, entry.rates,  # type: ignore[arg-type]
-                                  adequate, entry.free, est, latency, measured, success, wh,
-                                  score)
-            scored.append(((0.0 if adequate else 1.0, free_rank, *key), candidate))
-        scored.sort(key=lambda pair: pair[0])
-        return _alternate_providers([c for _, c in scored])
+            ranked.append(((0.0 if adequate else 1.0, free_rank, *key), entry.provider,
+                           entry.model, entry.rates, adequate, entry.free, est, latency,
+                           measured, success, wh, score))
+        ranked.sort(key=_sort_key)
+        return _alternate_providers(ranked)
 
 
-def _alternate_providers(ranked: list[Candidate]) -> list[Candidate]:
+def _sort_key(row: tuple) -> tuple[float, ...]:
+    return row[0]
+
+
+def _alternate_providers(ranked: list[tuple]) -> list[tuple]:
     """Keep the best first, but let fallbacks try another provider before another model of
     the one that just failed (within each adequacy group)."""
     if len(ranked) < 3:
         return ranked
-    out: list[Candidate] = []
+    out: list[tuple] = []
     for adequate in (True, False):
-        group = [c for c in ranked if c.adequate is adequate]
         seen: set[str] = set()
-        later: list[Candidate] = []
-        for candidate in group:
-            if candidate.provider.id in seen:
-                later.append(candidate)
+        later: list[tuple] = []
+        for row in ranked:
+            if row[4] is not adequate:
+                continue
+            pid = row[1].id
+            if pid in seen:
+                later.append(row)
             else:
-                seen.add(candidate.provider.id)
-                out.append(candidate)
+                seen.add(pid)
+                out.append(row)
         out.extend(later)
     return out

@@ -355,11 +355,11 @@ class PlanRun:
                 estimated_tokens=spec.estimated_tokens, provider=spec.provider,
                 model=spec.model, mode=Mode.BUILD if self.mode is Mode.DOUBLE_CHECK
                 else self.mode, avoid=avoid)
-            if not route.candidates:
+            candidate = route.best
+            if candidate is None:
                 self._set_state(step, StepState.FAILED)
                 step.error = last_error or route.reason()
                 return None
-            candidate = route.candidates[0]
             step.reason = route.reason(candidate)
             step.provider, step.model = candidate.provider.id, candidate.model.id
             engine.store.enqueue(INSERT_ROUTE, (engine.clock.now(), self.run_id, spec.id,
@@ -441,9 +441,9 @@ class PlanRun:
                                     worst_input_tokens=worst_input_tokens(request),
                                     max_tokens=512, mode=Mode.DOUBLE_CHECK,
                                     avoid={step.provider or ""})
-        if not route.candidates:
+        auditor = route.best
+        if auditor is None:
             return "not audited: " + route.reason()
-        auditor = route.candidates[0]
         call = ChatRequest(auditor.model.id, request.messages, max_tokens=512, stream=False,
                            json_mode=auditor.provider.json_mode)
         try:

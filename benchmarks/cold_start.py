@@ -23,7 +23,8 @@ sys.path.insert(0, str(REPO_ROOT))
 
 TARGET_S = 0.300
 RUNS = 15
-HEAVY = ("textual", "llama_cpp", "onnxruntime", "genai_prices", "ecologits", "rich", "httpx")
+HEAVY = ("textual", "llama_cpp", "onnxruntime", "genai_prices", "ecologits", "rich", "httpx",
+         "aiohttp")
 # Also worth knowing about, though not in the target: the engine's own dependencies.
 ENGINE_DEPS = ("pydantic", "aiosqlite", "keyring", "platformdirs", "psutil",
                "aetherflow_tui.engine")

@@ -1,7 +1,7 @@
 """OpenAICompatProvider against a real OpenAI-compatible server on 127.0.0.1.
 
 Every call goes over real sockets to the scripted server (tests/support/scripted_server.py);
-nothing in httpx or the client is patched. What the server received is read back from
+nothing in aiohttp or the client is patched. What the server received is read back from
 `server.requests`; connection reuse is read from the OS's socket table via psutil.
 """
 
@@ -184,7 +184,7 @@ async def test_key_is_sent_as_bearer_and_never_shown(
     assert server.requests[-1]["headers"]["authorization"] == f"Bearer {KEY}"
     assert KEY not in repr(provider)
     assert KEY not in str(provider)
-    assert KEY not in repr(provider._client)
+    assert KEY not in repr(provider._session)
 
 
 async def test_no_key_sends_no_authorization(server: ScriptedServer) -> None:

@@ -19,7 +19,7 @@ ENGINE_MODULES = [
     "aetherflow_tui.engine.store",
 ]
 HEAVY = ["textual", "llama_cpp", "onnxruntime", "tokenizers", "genai_prices", "ecologits",
-         "rich", "httpx", "aiosqlite", "pydantic"]
+         "rich", "httpx", "aiohttp", "aiosqlite", "pydantic"]
 
 
 def _loaded_after(code: str) -> set[str]:

@@ -1,7 +1,11 @@
 """One client for every OpenAI-compatible chat-completions API (Groq, Mistral, DeepSeek,
 Gemini's compatibility endpoint, OpenAI, OpenRouter, Ollama, llama.cpp server, vLLM...).
 
-One pooled httpx.AsyncClient per provider keeps TLS connections warm between calls.
+One pooled aiohttp session per provider keeps connections warm between calls. aiohttp,
+not httpx, because a plan holds many calls in flight at once: httpcore's pool re-scans
+every connection (a poll() each) for every queued request (encode/httpcore#1035), which
+cost ~100 ms per call at 50 in flight on loopback, against ~5 ms here
+(benchmarks/scheduler.py, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -11,11 +15,12 @@ import contextlib
 import json
 import math
 import time
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import httpx
+import aiohttp
 
 from ..keys import Secret
 from .base import (
@@ -34,32 +39,56 @@ from .base import (
 )
 
 _DRAIN_S = 1.0  # how long to wait for the end of a stream after [DONE]
+_MAX_LINE = 1 << 20  # one server-sent event line; a longer one is a broken stream
 
 
 class OpenAICompatProvider:
     def __init__(self, provider_id: str, base_url: str, *, key: Secret | None = None,
-                 timeout_s: float = 60.0, max_connections: int = 32,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 timeout_s: float = 60.0, max_connections: int = 32) -> None:
         self.id = provider_id
         self.base_url = base_url
-        self._client = httpx.AsyncClient(
-            base_url=base_url,
-            timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
-            limits=httpx.Limits(max_connections=max_connections,
-                                max_keepalive_connections=max_connections),
-            transport=transport,
-            headers={"Accept": "application/json"},
-        )
-        self._auth: dict[str, str] = {}
+        # A query in the base URL (some gateways take parameters there) stays at the end.
+        base, sep, query = base_url.partition("?")
+        self._url = base.rstrip("/") + "/chat/completions" + sep + query
+        # Per socket operation, as a provider that keeps streaming is not timed out.
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=None,
+                                              sock_connect=min(10.0, timeout_s),
+                                              sock_read=timeout_s)
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._headers: dict[str, str] = {}
         self.set_key(key)
 
+    def __repr__(self) -> str:
+        return f"OpenAICompatProvider({self.id!r}, {self.base_url!r})"
+
     def set_key(self, key: Secret | None) -> None:
-        # Held per provider, sent per request: the pooled client's default headers would
-        # show up in its repr and in any debug dump of it.
-        self._auth = {"Authorization": f"Bearer {key.reveal()}"} if key else {}
+        # Held per provider, sent per request: a session's default headers would show up
+        # in its repr and in any debug dump of it.
+        self._headers = {"Accept": "application/json"}
+        if key:
+            self._headers["Authorization"] = f"Bearer {key.reveal()}"
+
+    def _client(self) -> aiohttp.ClientSession:
+        """The pooled session, opened on first use inside the running loop (aiohttp binds
+        a session to its loop; a new loop, as in a second asyncio.run, gets a new one)."""
+        loop = asyncio.get_running_loop()
+        session = self._session
+        if session is None or session.closed or self._loop is not loop:
+            connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0)
+            # A line longer than twice read_bufsize makes readline() raise ValueError.
+            session = self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, read_bufsize=_MAX_LINE // 2,
+                auto_decompress=True, raise_for_status=False)
+            self._loop = loop
+        return session
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            with contextlib.suppress(RuntimeError):  # its loop is gone: nothing to close
+                await session.close()
 
     async def complete(self, request: ChatRequest, on_token: OnToken | None = None
                        ) -> ChatResult:
@@ -71,30 +100,39 @@ class OpenAICompatProvider:
             return await self._once(request, body, started)
         except ProviderError:
             raise
-        except httpx.TimeoutException as exc:
+        except TimeoutError as exc:  # aiohttp's socket timeouts are TimeoutErrors too
             raise ProviderTimeout(self.id, f"no answer in time ({type(exc).__name__})") from None
-        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
             raise ConnectionFailed(self.id, f"connection cut ({type(exc).__name__})") from None
-        except httpx.TransportError as exc:
+        except aiohttp.ClientConnectorError as exc:
             raise ConnectionFailed(self.id, f"cannot reach {self.base_url} "
                                             f"({type(exc).__name__})") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise ConnectionFailed(self.id, f"connection failed ({type(exc).__name__})"
+                                   ) from None
+
+    def _post(self, body: dict[str, Any]) -> Any:
+        return self._client().post(self._url, json=body, headers=self._headers,
+                                   allow_redirects=False)
 
     async def _once(self, request: ChatRequest, body: dict[str, Any], started: float
                     ) -> ChatResult:
-        response = await self._client.post("/chat/completions", json=body, headers=self._auth)
-        if response.status_code != 200:
-            raise _http_error(self.id, response.status_code, response.headers, response.text)
+        async with self._post(body) as response:
+            raw = await response.read()
+            text_body = raw.decode("utf-8", "replace")
+            if response.status != 200:
+                raise _http_error(self.id, response.status, response.headers, text_body)
         duration = time.perf_counter() - started
         try:
-            data = response.json()
+            data = json.loads(raw)
             choice = data["choices"][0]
             text = choice["message"].get("content") or ""
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             raise MalformedResponse(self.id, "not a chat completion", status=200,
-                                    excerpt=response.text) from None
+                                    excerpt=text_body) from None
         if not isinstance(text, str):
             raise MalformedResponse(self.id, "message content is not text", status=200,
-                                    excerpt=response.text)
+                                    excerpt=text_body)
         usage = _usage(data.get("usage")) or _estimate(request, text, None)
         return ChatResult(self.id, str(data.get("model") or request.model), text, usage,
                           None, duration, choice.get("finish_reason"),
@@ -112,13 +150,12 @@ class OpenAICompatProvider:
         done = False
         events = 0  # "data:" lines seen
         stray: list[str] = []  # lines that are not server-sent events at all
-        async with self._client.stream("POST", "/chat/completions", json=body,
-                                       headers=self._auth) as response:
-            if response.status_code != 200:
-                await response.aread()
-                raise _http_error(self.id, response.status_code, response.headers,
-                                  response.text)
-            lines = response.aiter_lines()
+        async with self._post(body) as response:
+            if response.status != 200:
+                raw = await response.read()
+                raise _http_error(self.id, response.status, response.headers,
+                                  raw.decode("utf-8", "replace"))
+            lines = _lines(self.id, response.content)
             async for line in lines:
                 if not line.startswith("data:"):
                     # SSE comments (": keep-alive"), event names, blank separators.
@@ -177,11 +214,24 @@ class OpenAICompatProvider:
                           ttft, duration, finish, billed)
 
 
-async def _drain(lines: Any) -> None:
+async def _lines(provider: str, content: aiohttp.StreamReader) -> AsyncIterator[str]:
+    """The body's lines, decoded, without their line ends."""
+    while True:
+        try:
+            raw = await content.readline()
+        except ValueError:  # aiohttp: longer than twice the read buffer
+            raise MalformedResponse(provider, "stream line too long", status=200,
+                                    excerpt="") from None
+        if not raw:
+            return
+        yield raw.decode("utf-8", "replace").rstrip("\r\n")
+
+
+async def _drain(lines: AsyncIterator[str]) -> None:
     """Read what follows [DONE] (the chunked-body end) so the connection returns to the
-    pool; a response left unfinished makes httpx close its connection. The answer is
+    pool; a response left unfinished makes aiohttp close its connection. The answer is
     complete already, so a server that stalls or cuts here costs only that connection."""
-    with contextlib.suppress(TimeoutError, httpx.HTTPError):
+    with contextlib.suppress(TimeoutError, aiohttp.ClientError, OSError):
         async with asyncio.timeout(_DRAIN_S):
             async for _ in lines:
                 pass
@@ -234,7 +284,7 @@ def _estimate(request: ChatRequest, text: str, chunks: int | None) -> Usage:
     return Usage(max(1, chars_in // 4), output, 0, estimated=True)
 
 
-def _http_error(provider: str, status: int, headers: httpx.Headers, body: str
+def _http_error(provider: str, status: int, headers: Mapping[str, str], body: str
                 ) -> ProviderError:
     detail = _error_message(body)
     if status in (401, 403):

@@ -28,6 +28,7 @@ from .events import (
     KeyCheckUpdated,
     KeyStateChanged,
     ProviderHealthChanged,
+    ResponseModeChanged,
 )
 from .gates import ConcurrencyCap, ProviderGate
 from .health import HealthBook, ProviderHealth
@@ -40,6 +41,7 @@ from .keycheck import (
 )
 from .keys import KeyState, KeyStatus, KeyVault, check_key_text
 from .ledger import NOT_BILLED, UNKNOWN_ENERGY, EnergyEstimator, PriceTable, Rates
+from .modes import LOGIC_ROLES, ModeController, ModeSignals, ResponseMode
 from .paths import Paths
 from .progress import RunStatus, RunView, StepState, StepView
 from .providers import build_provider
@@ -53,14 +55,14 @@ from .providers.base import (
 from .records import CallRecord, ProviderTotals
 from .router import Mode, Router
 from .scheduler import PlanRun
-from .store import Store
+from .store import INSERT_MODE_CHANGE, Store
 from .text import excerpt
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["CallOutcome", "Engine", "Mode", "ModelView", "PlanRun", "ProviderView", "SpendView",
-           "load_bouquet"]
+__all__ = ["CallOutcome", "Engine", "Mode", "ModelView", "PlanRun", "ProviderView",
+           "ResponseMode", "SpendView", "load_bouquet"]
 
 # An answer with no cap would make its worst-case cost unbounded.
 DEFAULT_MAX_TOKENS = 1024
@@ -187,6 +189,7 @@ class Engine:
         self._energy_ready = False
         self._runs: dict[str, PlanRun] = {}
         self._budget_sync: asyncio.Task[None] | None = None
+        self.modes = ModeController(bouquet.modes, self.clock.now())
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -276,10 +279,68 @@ class Engine:
         self.guard.sync(day, await self.store.day_spend(day))
 
     async def _keep_budget_synced(self) -> None:
+        """Every few seconds: today's spend, the response mode (a better mode is only taken
+        after it has held a while), and idle local models."""
         while True:
             await asyncio.sleep(BUDGET_SYNC_S)
             with contextlib.suppress(Exception):  # a busy database: try again next time
                 await self.sync_budget()
+            self.update_mode()
+            await self._local_housekeeping()
+
+    # -- response mode ---------------------------------------------------------------------
+
+    @property
+    def response_mode(self) -> ResponseMode:
+        return self.modes.mode
+
+    def mode_signals(self) -> ModeSignals:
+        apis = [s for s in self.bouquet.providers.values() if s.enabled and not s.local]
+        usable = [s for s in apis if s.id in self.router.routable]
+        up = [s for s in usable if self.health.circuit(s.id).allows_traffic()]
+        logic_up = any(LOGIC_ROLES & set(m.roles) for s in up for m in s.models)
+        prices = [(r.input + r.output) / 2 for s in up for m in s.models
+                  if (r := self.prices.rates(s, m)) is not None]
+        daily = self.bouquet.budget.daily_usd
+        spent_pct = 100.0 * self.guard.spent / daily if daily > 0 else 100.0
+        has_local = any(s.enabled and s.local for s in self.bouquet.providers.values())
+        return ModeSignals(has_local, len(usable), len(up), logic_up, spent_pct,
+                           min(prices) if prices else None)
+
+    def update_mode(self) -> None:
+        """Re-read the signals; publish and record a switch. Cheap: called on every call."""
+        if not self._key_status:
+            return  # which keys are usable is not known yet (provider_views reads it)
+        decision = self.modes.update(self.mode_signals(), self.clock.now())
+        if decision is not None:
+            self._mode_switched(decision.mode, decision.reason, decision.pinned)
+
+    def pin_mode(self, mode: ResponseMode | str | None) -> None:
+        """The operator's choice of mode; None gives the choice back to the signals."""
+        pinned = ResponseMode(mode) if mode is not None else None
+        decision = self.modes.pin(pinned, self.clock.now())
+        if decision is not None:
+            self._mode_switched(decision.mode, decision.reason, True)
+        elif pinned is None:
+            self.update_mode()
+        else:
+            self._mode_switched(pinned, "pinned by the operator", True)
+
+    def _mode_switched(self, mode: ResponseMode, reason: str, pinned: bool) -> None:
+        now = self.clock.now()
+        if self._store is not None:
+            self._store.enqueue(INSERT_MODE_CHANGE, (now, mode.value, reason, int(pinned)))
+        self.bus.publish(ResponseModeChanged(now, mode.value, reason, pinned))
+
+    async def _local_housekeeping(self) -> None:
+        import psutil
+
+        available_mb = psutil.virtual_memory().available / 2**20
+        for provider in list(self._providers.values()):
+            housekeeping = getattr(provider, "housekeeping", None)
+            if housekeeping is not None:
+                with contextlib.suppress(Exception):
+                    await housekeeping(available_mb)
 
     # -- the bouquet -----------------------------------------------------------------------
 
@@ -300,6 +361,7 @@ class Engine:
         statuses = await asyncio.to_thread(lambda: [self.vault.status(s) for s in specs])
         self._key_status.update({spec.id: st for spec, st in zip(specs, statuses, strict=True)})
         self._refresh_routable()
+        self.update_mode()
         return [self._view(spec, status) for spec, status in zip(specs, statuses, strict=True)]
 
     async def provider_view(self, provider_id: str) -> ProviderView:
@@ -528,6 +590,7 @@ class Engine:
             cached_input_tokens=usage.cached_input_tokens, output_tokens=usage.output_tokens,
             usage_estimated=usage.estimated, ttft_s=result.ttft_s, duration_s=result.duration_s,
             tokens_per_s=result.tokens_per_s, cost=cost, run_id=run_id, step_id=step_id,
+            energy=result.energy,  # measured for local models; else the writer estimates
         )
         return CallOutcome(record, result, None, self.store.record_call(record))
 
@@ -545,7 +608,7 @@ class Engine:
                 if key is None and spec.key != "none":
                     status = await asyncio.to_thread(self.vault.status, spec)
                     raise UsageError(f"no key for {spec.id}", fix=status.detail)
-                provider = build_provider(spec, key)
+                provider = build_provider(spec, key, models_dir=self.home / "models")
                 self._providers[spec.id] = provider
             return provider
 
@@ -563,6 +626,7 @@ class Engine:
             self.bus.publish(CallRecorded(row.ts, row))
             health = self.health.observe(row)
             self.bus.publish(ProviderHealthChanged(row.ts, health))
+        self.update_mode()
 
     # -- totals ----------------------------------------------------------------------------
 

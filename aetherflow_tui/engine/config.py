@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from . import gguf
 from .errors import ConfigError
 
 ROLES = frozenset(
@@ -27,6 +28,7 @@ ROLES = frozenset(
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ZONE = re.compile(r"^[A-Z]{3}$")
 _PROVIDER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class _FieldProblem(ValueError):
@@ -49,7 +51,12 @@ class ModelSpec(_Strict):
     price_cached_in: float | None = Field(default=None, ge=0)
     params_b: float | None = Field(default=None, gt=0)
     context: int | None = Field(default=None, gt=0)
-    path: str | None = None
+    path: str | None = None  # llama_cpp: a .gguf file, or "embedded" for the built-in model
+    # llama_cpp: how messages become a prompt when the GGUF carries no chat template: a
+    # llama-cpp-python format name (gemma, chatml, llama-3, mistral-instruct...) or a Jinja
+    # template of your own. The GGUF's own template wins when neither is set.
+    chat_format: str | None = None
+    chat_template: str | None = None
 
     @field_validator("roles")
     @classmethod
@@ -68,6 +75,9 @@ class ModelSpec(_Strict):
             missing = "price_out" if self.price_out is None else "price_in"
             raise _FieldProblem(f"model {self.id!r} sets one price: add {missing} too "
                                 "(price_in and price_out go together)", missing)
+        if self.chat_format is not None and self.chat_template is not None:
+            raise _FieldProblem(f"model {self.id!r} sets both chat_format and chat_template: "
+                                "keep one", "chat_template")
         return self
 
 
@@ -87,6 +97,13 @@ class ProviderSpec(_Strict):
     free_tier: bool = False  # calls within the provider's free allowance cost nothing
     json_mode: bool = True  # accepts response_format = {"type": "json_object"}
     max_concurrency: int = Field(default=32, ge=1, le=10_000)
+    # llama_cpp only: CPU threads per generation (default: the machine's cores), layers
+    # offloaded to the GPU (-1: all; ignored by a CPU-only build), how long an idle model
+    # stays loaded, and the free memory below which idle models are unloaded.
+    threads: int | None = Field(default=None, ge=1, le=256)
+    gpu_layers: int = Field(default=-1, ge=-1)
+    keep_warm_s: float = Field(default=900.0, ge=0)
+    min_free_mb: int = Field(default=1024, ge=0)
     models: tuple[ModelSpec, ...] = Field(min_length=1)
 
     @field_validator("id")
@@ -132,8 +149,13 @@ class ProviderSpec(_Strict):
             raise ValueError('a kind = "openai" provider needs base_url')
         for index, model in enumerate(self.models):
             if self.kind == "llama_cpp" and not model.path:
-                raise _FieldProblem(f"llama_cpp model {model.id!r} needs path (a .gguf file)",
-                                    "models", index)
+                raise _FieldProblem(f"llama_cpp model {model.id!r} needs path (a .gguf file, "
+                                    'or "embedded")', "models", index)
+            if self.kind == "llama_cpp" and model.path != gguf.EMBEDDED:
+                try:
+                    gguf.check_gguf(Path(model.path or ""))
+                except gguf.ModelFileError as exc:
+                    raise _FieldProblem(f"{exc}; {exc.fix}", "models", index, "path") from None
             if any(earlier.id == model.id for earlier in self.models[:index]):
                 raise _FieldProblem(f"model {model.id!r} is declared twice",
                                     "models", index, "id")
@@ -142,6 +164,14 @@ class ProviderSpec(_Strict):
     @property
     def key_env(self) -> str | None:
         return self.key[4:] if self.key.startswith("env:") else None
+
+    @property
+    def local(self) -> bool:
+        """Runs on this machine (or this network's loopback): it works with the WAN cut."""
+        if self.kind == "llama_cpp":
+            return True
+        host = urlsplit(self.base_url or "").hostname or ""
+        return host in _LOOPBACK
 
     def model(self, model_id: str) -> ModelSpec | None:
         return next((m for m in self.models if m.id == model_id), None)
@@ -221,6 +251,47 @@ class RoutingSpec(_Strict):
         return self.rules.get(step_type) or DEFAULT_RULES[step_type]
 
 
+ResponseModeName = Literal["bouquet", "hybrid", "survival"]
+
+
+class ModesSpec(_Strict):
+    """When the engine leaves the API bouquet for the local models, and back.
+
+    HYBRID when today's spend passes hybrid_budget_pct of the daily budget, when no API
+    model for logic or QA (reasoning, logic, qa, quality roles) is up, or when the cheapest
+    API model costs more than hybrid_above_usd_per_mtok. SURVIVAL when no API provider is
+    up or the spend passes survival_budget_pct. A better mode must hold for recover_s
+    before the engine goes back to it.
+    """
+
+    pin: Literal["auto", "bouquet", "hybrid", "survival"] = "auto"
+    hybrid_budget_pct: float = Field(default=80.0, ge=0, le=100)
+    survival_budget_pct: float = Field(default=98.0, ge=0, le=100)
+    hybrid_above_usd_per_mtok: float | None = Field(default=None, gt=0)
+    recover_s: float = Field(default=30.0, ge=0)
+    # The logic and QA steps HYBRID gives the local models; the rest stays on cheap APIs.
+    local_types: tuple[str, ...] = ("analysis", "review", "test_generation")
+
+    @field_validator("local_types")
+    @classmethod
+    def _known_step_types(cls, types: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [t for t in types if t not in STEP_TYPES]
+        if unknown:
+            raise ValueError(f"unknown step type {unknown[0]!r}; use one of: "
+                             + ", ".join(STEP_TYPES))
+        return types
+
+    @model_validator(mode="after")
+    def _thresholds_in_order(self) -> ModesSpec:
+        if self.survival_budget_pct < self.hybrid_budget_pct:
+            raise _FieldProblem(
+                f"survival_budget_pct ({self.survival_budget_pct:g}) is below "
+                f"hybrid_budget_pct ({self.hybrid_budget_pct:g}): SURVIVAL must come after "
+                "HYBRID; raise survival_budget_pct or lower hybrid_budget_pct",
+                "survival_budget_pct")
+        return self
+
+
 class CockpitSpec(_Strict):
     # binding id -> keys, e.g. inject_key = "ctrl+k"; ids are listed in the cockpit's help.
     keymap: dict[str, str] = Field(default_factory=dict)
@@ -229,6 +300,7 @@ class CockpitSpec(_Strict):
 class _BouquetFile(_Strict):
     budget: BudgetSpec = BudgetSpec()
     routing: RoutingSpec = RoutingSpec()
+    modes: ModesSpec = ModesSpec()
     providers: dict[str, ProviderSpec] = Field(min_length=1)
     cockpit: CockpitSpec = CockpitSpec()
 
@@ -240,6 +312,8 @@ class _BouquetFile(_Strict):
             for pid, table in providers.items():
                 if isinstance(table, dict):
                     table.setdefault("id", pid)
+                    if table.get("kind") == "llama_cpp":
+                        table.setdefault("key", "none")  # a file on disk takes no key
         return data
 
 
@@ -252,6 +326,7 @@ class Bouquet:
     source: Path | None  # None: the embedded default
     keymap: dict[str, str] = field(default_factory=dict)
     routing: RoutingSpec = field(default_factory=RoutingSpec)
+    modes: ModesSpec = field(default_factory=ModesSpec)
 
     @property
     def source_label(self) -> str:
@@ -279,7 +354,8 @@ def parse(text: str, source: Path | None) -> Bouquet:
         message = _describe(first)
         raise ConfigError(message, path=label, line=locate(text, loc)) from None
     return Bouquet(budget=model.budget, providers=dict(model.providers), source=source,
-                   keymap=dict(model.cockpit.keymap), routing=model.routing)
+                   keymap=dict(model.cockpit.keymap), routing=model.routing,
+                   modes=model.modes)
 
 
 def load(path: Path | None) -> Bouquet:

@@ -72,3 +72,10 @@ class RunUpdated(Event):
 class ConcurrencyChanged(Event):
     limit: int
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseModeChanged(Event):
+    mode: str  # bouquet, hybrid, survival
+    reason: str
+    pinned: bool

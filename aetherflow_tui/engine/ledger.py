@@ -22,6 +22,7 @@ from .config import ModelSpec, ProviderSpec
 from .providers.base import Usage
 
 PRICE_CONFIG = "config"
+PRICE_LOCAL = "local"  # llama.cpp on this machine: paid in watt-hours, not dollars
 PRICE_TABLE = "genai-prices"
 UNPRICED = "unpriced"
 
@@ -77,6 +78,9 @@ UNKNOWN_ENERGY = Energy(None, None, ENERGY_UNKNOWN)
 NOT_BILLED = Cost(0.0, "not billed")
 
 
+LOCAL_RATES = Rates(0.0, 0.0, 0.0, PRICE_LOCAL)
+
+
 class PriceTable:
     """Rates per (provider, model): config overrides first, then genai-prices."""
 
@@ -101,6 +105,8 @@ class PriceTable:
         if model.price_in is not None and model.price_out is not None:
             cached = model.price_cached_in if model.price_cached_in is not None else model.price_in
             return Rates(model.price_in, model.price_out, cached, PRICE_CONFIG), None
+        if provider.kind == "llama_cpp":
+            return LOCAL_RATES, None
         key = (provider.id, model.id)
         hour = time.time() // 3600
         hit = self._flat.get(key)

@@ -21,6 +21,7 @@ from .budget import BudgetGuard
 from .config import Bouquet, ModelSpec, ProviderSpec, RuleSpec
 from .health import HealthBook
 from .ledger import PriceTable, Rates
+from .modes import ResponseMode
 
 # A provider we have not heard from yet is assumed to answer in this long (seconds).
 PRIOR_LATENCY_S = 2.0
@@ -56,7 +57,8 @@ class Candidate:
 class _Entry:
     """A (provider, model) pair with what routing reads about it precomputed."""
 
-    __slots__ = ("fast", "free", "label", "model", "provider", "rates", "roles", "wh_per_1k")
+    __slots__ = ("fast", "free", "label", "local", "model", "provider", "rates", "roles",
+                 "wh_per_1k")
 
     def __init__(self, provider: ProviderSpec, model: ModelSpec, rates: Rates | None) -> None:
         self.provider = provider
@@ -66,6 +68,7 @@ class _Entry:
         self.free = provider.free_tier or (rates is not None and rates.input == 0
                                            and rates.output == 0)
         self.fast = "fast" in self.roles
+        self.local = provider.local
         self.label = f"{provider.id}/{model.id}"
         self.wh_per_1k: float | None = None
 
@@ -77,11 +80,13 @@ class Route:
     them (the scheduler reads the first one and one line of reason).
     """
 
-    __slots__ = ("_candidates", "_ranked", "excluded", "heavy", "prefer", "roles",
-                 "step_type")
+    __slots__ = ("_candidates", "_ranked", "excluded", "heavy", "prefer", "response",
+                 "roles", "step_type")
 
     def __init__(self, step_type: str, roles: tuple[str, ...], prefer: str, heavy: bool,
-                 ranked: list[tuple], excluded: list[tuple[str, str]]) -> None:
+                 ranked: list[tuple], excluded: list[tuple[str, str]],
+                 response: ResponseMode = ResponseMode.BOUQUET) -> None:
+        self.response = response
         self.step_type = step_type
         self.roles = roles
         self.prefer = prefer
@@ -111,6 +116,8 @@ class Route:
         chosen = chosen or self.best
         wanted = "/".join(self.roles) if self.roles else "any role"
         head = f"{self.step_type}: {'heavy work → ' if self.heavy else ''}{wanted}, {self.prefer}"
+        if self.response is not ResponseMode.BOUQUET:
+            head = f"{self.response.value.upper()} · {head}"
         if chosen is None:
             why = "; ".join(f"{label}: {reason}" for label, reason in self.excluded[:4])
             return f"{head}; no candidate ({why or 'no model'})"
@@ -149,12 +156,20 @@ class Router:
     def route(self, step_type: str, *, input_tokens: int, worst_input_tokens: int,
               max_tokens: int, complexity: float = 0.5, estimated_tokens: int = 1000,
               provider: str | None = None, model: str | None = None, mode: Mode = Mode.BUILD,
-              avoid: Iterable[str] = ()) -> Route:
+              avoid: Iterable[str] = (), response: ResponseMode = ResponseMode.BOUQUET
+              ) -> Route:
+        """response: BOUQUET ranks local models after every API model (the last fallback);
+        HYBRID puts them first for [modes] local_types and ranks the APIs cheapest-first
+        for the rest; SURVIVAL routes to local models only."""
         rule = self.bouquet.routing.rule(step_type)
         heavy = bool(rule.heavy_roles) and (complexity > rule.heavy_complexity
                                             or estimated_tokens > rule.heavy_tokens)
         roles = rule.heavy_roles if heavy else rule.roles
         prefer = "fastest" if mode is Mode.FAST else rule.prefer
+        local_first = response is ResponseMode.SURVIVAL or (
+            response is ResponseMode.HYBRID and step_type in self.bouquet.modes.local_types)
+        if response is ResponseMode.HYBRID and not local_first and mode is not Mode.FAST:
+            prefer = "cheapest"  # a cheap API handles the syntax
         avoid = frozenset(avoid)
         out_tokens = min(max_tokens, max(1, estimated_tokens - input_tokens))
         # The per-call ceilings as one dollar cap on the worst case, computed once; a model
@@ -174,6 +189,8 @@ class Router:
                 continue
             if pid in avoid:
                 why: str | None = tried
+            elif response is ResponseMode.SURVIVAL and not spec.local:
+                why = "SURVIVAL: local models only"
             elif pid not in routable:
                 why = "no tested key"
             elif not health.circuit(pid).allows_traffic():
@@ -207,12 +224,14 @@ class Router:
                     success = PRIOR_SUCCESS
                 est = (input_tokens * rates.input + out_tokens * rates.output) / 1_000_000
                 rows.append((entry, est, latency, measured, success))  # type: ignore[arg-type]
-        ranked = self._rank(rows, frozenset(roles), prefer, rule)
-        return Route(step_type, roles, prefer, heavy, ranked, excluded)
+        ranked = self._rank(rows, frozenset(roles), prefer, rule, local_first)
+        return Route(step_type, roles, prefer, heavy, ranked, excluded, response)
 
     def _rank(self, rows: list[tuple[_Entry, float, float, bool, float]],
-              wanted: frozenset[str], prefer: str, rule: RuleSpec) -> list[tuple]:
-        """Rows of (sort key, *Candidate fields), best first."""
+              wanted: frozenset[str], prefer: str, rule: RuleSpec, local_first: bool
+              ) -> list[tuple]:
+        """Rows of (sort key, *Candidate fields), best first: by where the response mode
+        wants the work (API or local), then role fit, then the rule's preference."""
         if not rows:
             return []
         free_first = rule.free_first and prefer != "fastest"  # FAST: speed before price
@@ -239,7 +258,8 @@ class Router:
             else:
                 key = (score,)
             free_rank = 0.0 if (free_first and entry.free) else 1.0
-            ranked.append(((0.0 if adequate else 1.0, free_rank, *key), entry.provider,
+            place = 0.0 if entry.local is local_first else 1.0
+            ranked.append(((place, 0.0 if adequate else 1.0, free_rank, *key), entry.provider,
                            entry.model, entry.rates, adequate, entry.free, est, latency,
                            measured, success, wh, score))
         ranked.sort(key=_sort_key)
@@ -252,16 +272,17 @@ def _sort_key(row: tuple) -> tuple[float, ...]:
 
 def _alternate_providers(ranked: list[tuple]) -> list[tuple]:
     """Keep the best first, but let fallbacks try another provider before another model of
-    the one that just failed (within each adequacy group)."""
+    the one that just failed (within each group of place and role fit, in order)."""
     if len(ranked) < 3:
         return ranked
     out: list[tuple] = []
-    for adequate in (True, False):
+    groups: dict[tuple[float, float], list[tuple]] = {}
+    for row in ranked:  # already sorted: groups come in order
+        groups.setdefault(row[0][:2], []).append(row)
+    for group in groups.values():
         seen: set[str] = set()
         later: list[tuple] = []
-        for row in ranked:
-            if row[4] is not adequate:
-                continue
+        for row in group:
             pid = row[1].id
             if pid in seen:
                 later.append(row)

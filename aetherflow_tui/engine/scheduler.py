@@ -27,7 +27,7 @@ from .errors import BudgetRefused
 from .events import RunUpdated, StepUpdated
 from .plan import Plan, StepSpec, context_text
 from .progress import RunStatus, RunView, StepState, StepView
-from .providers.base import ChatMessage, ChatRequest, RateLimited
+from .providers.base import ChatMessage, ChatRequest, RateLimited, Unreachable
 from .router import Candidate, Mode
 from .store import INSERT_ROUTE, UPSERT_STEP
 from .text import excerpt
@@ -354,7 +354,7 @@ class PlanRun:
                 max_tokens=spec.max_tokens, complexity=spec.complexity,
                 estimated_tokens=spec.estimated_tokens, provider=spec.provider,
                 model=spec.model, mode=Mode.BUILD if self.mode is Mode.DOUBLE_CHECK
-                else self.mode, avoid=avoid)
+                else self.mode, avoid=avoid, response=engine.response_mode)
             candidate = route.best
             if candidate is None:
                 self._set_state(step, StepState.FAILED)
@@ -407,6 +407,8 @@ class PlanRun:
             error = outcome.error
             if error is None or not error.retryable or retry >= retries:
                 return outcome
+            if isinstance(error, Unreachable):
+                return outcome  # the network or the provider is down: next candidate now
             wait = min(MAX_BACKOFF_S, routing.backoff_s * 2 ** retry) * random.uniform(0.8, 1.2)
             if isinstance(error, RateLimited) and error.retry_after_s is not None:
                 if error.retry_after_s > routing.max_retry_wait_s:
@@ -440,7 +442,8 @@ class PlanRun:
         route = engine.router.route("review", input_tokens=len(prompt) // 4 + 1,
                                     worst_input_tokens=worst_input_tokens(request),
                                     max_tokens=512, mode=Mode.DOUBLE_CHECK,
-                                    avoid={step.provider or ""})
+                                    avoid={step.provider or ""},
+                                    response=engine.response_mode)
         auditor = route.best
         if auditor is None:
             return "not audited: " + route.reason()

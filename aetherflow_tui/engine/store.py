@@ -176,6 +176,16 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX routes_run ON routes(run_id, step_id);
     """,
+    # 4: response-mode switches (bouquet, hybrid, survival), each with its reason.
+    """
+    CREATE TABLE mode_changes (
+        id INTEGER PRIMARY KEY,
+        ts REAL NOT NULL,
+        mode TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        pinned INTEGER NOT NULL
+    );
+    """,
 )
 
 _CALL_COLUMNS = (
@@ -206,6 +216,7 @@ UPSERT_STEP = (
     "ON CONFLICT (run_id, step_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in STEP_COLUMNS[2:])
 )
+INSERT_MODE_CHANGE = "INSERT INTO mode_changes (ts, mode, reason, pinned) VALUES (?, ?, ?, ?)"
 INSERT_ROUTE = ("INSERT INTO routes (ts, run_id, step_id, attempt, provider, model, reason) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)")
 
@@ -473,6 +484,12 @@ class Store:
         return await self._dicts(
             "SELECT ts, step_id, attempt, provider, model, reason FROM routes WHERE run_id = ? "
             "ORDER BY id", (run_id,))
+
+    async def mode_changes(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest response-mode switches, newest first."""
+        return await self._dicts(
+            "SELECT ts, mode, reason, pinned FROM mode_changes ORDER BY id DESC LIMIT ?",
+            (limit,))
 
     async def _dicts(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
         cursor = await self._db.execute(sql, params)

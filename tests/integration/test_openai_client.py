@@ -32,6 +32,7 @@ from aetherflow_tui.engine.providers.base import (
     ProviderTimeout,
     RateLimited,
     Rejected,
+    Unreachable,
 )
 from aetherflow_tui.engine.providers.openai_compat import OpenAICompatProvider
 from tests.support.scripted_server import ScriptedServer
@@ -270,12 +271,14 @@ async def test_hang_times_out(server: ScriptedServer, stream: bool) -> None:
 
 
 @BOTH_MODES
-async def test_closed_port_is_connection_failed(stream: bool) -> None:
+async def test_closed_port_is_unreachable(stream: bool) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     async with _provider(f"http://127.0.0.1:{port}/v1", timeout_s=5.0) as nowhere:
-        err = await _fails(nowhere, _ask("ok", stream=stream), ConnectionFailed)
+        err = await _fails(nowhere, _ask("ok", stream=stream), Unreachable)
+    assert isinstance(err, ConnectionFailed)  # a connection failure, of the kind not worth
+    # retrying on the same provider at once
     assert err.retryable is True
     assert err.kind == "connection"
     assert err.status is None

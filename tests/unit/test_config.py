@@ -315,7 +315,7 @@ def test_llama_cpp_model_without_path_points_at_that_model():
         kind = "llama_cpp"
         [[providers.local.models]]
         id = "code-3b"
-        path = "~/models/code-3b.gguf"
+        path = "embedded"
         [[providers.local.models]]
         id = "chat-1b"
         """
@@ -324,6 +324,86 @@ def test_llama_cpp_model_without_path_points_at_that_model():
     err = config_error(text)
 
     assert_points_at(err, 6, "llama_cpp model 'chat-1b' needs path")
+
+
+def _local_model_at(path: str) -> str:
+    return textwrap.dedent(
+        f"""\
+        [providers.local]
+        kind = "llama_cpp"
+        [[providers.local.models]]
+        id = "code-3b"
+        path = "{path}"
+        """
+    )
+
+
+def test_missing_gguf_path_points_at_the_path_and_says_the_fix(tmp_path):
+    missing = tmp_path / "nowhere" / "code-3b.gguf"
+
+    err = config_error(_local_model_at(str(missing)))
+
+    assert_points_at(err, 5, f"model file {missing} does not exist")
+    assert 'path = "embedded"' in str(err)
+
+
+def test_a_file_that_is_not_gguf_is_refused(tmp_path):
+    fake = tmp_path / "model.gguf"
+    fake.write_bytes(b"<html>404 Not Found</html>")
+
+    err = config_error(_local_model_at(str(fake)))
+
+    assert_points_at(err, 5, f"model file {fake} is not a GGUF file")
+
+
+def test_a_directory_is_not_a_model_file(tmp_path):
+    err = config_error(_local_model_at(str(tmp_path)))
+
+    assert_points_at(err, 5, "is not a file")
+
+
+def test_a_real_gguf_header_is_accepted(tmp_path):
+    model = tmp_path / "tiny.gguf"
+    model.write_bytes(b"GGUF" + bytes(60))
+
+    bouquet = config.parse(_local_model_at(str(model)), None)
+
+    assert bouquet.providers["local"].local
+    assert bouquet.providers["local"].models[0].path == str(model)
+
+
+def test_survival_threshold_below_hybrid_names_both_keys():
+    text = GOOD + "\n[modes]\nhybrid_budget_pct = 90\nsurvival_budget_pct = 50\n"
+
+    err = config_error(text)
+
+    assert_points_at(err, line_of(text, "survival_budget_pct"),
+                     "survival_budget_pct (50) is below hybrid_budget_pct (90)")
+    assert err.exit_code == EXIT_INVALID
+
+
+def test_modes_defaults_and_local_types():
+    bouquet = config.parse(GOOD + '\n[modes]\npin = "hybrid"\nlocal_types = ["review"]\n',
+                           None)
+
+    assert bouquet.modes.pin == "hybrid"
+    assert bouquet.modes.local_types == ("review",)
+    assert config.parse(GOOD, None).modes.pin == "auto"
+
+
+def test_chat_format_and_template_together_are_refused():
+    text = _local_model_at("embedded") + 'chat_format = "gemma"\nchat_template = "{{ x }}"\n'
+
+    err = config_error(text)
+
+    assert_points_at(err, 7, "sets both chat_format and chat_template")
+
+
+def test_a_loopback_openai_server_is_local_and_a_remote_one_is_not():
+    providers = config.parse(GOOD, None).providers
+    assert not providers["acme"].local
+    text = GOOD.replace("https://api.acme.example/v1", "http://127.0.0.1:8080/v1")
+    assert config.parse(text, None).providers["acme"].local
 
 
 def test_unknown_provider_setting_typo():

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..config import ProviderSpec
-from ..errors import UsageError
 from ..keys import Secret
 from .base import Provider
 
 
-def build_provider(spec: ProviderSpec, key: Secret | None) -> Provider:
+def build_provider(spec: ProviderSpec, key: Secret | None, *, models_dir: Path) -> Provider:
+    """models_dir: where the embedded local model is assembled (the data dir's models/)."""
+    if spec.kind == "llama_cpp":
+        from .llama_cpp import LlamaCppProvider
+
+        return LlamaCppProvider(spec, models_dir)
     if spec.kind == "openai":
         from .openai_compat import OpenAICompatProvider
 
@@ -16,6 +22,4 @@ def build_provider(spec: ProviderSpec, key: Secret | None) -> Provider:
         # The pool holds as many connections as the provider may have calls in flight.
         return OpenAICompatProvider(spec.id, spec.base_url, key=key, timeout_s=spec.timeout_s,
                                     max_connections=spec.max_concurrency)
-    raise UsageError(f"{spec.id}: provider kind {spec.kind!r} cannot serve calls in this "
-                     "version", fix="use an OpenAI-compatible server (kind = \"openai\") "
-                     "such as `python -m llama_cpp.server` meanwhile")
+    raise AssertionError(f"unknown provider kind {spec.kind!r}")  # config rejects it

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..text import excerpt
+
+if TYPE_CHECKING:
+    from ..ledger import Energy
 
 OnToken = Callable[[str], Awaitable[None] | None]
 
@@ -54,6 +57,7 @@ class ChatResult:
     duration_s: float
     finish_reason: str | None = None
     billed_usd: float | None = None  # what the provider says it charged, where it says so
+    energy: Energy | None = None  # measured on this machine (local models); else estimated
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -134,6 +138,11 @@ class ConnectionFailed(ProviderError):
         self.retryable = True
 
 
+class Unreachable(ConnectionFailed):
+    """No connection could be made at all (refused, DNS, no route): the network or the
+    provider is down, and retrying the same provider at once will not help."""
+
+
 class MalformedResponse(ProviderError):
     """The provider answered, but not with a chat completion we can read."""
 
@@ -149,6 +158,7 @@ _KINDS: dict[type, str] = {
     Overloaded: "overloaded",
     ProviderTimeout: "timeout",
     ConnectionFailed: "connection",
+    Unreachable: "connection",
     MalformedResponse: "malformed",
     Rejected: "rejected",
 }

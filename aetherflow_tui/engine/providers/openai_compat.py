@@ -35,6 +35,7 @@ from .base import (
     ProviderTimeout,
     RateLimited,
     Rejected,
+    Unreachable,
     Usage,
 )
 
@@ -105,8 +106,8 @@ class OpenAICompatProvider:
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
             raise ConnectionFailed(self.id, f"connection cut ({type(exc).__name__})") from None
         except aiohttp.ClientConnectorError as exc:
-            raise ConnectionFailed(self.id, f"cannot reach {self.base_url} "
-                                            f"({type(exc).__name__})") from None
+            raise Unreachable(self.id, f"cannot reach {self.base_url} "
+                                       f"({type(exc).__name__})") from None
         except (aiohttp.ClientError, OSError) as exc:
             raise ConnectionFailed(self.id, f"connection failed ({type(exc).__name__})"
                                    ) from None

@@ -17,7 +17,7 @@ from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Header, Input
 
-from .engine import Engine, PlanRun
+from .engine import Engine, PlanRun, ResponseMode
 from .engine.errors import ConfigError
 from .engine.events import (
     ApprovalDecided,
@@ -27,6 +27,7 @@ from .engine.events import (
     KeyCheckUpdated,
     KeyStateChanged,
     ProviderHealthChanged,
+    ResponseModeChanged,
     RunUpdated,
     StepUpdated,
 )
@@ -57,6 +58,8 @@ BINDINGS = [
             tooltip="Start a plan.json: pick the file and the mode"),
     Binding("x", "cancel_run", "Cancel run", id="cancel_run",
             tooltip="Cancel the current run: in-flight calls are cut and recorded"),
+    Binding("m", "cycle_mode", "Mode", id="cycle_mode",
+            tooltip="Pin the response mode: auto → bouquet → hybrid → survival → auto"),
     Binding("z", "zoom", "Zoom", id="zoom",
             tooltip="Fill the screen with the focused pane; z again to go back"),
     Binding("a", "approvals", "Approvals", id="approvals",
@@ -126,11 +129,12 @@ class CockpitApp(App[None]):
             self._owns_engine = True
         if self._keymap:
             self.set_keymap(self._keymap)
-        self.sub_title = f"bouquet: {self.engine.bouquet.source_label}"
+        self.show_mode()
         self.query_one("#filter-input", Input).display = False
         self.query_one(ProviderTable).focus()
         self.pump_events()
         await self.load_providers()
+        self.show_mode()  # the key states are known now, and so is the mode
         await self.refresh_spend()
         await self.load_last_run()
         self.set_timer(REFRESH_S, self.tick)
@@ -177,6 +181,11 @@ class CockpitApp(App[None]):
                                                 self.engine.clock.now())
         elif isinstance(event, RunUpdated):
             self._show_run(event.run)
+        elif isinstance(event, ResponseModeChanged):
+            self.show_mode()
+            self.notify(f"{event.mode.upper()}: {excerpt(event.reason, 120)}",
+                        title="Response mode", markup=False,
+                        severity="warning" if event.mode != "bouquet" else "information")
         elif isinstance(event, ApprovalRequested):
             self.notify(f"approval waiting: {excerpt(event.approval.summary, 120)} (press a)",
                         title="Approval", markup=False)
@@ -352,6 +361,22 @@ class CockpitApp(App[None]):
             box.value = ""
             box.display = False
         self.query_one(ProviderTable).focus()
+
+    def show_mode(self) -> None:
+        """The response mode in the header, with why; plain text (the title is not markup)."""
+        modes = self.engine.modes
+        pinned = " (pinned)" if modes.pinned is not None else ""
+        self.sub_title = (f"{modes.mode.value.upper()}{pinned}: {modes.reason} · "
+                          f"bouquet: {self.engine.bouquet.source_label}")
+
+    def action_cycle_mode(self) -> None:
+        order = [None, *ResponseMode]
+        current = self.engine.modes.pinned
+        pin = order[(order.index(current) + 1) % len(order)]
+        self.engine.pin_mode(pin)
+        self.show_mode()
+        self.notify("response mode: automatic" if pin is None
+                    else f"response mode pinned to {pin.value.upper()}", markup=False)
 
     def action_zoom(self) -> None:
         screen = self.screen

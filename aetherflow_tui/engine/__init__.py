@@ -332,6 +332,18 @@ class Engine:
             self._store.enqueue(INSERT_MODE_CHANGE, (now, mode.value, reason, int(pinned)))
         self.bus.publish(ResponseModeChanged(now, mode.value, reason, pinned))
 
+    async def local_providers(self) -> list[Any]:
+        """The llama_cpp providers, built (not loaded) on demand: the local stack."""
+        return [await self._provider_for(spec) for spec in self.bouquet.providers.values()
+                if spec.enabled and spec.kind == "llama_cpp"]
+
+    async def throttle_local(self, *, threads: int | None = None, duty: float | None = None
+                             ) -> None:
+        """The regulator's throttle on local inference: threads and duty cycle, at once for
+        generations in progress (they read it between two tokens)."""
+        for provider in await self.local_providers():
+            provider.set_throttle(threads=threads, duty=duty)
+
     async def _local_housekeeping(self) -> None:
         import psutil
 
@@ -546,7 +558,7 @@ class Engine:
         Before it goes out, the call's worst case must fit the hard limits (BudgetRefused
         otherwise); that worst case stays reserved until the call ends.
         """
-        provider = self._providers.get(spec.id) or await self._provider(spec)
+        provider = await self._provider_for(spec)
         model = self.model_spec(spec, request.model)
         if request.max_tokens is None:
             request = replace(request, max_tokens=DEFAULT_MAX_TOKENS)
@@ -599,6 +611,9 @@ class Engine:
         if outcome.durable is None:
             return outcome
         return CallOutcome(await outcome.durable, outcome.result, outcome.error)
+
+    async def _provider_for(self, spec: ProviderSpec) -> Provider:
+        return self._providers.get(spec.id) or await self._provider(spec)
 
     async def _provider(self, spec: ProviderSpec) -> Provider:
         async with self._provider_lock:

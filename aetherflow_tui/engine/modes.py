@@ -85,7 +85,7 @@ class ModeController:
         self.pinned: ResponseMode | None = (None if spec.pin == "auto"
                                             else ResponseMode(spec.pin))
         self.mode = self.pinned or ResponseMode.BOUQUET
-        self.reason = "pinned in the config" if self.pinned else "starting"
+        self.reason = "pinned in the config" if self.pinned else "reading the keys"
         self.since = now
         self._better_since: float | None = None
         self._first = True
@@ -106,9 +106,10 @@ class ModeController:
             return None
         wanted, why = target(self.spec, signals)
         if self._first:
-            # The first reading is not a change of conditions: take it as it is.
+            # The first reading is where we start, not a change of conditions.
             self._first = False
-            return self._switch(wanted, why, now)
+            self.mode, self.reason, self.since = wanted, why, now
+            return None
         if wanted is self.mode:
             self._better_since = None
             self.reason = why

@@ -396,7 +396,7 @@ async def test_slash_filters_the_table_and_esc_clears_it(cockpit_engine):
     async with app.run_test(size=SIZE) as pilot:
         await started(pilot)
         every = rows(app)
-        assert len(every) == len(cockpit_engine.bouquet.providers) == 7
+        assert len(every) == len(cockpit_engine.bouquet.providers) == 8
         await pilot.press("slash")
         box = app.query_one("#filter-input", Input)
         assert box.display and app.focused is box

@@ -65,9 +65,14 @@ def assert_points_at(err: ConfigError, line: int, *reason_parts: str) -> None:
 def test_embedded_default_has_every_provider_with_url_models_roles_and_zone():
     bouquet = config.parse(config.default_text(), None)
 
-    assert set(bouquet.providers) == DEFAULT_PROVIDERS
+    assert set(bouquet.providers) == DEFAULT_PROVIDERS | {"local"}
     assert bouquet.source is None
     assert bouquet.source_label == "embedded default"
+    local = bouquet.providers.pop("local")
+    assert local.kind == "llama_cpp" and local.key == "none" and local.local
+    assert [(m.id, m.path) for m in local.models] == [("gemma-3-270m", "embedded")]
+    assert "survival" in local.models[0].roles
+    assert bouquet.modes.pin == "auto"
     for pid, spec in bouquet.providers.items():
         assert spec.id == pid
         assert spec.kind == "openai"
@@ -101,14 +106,14 @@ def test_load_none_gives_the_embedded_default():
     bouquet = config.load(None)
 
     assert bouquet.source is None
-    assert set(bouquet.providers) == DEFAULT_PROVIDERS
+    assert set(bouquet.providers) == DEFAULT_PROVIDERS | {"local"}
 
 
 def test_load_missing_file_gives_the_embedded_default(tmp_path):
     bouquet = config.load(tmp_path / "nowhere" / "bouquet.toml")
 
     assert bouquet.source is None
-    assert set(bouquet.providers) == DEFAULT_PROVIDERS
+    assert set(bouquet.providers) == DEFAULT_PROVIDERS | {"local"}
 
 
 def test_load_an_operator_file_keeps_its_path_and_only_its_providers(tmp_path):

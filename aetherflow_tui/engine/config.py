@@ -28,7 +28,6 @@ ROLES = frozenset(
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ZONE = re.compile(r"^[A-Z]{3}$")
 _PROVIDER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class _FieldProblem(ValueError):
@@ -95,6 +94,9 @@ class ProviderSpec(_Strict):
     energy_id: str | None = None
     enabled: bool = True
     free_tier: bool = False  # calls within the provider's free allowance cost nothing
+    # Runs on this machine or this network (llama_cpp always; set it on an Ollama or
+    # llama.cpp server): the response modes treat it as local, and it works offline.
+    local: bool = False
     json_mode: bool = True  # accepts response_format = {"type": "json_object"}
     max_concurrency: int = Field(default=32, ge=1, le=10_000)
     # llama_cpp only: CPU threads per generation (default: the machine's cores), layers
@@ -165,13 +167,6 @@ class ProviderSpec(_Strict):
     def key_env(self) -> str | None:
         return self.key[4:] if self.key.startswith("env:") else None
 
-    @property
-    def local(self) -> bool:
-        """Runs on this machine (or this network's loopback): it works with the WAN cut."""
-        if self.kind == "llama_cpp":
-            return True
-        host = urlsplit(self.base_url or "").hostname or ""
-        return host in _LOOPBACK
 
     def model(self, model_id: str) -> ModelSpec | None:
         return next((m for m in self.models if m.id == model_id), None)
@@ -314,6 +309,7 @@ class _BouquetFile(_Strict):
                     table.setdefault("id", pid)
                     if table.get("kind") == "llama_cpp":
                         table.setdefault("key", "none")  # a file on disk takes no key
+                        table.setdefault("local", True)
         return data
 
 

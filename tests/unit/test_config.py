@@ -404,10 +404,9 @@ def test_chat_format_and_template_together_are_refused():
     assert_points_at(err, 7, "sets both chat_format and chat_template")
 
 
-def test_a_loopback_openai_server_is_local_and_a_remote_one_is_not():
-    providers = config.parse(GOOD, None).providers
-    assert not providers["acme"].local
-    text = GOOD.replace("https://api.acme.example/v1", "http://127.0.0.1:8080/v1")
+def test_an_openai_server_is_local_only_when_the_config_says_so():
+    assert not config.parse(GOOD, None).providers["acme"].local
+    text = GOOD.replace('kind = "openai"', 'kind = "openai"\nlocal = true', 1)
     assert config.parse(text, None).providers["acme"].local
 
 

@@ -13,6 +13,7 @@ from aetherflow_tui.engine.clock import FixedClock
 from aetherflow_tui.engine.health import CircuitState, HealthBook
 from aetherflow_tui.engine.ledger import PriceTable
 from aetherflow_tui.engine.records import CallRecord
+from aetherflow_tui.engine.modes import ResponseMode
 from aetherflow_tui.engine.router import Mode, Route, Router
 
 START = 1_700_000_000.0
@@ -383,3 +384,74 @@ def test_the_reason_names_a_fallback_when_given_one() -> None:
 
     assert "\n" not in reason
     assert f"→ {route.candidates[1].label}:" in reason
+
+
+# --- response modes ----------------------------------------------------------------------
+
+LOCAL = textwrap.dedent(
+    """
+    [providers.local]
+    kind = "llama_cpp"
+    [[providers.local.models]]
+    id = "logic-7b"
+    path = "embedded"
+    roles = ["logic", "qa", "survival"]
+    [[providers.local.models]]
+    id = "code-3b"
+    path = "embedded"
+    roles = ["code", "survival"]
+    """
+)
+WITH_LOCAL = SEED + LOCAL
+
+
+def test_bouquet_mode_puts_local_models_after_every_api_model() -> None:
+    route = Fixture(WITH_LOCAL).route("refactoring", response=ResponseMode.BOUQUET)
+
+    order = labels(route)
+    api = [i for i, label in enumerate(order) if not label.startswith("local/")]
+    local = [i for i, label in enumerate(order) if label.startswith("local/")]
+    assert api and local and max(api) < min(local)  # the last fallback, never the first
+    assert not route.reason().startswith("BOUQUET")
+
+
+def test_survival_routes_to_local_models_only_and_says_so() -> None:
+    route = Fixture(WITH_LOCAL).route("code_generation", response=ResponseMode.SURVIVAL)
+
+    assert {c.provider.id for c in route.candidates} == {"local"}
+    assert labels(route)[0] == "local/code-3b"  # role fit still ranks the local models
+    assert excluded(route)["alpha/alpha-mini"] == "SURVIVAL: local models only"
+    assert route.reason().startswith("SURVIVAL · code_generation")
+
+
+def test_survival_without_a_local_model_has_no_candidate() -> None:
+    route = Fixture(SEED).route("analysis", response=ResponseMode.SURVIVAL)
+
+    assert route.best is None
+    assert "no candidate" in route.reason()
+
+
+def test_hybrid_gives_logic_and_qa_steps_to_local_models_first() -> None:
+    route = Fixture(WITH_LOCAL).route("review", response=ResponseMode.HYBRID)
+
+    assert labels(route)[0] == "local/logic-7b"
+    assert all(not label.startswith("local/") for label in labels(route)[2:])  # APIs follow
+
+
+def test_hybrid_sends_syntax_steps_to_the_cheapest_api_model() -> None:
+    fixture = Fixture(WITH_LOCAL)
+    balanced = fixture.route("refactoring", response=ResponseMode.BOUQUET)
+    hybrid = fixture.route("refactoring", response=ResponseMode.HYBRID)
+
+    assert balanced.prefer == "balanced" and hybrid.prefer == "cheapest"
+    coders = [c for c in hybrid.candidates if c.adequate and not c.provider.local]
+    assert [c.label for c in coders] == ["beta/beta-coder", "alpha/alpha-coder"]
+    assert hybrid.candidates[-1].provider.local  # local stays the last fallback
+
+
+def test_local_models_cost_nothing_and_pass_every_ceiling() -> None:
+    route = Fixture(WITH_LOCAL).route("analysis", response=ResponseMode.SURVIVAL,
+                                      worst_input_tokens=100_000, max_tokens=50_000)
+
+    assert route.best is not None and route.best.est_usd == 0.0
+    assert route.best.rates.source == "local"

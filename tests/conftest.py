@@ -25,6 +25,15 @@ def keyring_backend(tmp_path: Path) -> PlaintextKeyring:
     return backend
 
 
+@pytest.fixture(scope="session")
+def embedded_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded GGUF model (gemma-3-270m, 250 MB), assembled once per test session."""
+    # Imported here: only the tests that use the model need the model package.
+    from tests.support.models import embedded_model_path
+
+    return embedded_model_path(tmp_path_factory.mktemp("models"))
+
+
 @pytest.fixture
 def scripted() -> Iterator[ScriptedServer]:
     with ScriptedServer(api_key=TEST_KEY) as server:

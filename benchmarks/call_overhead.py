@@ -1,9 +1,12 @@
-"""Latency the engine adds to one chat call, against a bare httpx client, side by side.
+"""Latency the engine adds to one chat call, against a bare aiohttp client, side by side.
 
-The scripted OpenAI-compatible server runs in a subprocess so its CPU does not share our
-GIL. Bare and engine calls are interleaved against the same server, each over its own
-kept-alive connection, with the same request body. The order alternates per pair
-(bare-engine, engine-bare, ...) so neither path always runs right after the other.
+The bare reference is a shared aiohttp.ClientSession, the client library the engine's
+provider uses, with the engine's pool size and timeouts and nothing else. The scripted
+OpenAI-compatible server runs in a subprocess so its CPU does not share our GIL. Bare and
+engine calls are interleaved against the same server, each over its own kept-alive
+connection, with the same request body (the one the engine sends, streamed or not). The
+order alternates per pair (bare-engine, engine-bare, ...) so neither path always runs
+right after the other.
 
 Two passes per variant:
 - back-to-back: durability is never awaited; the store's writer (energy estimate, SQLite
@@ -32,7 +35,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-import httpx  # noqa: E402
+import aiohttp  # noqa: E402
 
 from aetherflow_tui.engine import Engine, config  # noqa: E402
 from aetherflow_tui.engine.providers.base import ChatRequest  # noqa: E402
@@ -72,28 +75,39 @@ def request_body(stream: bool) -> dict[str, object]:
     return body
 
 
-async def bare_call(client: httpx.AsyncClient, body: dict[str, object], stream: bool) -> str:
-    if not stream:
-        response = await client.post("/chat/completions", json=body)
+def bare_session() -> aiohttp.ClientSession:
+    """The engine's client without the engine: same pool, timeouts and headers."""
+    return aiohttp.ClientSession(
+        # 32 connections: the engine's pool at the provider's default max_concurrency.
+        connector=aiohttp.TCPConnector(limit=32, limit_per_host=0),
+        timeout=aiohttp.ClientTimeout(total=None, connect=None, sock_connect=10.0,
+                                      sock_read=60.0),
+        headers={"Accept": "application/json"})
+
+
+async def bare_call(client: aiohttp.ClientSession, url: str, body: dict[str, object],
+                    stream: bool) -> str:
+    async with client.post(url, json=body) as response:
         response.raise_for_status()
-        return response.json()["choices"][0]["message"]["content"]
-    pieces: list[str] = []
-    async with client.stream("POST", "/chat/completions", json=body) as response:
-        response.raise_for_status()
+        if not stream:
+            return json.loads(await response.read())["choices"][0]["message"]["content"]
+        pieces: list[str] = []
         # Read to the end of the body, past [DONE]: leaving the block before the chunked
-        # body's terminator arrived makes httpcore drop the connection instead of reusing it.
-        async for line in response.aiter_lines():
+        # body's terminator arrived makes aiohttp close the connection instead of reusing
+        # it. Line by line, as the engine reads a stream (readline()).
+        async for raw in response.content:
+            line = raw.decode()
             if not line.startswith("data:"):
                 continue
             payload = line[5:].strip()
             if payload != "[DONE]":
                 for choice in json.loads(payload).get("choices") or ():
                     pieces.append((choice.get("delta") or {}).get("content") or "")
-    return "".join(pieces)
+        return "".join(pieces)
 
 
-async def measure(engine: Engine, client: httpx.AsyncClient, *, stream: bool, n: int,
-                  warmup: int, quiet: bool) -> tuple[list[int], list[int]]:
+async def measure(engine: Engine, client: aiohttp.ClientSession, url: str, *, stream: bool,
+                  n: int, warmup: int, quiet: bool) -> tuple[list[int], list[int]]:
     spec = engine.bouquet.providers["bench"]
     request = ChatRequest.ask("echo", PROMPT, stream=stream)
     body = request_body(stream)
@@ -103,7 +117,7 @@ async def measure(engine: Engine, client: httpx.AsyncClient, *, stream: bool, n:
 
     async def one_bare() -> None:
         t0 = clock()
-        text = await bare_call(client, body, stream)
+        text = await bare_call(client, url, body, stream)
         elapsed = clock() - t0
         if not text:
             raise RuntimeError("a bare call returned no text")
@@ -131,15 +145,15 @@ async def measure(engine: Engine, client: httpx.AsyncClient, *, stream: bool, n:
     return bare, eng
 
 
-async def cpu_per_call(engine: Engine, client: httpx.AsyncClient, *, stream: bool,
-                       n: int) -> tuple[float, float]:
+async def cpu_per_call(engine: Engine, client: aiohttp.ClientSession, url: str, *,
+                       stream: bool, n: int) -> tuple[float, float]:
     """Process CPU ms per call, all threads, for n bare then n engine calls (rows flushed)."""
     spec = engine.bouquet.providers["bench"]
     request = ChatRequest.ask("echo", PROMPT, stream=stream)
     body = request_body(stream)
     t0 = time.process_time_ns()
     for _ in range(n):
-        await bare_call(client, body, stream)
+        await bare_call(client, url, body, stream)
     t1 = time.process_time_ns()
     for _ in range(n):
         await engine.call(spec, request, purpose="bench")
@@ -165,12 +179,8 @@ async def durable_sample(engine: Engine, *, stream: bool, n: int) -> list[int]:
 async def run(url: str, home: Path, n: int, warmup: int, durable_n: int) -> bool:
     bouquet = config.parse(BOUQUET.format(url=url), None)
     engine = await Engine(bouquet, home).start()
-    # The engine's client: same timeout, limits and default headers.
-    client = httpx.AsyncClient(
-        base_url=url, timeout=httpx.Timeout(60.0, connect=10.0),
-        limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
-        headers={"Accept": "application/json"},
-    )
+    client = bare_session()
+    endpoint = url.rstrip("/") + "/chat/completions"
     calls = 0
     verdicts: list[bool] = []
     lines: list[str] = []
@@ -178,12 +188,12 @@ async def run(url: str, home: Path, n: int, warmup: int, durable_n: int) -> bool
         for stream in (False, True):
             label = "stream" if stream else "non-stream"
             for quiet in (False, True):
-                bare, eng = await measure(engine, client, stream=stream, n=n, warmup=warmup,
-                                          quiet=quiet)
+                bare, eng = await measure(engine, client, endpoint, stream=stream, n=n,
+                                          warmup=warmup, quiet=quiet)
                 calls += n + warmup
                 added = pct(eng, .5) - pct(bare, .5)
                 mode = "quiet" if quiet else "back-to-back"
-                print(f"[{label}, {mode}] n={n} each, interleaved bare/engine")
+                print(f"[{label}, {mode}] n={n} each, interleaved bare aiohttp/engine")
                 print(f"  bare   {summary(bare)}")
                 print(f"  engine {summary(eng)}")
                 print(f"  added p50 {added:+.3f} ms, p90 {pct(eng, .9) - pct(bare, .9):+.3f} ms,"
@@ -193,13 +203,14 @@ async def run(url: str, home: Path, n: int, warmup: int, durable_n: int) -> bool
                     ok = added <= TARGET_MS
                     verdicts.append(ok)
                     lines.append(
-                        f"call overhead ({label}): bare p50 {pct(bare, .5):.3f} ms, engine p50 "
-                        f"{pct(eng, .5):.3f} ms, added p50 {added:.3f} ms "
+                        f"call overhead ({label}): bare aiohttp p50 {pct(bare, .5):.3f} ms, "
+                        f"engine p50 {pct(eng, .5):.3f} ms, added p50 {added:.3f} ms "
                         f"(target <= {TARGET_MS:.3f}) {'PASS' if ok else 'FAIL'}")
             cpu_n = max(1, n // 4)
-            cpu_bare, cpu_engine = await cpu_per_call(engine, client, stream=stream, n=cpu_n)
+            cpu_bare, cpu_engine = await cpu_per_call(engine, client, endpoint, stream=stream,
+                                                      n=cpu_n)
             calls += cpu_n
-            print(f"[{label}] client CPU per call (all threads, n={cpu_n}): bare "
+            print(f"[{label}] client CPU per call (all threads, n={cpu_n}): bare aiohttp "
                   f"{cpu_bare:.3f} ms, engine incl. writer {cpu_engine:.3f} ms, "
                   f"added {cpu_engine - cpu_bare:+.3f} ms (information)")
             durable = await durable_sample(engine, stream=stream, n=durable_n)
@@ -215,7 +226,7 @@ async def run(url: str, home: Path, n: int, warmup: int, durable_n: int) -> bool
               f"{'OK' if recorded else 'MISMATCH'}")
         verdicts.append(recorded)
     finally:
-        await client.aclose()
+        await client.close()
         await engine.stop()
     for line in lines:
         print(line)

@@ -13,7 +13,9 @@ call. Three paths, interleaved call by call, cycling through the six orders of t
 so each path runs after each other path equally often (whatever work a path leaves
 running in the background, LiteLLM's logging or the engine's store writer, lands on the
 others evenly), with the same prompt and max_tokens:
-- bare: a shared httpx.AsyncClient with the engine's limits, POST /chat/completions;
+- bare: a shared aiohttp.ClientSession, the client library the engine's provider uses,
+  with the engine's pool size and timeouts, POST /chat/completions (a stream read line
+  by line to its end, as the engine reads it);
 - aetherflow: what the scheduler does for one attempt: Router.route() over the bouquet,
   the global cap and the provider's gate, then Engine.call() (client, pricing, budget
   reservation, the ledger row queued; durability not awaited);
@@ -99,7 +101,7 @@ def pct(values: list[int], q: float) -> float:
 
 async def measure(url: str, home: Path, *, stream: bool, n: int, warmup: int
                   ) -> dict[str, list[int]]:
-    import httpx
+    import aiohttp
     import litellm
 
     from aetherflow_tui.engine import Engine, config
@@ -120,10 +122,14 @@ price_out = 0.79
     engine = await Engine(bouquet, home).start()
     await engine.provider_views()  # which providers have a usable key, as start_run does
     await asyncio.to_thread(engine.router.estimate_energy, engine._wh_per_1k)
-    client = httpx.AsyncClient(
-        base_url=url, timeout=httpx.Timeout(60.0, connect=10.0),
-        limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
+    # The engine's client without the engine: 32 connections (the engine's pool at the
+    # provider's default max_concurrency), the same timeouts and headers.
+    client = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=32, limit_per_host=0),
+        timeout=aiohttp.ClientTimeout(total=None, connect=None, sock_connect=10.0,
+                                      sock_read=60.0),
         headers={"Accept": "application/json"})
+    endpoint = url.rstrip("/") + "/chat/completions"
     router = litellm.Router(model_list=[{
         "model_name": "echo",
         "litellm_params": {"model": "openai/echo", "api_base": url, "api_key": "none"}}])
@@ -138,18 +144,17 @@ price_out = 0.79
     clock = time.perf_counter_ns
 
     async def bare() -> str:
-        if not stream:
-            response = await client.post("/chat/completions", json=body)
+        async with client.post(endpoint, json=body) as response:
             response.raise_for_status()
-            return response.json()["choices"][0]["message"]["content"]
-        pieces = []
-        async with client.stream("POST", "/chat/completions", json=body) as response:
-            response.raise_for_status()
-            async for line in response.aiter_lines():  # to the end, as the engine does
+            if not stream:
+                return json.loads(await response.read())["choices"][0]["message"]["content"]
+            pieces = []
+            async for raw in response.content:  # to the end, line by line, as the engine does
+                line = raw.decode()
                 if line.startswith("data:") and "[DONE]" not in line:
                     for choice in json.loads(line[5:]).get("choices") or ():
                         pieces.append((choice.get("delta") or {}).get("content") or "")
-        return "".join(pieces)
+            return "".join(pieces)
 
     async def aetherflow() -> str:
         # One attempt of PlanRun._attempt: route, global cap, provider gate, call.
@@ -193,7 +198,7 @@ price_out = 0.79
                     samples[name].append(elapsed)
         await engine.store.flush()
     finally:
-        await client.aclose()
+        await client.close()
         await engine.stop()
     return samples
 
@@ -216,12 +221,11 @@ def report(label: str, samples: dict[str, list[int]]) -> tuple[float, float, flo
 def run(n: int, warmup: int) -> int:
     from importlib.metadata import version
 
-    import httpx
-
     from benchmarks.support.fast_server import spawn_fast_server
     from tests.support.scripted_server import stop_spawned
 
-    print(f"litellm {version('litellm')}, httpx {httpx.__version__}, python {sys.executable}")
+    print(f"litellm {version('litellm')}, aiohttp {version('aiohttp')} (the bare client's and "
+          f"the engine's), httpx {version('httpx')}, python {sys.executable}")
     proc, url = spawn_fast_server()
     results = {}
     try:

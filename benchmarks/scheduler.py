@@ -13,23 +13,29 @@ output file. Engine home and outputs are in temporary directories.
    - the scheduler: start_run() to wait() returning;
    - a level-by-level batch baseline: steps grouped by depth, each level's engine.call()s
      under one asyncio.gather, the next level only once the whole level is back;
-   - for information, dependency-driven executors on a bare shared httpx.AsyncClient
-     (each request sent as soon as its dependencies' answers are back, no engine): one
-     with 32 connections, one with 1,000 (the engine's pool: build_provider sizes it by
-     the provider's max_concurrency), and one with httpx2 (pydantic's fork, installed
-     with genai-prices) and 1,000 when it is there. They show what the HTTP client and
-     this machine cost before any scheduling.
+   - the bare reference: a dependency-driven executor (each request sent as soon as its
+     dependencies' answers are back, no engine) on a bare shared aiohttp.ClientSession,
+     the engine's client library, with 1,000 connections as the engine's pool
+     (build_provider sizes it by the provider's max_concurrency). It shows what the HTTP
+     client and this machine cost before any scheduling;
+   - for information, the same executor on httpx, the engine's client before aiohttp: a
+     bare httpx.AsyncClient with 32 connections and with 1,000, and httpx2 (pydantic's
+     fork, installed with genai-prices) with 1,000 when it is there. httpcore's pool
+     re-polls every connection for each queued request (encode/httpcore#1035), a cost
+     that grows with the requests in flight: why the engine calls providers through
+     aiohttp.
    Where the scheduler's time beyond the scripted latencies goes is printed from the run's
    own step records. The target applies to the worst scheduler ratio over the seeds.
 2. Throughput. 3,000 independent steps, and 3,000 steps as 300 chains of 10, against a
    server that answers at once (plan steps stream, as the scheduler always asks). Beside
    them, in the same rounds, the same number of streamed calls through a bare shared
-   httpx.AsyncClient with asyncio.gather and the same concurrency (8: httpcore's pool
-   costs grow with its open connections, encode/httpcore#1035; the bare client runs about
-   as fast at 2 to 8 and slower beyond). Three rounds; medians. The engine's home (SQLite,
-   each step's output file) is on tmpfs when there is one: the cost of one small file on
-   this machine's disk is printed first, and one round on the disk follows for
-   information, as does one round at the default caps (provider 32, routing 64).
+   aiohttp.ClientSession (the engine's client library, its pool sized as the engine's)
+   with asyncio.gather and the same concurrency, 8 (bare aiohttp runs about as fast at 2
+   to 64 at a time; bare httpx, whose pool costs grow with its open connections, slows
+   beyond 8). Three rounds; medians. The engine's home (SQLite, each step's output file)
+   is on tmpfs when there is one: the cost of one small file on this machine's disk is
+   printed first, and one round on the disk follows for information, as does one round
+   at the default caps (provider 32, routing 64).
 3. Memory. A 10,000-step plan (independent steps: every step is launched at once and waits
    at the caps, the most tasks alive at a time; default caps) runs in a child process; its
    peak RSS (ru_maxrss; VmHWM beside it) beside the RSS of the same process once the
@@ -45,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -55,12 +62,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+import aiohttp  # noqa: E402
 import httpx  # noqa: E402
 
 try:  # pydantic's fork of httpx, which genai-prices installs: information only
@@ -82,6 +91,10 @@ MEMORY_STEPS = 10_000
 THROUGHPUT_CONCURRENCY = 8  # provider max_concurrency for the throughput runs
 ROUNDS = 3
 SMALL_POOL = 32  # httpx connections of the small bare executor (the provider default's)
+BARE_POOL = 1000  # connections of the other bare executors: the engine's pool at cap 1,000
+
+# One streamed call of a bare client: the body in, the number of chunks read out.
+Send = Callable[[dict[str, Any]], Awaitable[int]]
 
 BOUQUET = """
 [budget]
@@ -245,29 +258,23 @@ async def level_makespan(engine: Engine, dag: Dag) -> float:
     return time.perf_counter() - t0
 
 
-async def bare_dag_makespan(url: str, dag: Dag, connections: int, http: Any = httpx) -> float:
+async def bare_dag_makespan(client: contextlib.AbstractAsyncContextManager[Send], dag: Dag
+                            ) -> float:
     """Each request leaves as soon as its dependencies' answers are back: no engine."""
-    client = http.AsyncClient(
-        base_url=url, timeout=http.Timeout(60.0, connect=10.0),
-        limits=http.Limits(max_connections=connections,
-                           max_keepalive_connections=connections),
-        headers={"Accept": "application/json"})
-    try:
-        await stream_call(client, body_for("warm up"))
+    async with client as send:
+        await send(body_for("warm up"))
         done: list[asyncio.Future[None]] = [asyncio.get_running_loop().create_future()
                                             for _ in dag.deps]
 
         async def step(i: int) -> None:
             for d in dag.deps[i]:
                 await done[d]
-            await stream_call(client, body_for(dag.prompt(i), max_tokens=64))
+            await send(body_for(dag.prompt(i), max_tokens=64))
             done[i].set_result(None)
 
         t0 = time.perf_counter()
         await asyncio.gather(*(step(i) for i in range(len(dag.deps))))
         return time.perf_counter() - t0
-    finally:
-        await client.aclose()
 
 
 def body_for(prompt: str, *, max_tokens: int = 1024) -> dict[str, Any]:
@@ -278,23 +285,61 @@ def body_for(prompt: str, *, max_tokens: int = 1024) -> dict[str, Any]:
             "max_tokens": max_tokens, "stream": True, "stream_options": {"include_usage": True}}
 
 
-async def stream_call(client: Any, body: dict[str, Any]) -> int:
+async def count_chunks(lines: AsyncIterator[str]) -> int:
+    """Read a stream's lines to the end, as the engine does, parsing each chunk."""
     chunks = 0
-    async with client.stream("POST", "/chat/completions", json=body) as response:
-        response.raise_for_status()
-        async for line in response.aiter_lines():  # to the end, as the engine does
-            if line.startswith("data:") and "[DONE]" not in line:
-                json.loads(line[5:])
-                chunks += 1
+    async for line in lines:
+        if line.startswith("data:") and "[DONE]" not in line:
+            json.loads(line[5:])
+            chunks += 1
     if not chunks:
         raise RuntimeError("a bare call returned no chunk")
     return chunks
+
+
+@contextlib.asynccontextmanager
+async def bare_aiohttp(url: str, connections: int) -> AsyncIterator[Send]:
+    """A shared aiohttp session with the engine's pool and timeouts, and nothing else."""
+    endpoint = url.rstrip("/") + "/chat/completions"
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=connections, limit_per_host=0),
+        timeout=aiohttp.ClientTimeout(total=None, connect=None, sock_connect=10.0,
+                                      sock_read=60.0),
+        headers={"Accept": "application/json"})
+
+    async def send(body: dict[str, Any]) -> int:
+        async with session.post(endpoint, json=body) as response:
+            response.raise_for_status()
+            # To the end of the body (a response left unfinished makes aiohttp close its
+            # connection), line by line as the engine reads it (readline()).
+            return await count_chunks(raw.decode() async for raw in response.content)
+
+    async with session:
+        yield send
+
+
+@contextlib.asynccontextmanager
+async def bare_httpx(url: str, connections: int, http: Any = httpx) -> AsyncIterator[Send]:
+    """A shared httpx (or httpx2) client with the same pool size and timeouts."""
+    client = http.AsyncClient(
+        base_url=url, timeout=http.Timeout(60.0, connect=10.0),
+        limits=http.Limits(max_connections=connections, max_keepalive_connections=connections),
+        headers={"Accept": "application/json"})
+
+    async def send(body: dict[str, Any]) -> int:
+        async with client.stream("POST", "/chat/completions", json=body) as response:
+            response.raise_for_status()
+            return await count_chunks(response.aiter_lines())
+
+    async with client:
+        yield send
 
 
 async def makespan_part(url: str, home: Path, seeds: list[int]) -> tuple[bool, list[str]]:
     engine = await Engine(bouquet(url, routing_cap=1000, provider_cap=1000), home).start()
     worst = 0.0
     worst_level = 0.0
+    worst_bare = 0.0
     try:
         # Warm-up: the first start_run loads EcoLogits for the router's energy figures.
         await (await engine.start_run(write_plan(home / "warm.json", "warm", [
@@ -304,12 +349,15 @@ async def makespan_part(url: str, home: Path, seeds: list[int]) -> tuple[bool, l
             cp = dag.critical_path
             sched, start, detail = await scheduler_makespan(engine, dag, home)
             level = await level_makespan(engine, dag)
-            bare32 = await bare_dag_makespan(url, dag, SMALL_POOL)
-            bare_unlimited = await bare_dag_makespan(url, dag, 1000)
-            fork = (await bare_dag_makespan(url, dag, 1000, httpx2)) if httpx2 else None
+            bare = await bare_dag_makespan(bare_aiohttp(url, BARE_POOL), dag)
+            httpx_small = await bare_dag_makespan(bare_httpx(url, SMALL_POOL), dag)
+            httpx_big = await bare_dag_makespan(bare_httpx(url, BARE_POOL), dag)
+            fork = (await bare_dag_makespan(bare_httpx(url, BARE_POOL, httpx2), dag)
+                    if httpx2 else None)
             ideal_levels = sum(max(dag.latency[i] for i in level) for level in dag.levels)
             worst = max(worst, sched / cp)
             worst_level = max(worst_level, level / cp)
+            worst_bare = max(worst_bare, bare / cp)
             roots = len(dag.levels[0])
             print(f"[DAG seed {seed}] {len(dag.deps)} steps, {len(dag.levels)} levels, {roots} "
                   f"roots; critical path {cp:.3f} s")
@@ -318,16 +366,20 @@ async def makespan_part(url: str, home: Path, seeds: list[int]) -> tuple[bool, l
             print(f"    {detail}")
             print(f"  level batches  makespan {level:.3f} s  ratio {level / cp:.3f}"
                   f"  (its own floor, the sum of each level's slowest step: {ideal_levels:.3f} s)")
-            print(f"  for information, bare httpx launching each request when its dependencies"
-                  f" are back: {bare32:.3f} s ({bare32 / cp:.3f}) with {SMALL_POOL} connections,"
-                  f" {bare_unlimited:.3f} s ({bare_unlimited / cp:.3f}) with 1,000 (as the engine)"
-                  + (f"; httpx2 (pydantic's fork, installed with genai-prices) with 1,000: "
-                     f"{fork:.3f} s ({fork / cp:.3f})" if fork else ""))
+            print(f"  bare aiohttp   makespan {bare:.3f} s  ratio {bare / cp:.3f}  (the engine's "
+                  f"client library, {BARE_POOL:,} connections as the engine's pool; each request "
+                  f"sent when its dependencies are back, no engine)")
+            print(f"  for information, the same launch rule on httpx (the engine's client before "
+                  f"aiohttp): {httpx_small:.3f} s ({httpx_small / cp:.3f}) with {SMALL_POOL} "
+                  f"connections, {httpx_big:.3f} s ({httpx_big / cp:.3f}) with {BARE_POOL:,}"
+                  + (f"; httpx2 (pydantic's fork, installed with genai-prices) with "
+                     f"{BARE_POOL:,}: {fork:.3f} s ({fork / cp:.3f})" if fork else ""))
     finally:
         await engine.stop()
     ok = worst <= TARGET_RATIO
     return ok, [f"makespan / critical path: worst {worst:.3f} over {len(seeds)} DAGs of "
-                f"{DAG_STEPS} steps (level batches worst {worst_level:.3f}) "
+                f"{DAG_STEPS} steps (bare aiohttp worst {worst_bare:.3f}, level batches worst "
+                f"{worst_level:.3f}) "
                 f"(target <= {TARGET_RATIO:.2f}) {'PASS' if ok else 'FAIL'}"]
 
 
@@ -358,13 +410,14 @@ async def plan_rate(engine: Engine, plan: Path, n: int) -> tuple[float, float, f
     return n / elapsed, t1 - t0, 1000 * cpu / n
 
 
-async def bare_rate(client: httpx.AsyncClient, n: int, concurrency: int) -> tuple[float, float]:
+async def bare_rate(send: Send, n: int, concurrency: int) -> tuple[float, float]:
+    """(calls/s, client CPU ms per call) of n streamed calls, concurrency at a time."""
     gate = asyncio.Semaphore(concurrency)
     body = body_for("Step 1: say hello.")
 
     async def one() -> None:
         async with gate:
-            await stream_call(client, body)
+            await send(body)
 
     c0 = time.process_time()
     t0 = time.perf_counter()
@@ -378,35 +431,32 @@ async def throughput_part(url: str, home: Path, n: int, *, concurrency: int, rou
                           ) -> tuple[bool, list[str], float]:
     engine = await Engine(bouquet(url, routing_cap=routing_cap, provider_cap=concurrency),
                           home).start()
-    client = httpx.AsyncClient(
-        base_url=url, timeout=httpx.Timeout(60.0, connect=10.0),
-        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-        headers={"Accept": "application/json"})
     independent = write_plan(home / "independent.json", "independent", independent_steps(n))
     chains = write_plan(home / "chains.json", "chains", chained_steps(n))
     rates: dict[str, list[float]] = {"bare": [], "independent": [], "chains": []}
     cpu: dict[str, list[float]] = {k: [] for k in rates}
     starts: list[float] = []
+    # The bare session's pool has as many connections as the engine's: the provider cap.
     try:
-        await (await engine.start_run(write_plan(home / "warm.json", "warm", [
-            {"id": "warm", "type": "documentation", "prompt": "warm up"}]))).wait()
-        await bare_rate(client, 200, concurrency)
-        for _ in range(rounds):
-            rate, per_call = await bare_rate(client, n, concurrency)
-            rates["bare"].append(rate)
-            cpu["bare"].append(per_call)
-            for name, plan in (("independent", independent), ("chains", chains)):
-                rate, start, per_step = await plan_rate(engine, plan, n)
-                rates[name].append(rate)
-                cpu[name].append(per_step)
-                starts.append(start)
+        async with bare_aiohttp(url, concurrency) as send:
+            await (await engine.start_run(write_plan(home / "warm.json", "warm", [
+                {"id": "warm", "type": "documentation", "prompt": "warm up"}]))).wait()
+            await bare_rate(send, 200, concurrency)
+            for _ in range(rounds):
+                rate, per_call = await bare_rate(send, n, concurrency)
+                rates["bare"].append(rate)
+                cpu["bare"].append(per_call)
+                for name, plan in (("independent", independent), ("chains", chains)):
+                    rate, start, per_step = await plan_rate(engine, plan, n)
+                    rates[name].append(rate)
+                    cpu[name].append(per_step)
+                    starts.append(start)
     finally:
-        await client.aclose()
         await engine.stop()
     med = {k: statistics.median(v) for k, v in rates.items()}
     print(f"[throughput, {label}] {n:,} steps per plan, provider max_concurrency {concurrency}, "
           f"[routing] max_concurrency {routing_cap}; {rounds} rounds, median (each round)")
-    print(f"  bare httpx, {n:,} streamed calls, asyncio.gather, {concurrency} at a time: "
+    print(f"  bare aiohttp, {n:,} streamed calls, asyncio.gather, {concurrency} at a time: "
           f"{med['bare']:,.0f} calls/s ({', '.join(f'{r:,.0f}' for r in rates['bare'])}); "
           f"client CPU {statistics.median(cpu['bare']):.2f} ms/call")
     for name, title in (("independent", f"{n:,} independent steps"),
@@ -422,7 +472,7 @@ async def throughput_part(url: str, home: Path, n: int, *, concurrency: int, rou
         return True, [], worst
     ok = worst >= TARGET_RATE
     return ok, [f"throughput: {med['independent']:,.0f} steps/s independent, "
-                f"{med['chains']:,.0f} chained (bare client {med['bare']:,.0f} calls/s) "
+                f"{med['chains']:,.0f} chained (bare aiohttp {med['bare']:,.0f} calls/s) "
                 f"(target >= {TARGET_RATE:,.0f}) {'PASS' if ok else 'FAIL'}"], worst
 
 

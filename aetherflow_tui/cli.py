@@ -74,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
                           "dir)")
     run.add_argument("--resume", metavar="RUN_ID", default=None,
                      help="finish an earlier run of this plan: only unfinished steps run")
+    run.add_argument("--response-mode", choices=("auto", "bouquet", "hybrid", "survival"),
+                     default=None,
+                     help="pin the response mode for this run: bouquet (APIs), hybrid "
+                          "(local models take logic and QA), survival (local only); default "
+                          "[modes] pin, auto: follow health and budget")
 
     commands.add_parser("runs", parents=[common, json_flag], help="recent runs and their status")
 

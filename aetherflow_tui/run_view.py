@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .cli import _print_json
-from .engine.events import RunUpdated, StepUpdated
+from .engine.events import ResponseModeChanged, RunUpdated, StepUpdated
 from .engine.progress import RunStatus, RunView, StepState, StepView
 from .engine.scheduler import run_summary
 from .formatting import usd
@@ -39,12 +39,16 @@ async def run_plan(engine: Engine, args: argparse.Namespace) -> int:
     # soft_wrap: the run id and the resume command stay on one line, to copy or grep.
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     subscription = engine.bus.subscribe()
+    if args.response_mode is not None:
+        engine.pin_mode(None if args.response_mode == "auto" else args.response_mode)
     run = await engine.start_run(args.plan, mode=args.mode, resume=args.resume,
                                  output_dir=args.output)
     first = run.view()
     verb = "resuming" if args.resume else "started"
+    modes = engine.modes
     err.print(Text(f"run {run.run_id} {verb}: {first.task_id}, {first.total} steps "
-                   f"({first.done} already done), mode {first.mode}; outputs in "
+                   f"({first.done} already done), mode {first.mode}, "
+                   f"{modes.mode.value.upper()} ({modes.reason}); outputs in "
                    f"{run.output_dir}", style="dim"))
     interrupted = False
     watcher = asyncio.create_task(_watch(run, subscription, args.json))
@@ -81,6 +85,10 @@ async def run_plan(engine: Engine, args: argparse.Namespace) -> int:
     return view.status.exit_code
 
 
+def _mode_line(event: ResponseModeChanged) -> Text:
+    return Text(f"response mode {event.mode.upper()}: {event.reason}", style="yellow")
+
+
 async def _watch(run: PlanRun, subscription: Any, as_json: bool) -> None:
     """Keep the operator informed while the run goes: a live table, or a line per step."""
     if as_json:
@@ -93,11 +101,16 @@ async def _watch(run: PlanRun, subscription: Any, as_json: bool) -> None:
             if (isinstance(event, StepUpdated) and event.run_id == run.run_id
                     and event.step.state not in (StepState.PENDING, StepState.RUNNING)):
                 console.print(_step_line(event.step), soft_wrap=True)
+            elif isinstance(event, ResponseModeChanged):
+                console.print(_mode_line(event), soft_wrap=True)
         return
     console = Console(highlight=False)
     with Live(console=console, refresh_per_second=4, transient=True) as live:
         shown = 0.0
         async for event in subscription:
+            if isinstance(event, ResponseModeChanged):
+                live.console.print(_mode_line(event), soft_wrap=True)
+                continue
             if not isinstance(event, StepUpdated | RunUpdated):
                 continue
             now = time.monotonic()

@@ -33,7 +33,11 @@ def test_providers_on_the_embedded_default(cli_env):
     data = json.loads(done.stdout)
     assert data["config"] == "embedded default"
     ids = [p["id"] for p in data["providers"]]
-    assert ids == ["groq", "mistral", "codestral", "deepseek", "gemini", "openai", "openrouter"]
+    assert ids == ["groq", "mistral", "codestral", "deepseek", "gemini", "openai", "openrouter",
+                   "local"]
+    local = data["providers"][-1]
+    assert local["kind"] == "llama_cpp" and local["key"]["state"] == "not needed"
+    assert local["models"][0]["usd_per_mtok_in"] == 0
     groq = data["providers"][0]
     assert groq["key"]["state"] == "missing"
     assert groq["models"][0]["usd_per_mtok_in"] == pytest.approx(0.59)

@@ -181,6 +181,7 @@ def test_the_commented_examples_in_the_default_parse_when_uncommented():
 
     assert set(bouquet.providers) == {"ollama", "llamacpp_server", "vllm"}
     assert all(p.key == "none" for p in bouquet.providers.values())
+    assert bouquet.providers["ollama"].local and bouquet.providers["llamacpp_server"].local
 
 
 # --- bad input: one line, PATH:LINE: reason -----------------------------------------------

@@ -63,6 +63,8 @@ class Throttle:
 
     threads: int
     duty: float = 1.0  # the share of wall time a generation may compute, (0, 1]
+    computed_s: float = 0.0  # time spent evaluating, all generations so far
+    rested_s: float = 0.0  # time the duty cycle held generations back
 
     def set(self, *, threads: int | None = None, duty: float | None = None) -> None:
         if threads is not None:
@@ -103,12 +105,15 @@ def _llama_class() -> type:
                     self._threads_now = threads
                 began = time.perf_counter()
                 super().eval(tokens[start:start + CHUNK_TOKENS])
+                worked = time.perf_counter() - began
+                self.throttle.computed_s += worked
                 duty = self.throttle.duty
                 if duty < 1.0:
                     # Rest in proportion to the work just done; cancel still wakes us.
-                    rest = (time.perf_counter() - began) * (1.0 - duty) / duty
+                    rest = worked * (1.0 - duty) / duty
                     if self.cancel.wait(rest):
                         raise Cancelled
+                    self.throttle.rested_s += rest
 
         def generate(self, tokens: Any, *args: Any, **kwargs: Any) -> Any:
             self.prompt_tokens = len(tokens)

@@ -39,9 +39,8 @@ generation thread, the queue back to the event loop, the throttle, the ledger ro
 5. All APIs down -> first step served locally. Each trial: a fresh engine home, an
    engine whose bouquet has 3 kind = "openai" API providers (key = "none", priced
    models, one with a logic role so the mode is BOUQUET) pointing at a fresh
-   benchmarks/support/fast_server.py subprocess, plus the local provider. The server
-   listens on this machine's own network address, not on loopback: the engine treats a
-   loopback provider as local (it survives a WAN cut), and these stand for remote APIs.
+   benchmarks/support/fast_server.py subprocess on 127.0.0.1, plus the local provider
+   (the API providers are not declared local = true, so the engine sees remote APIs).
    Warm-up: a 1-step plan served by an API, response_mode checked BOUQUET. Then the
    server is killed (SIGKILL, reaped) and at once a 1-step plan (type documentation,
    max_tokens 16) goes through start_run; the time runs from the kill to the step's
@@ -60,11 +59,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import ipaddress
 import json
 import queue
-import socket
 import statistics
 import subprocess
 import sys
@@ -427,18 +423,6 @@ async def cancel_part(engine: Engine, spec: config.ProviderSpec, llm: Any, refer
 # -- 5. all APIs down -> the local model --------------------------------------------------
 
 
-def api_host() -> tuple[str, str]:
-    """An address of this machine that is not loopback, so the engine sees remote APIs."""
-    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.connect(("192.0.2.1", 9))  # UDP: no packet sent, only the route is chosen
-        address = s.getsockname()[0]
-        if not ipaddress.ip_address(address).is_loopback:
-            return address, "this machine's own network address"
-    # 127.0.0.2 is loopback too, but the engine only treats 127.0.0.1, ::1 and localhost
-    # as local providers.
-    return "127.0.0.2", "127.0.0.2 (no network interface with a route)"
-
-
 def spawn_api_server(host: str, timeout: float = 15.0) -> tuple[subprocess.Popen[str], str]:
     """benchmarks/support/fast_server.py on host, in a subprocess; (proc, base url)."""
     proc = subprocess.Popen([sys.executable, str(FAST_SERVER), "--host", host, "--port", "0"],
@@ -538,8 +522,8 @@ async def fallback_trial(models: Path, host: str, *, preload: bool) -> Trial:
 
 
 async def fallback_part(models: Path) -> tuple[bool, list[str]]:
-    host, why = api_host()
-    print(f"[5. all APIs down -> local] 3 API providers on a fast_server at {host} ({why}), "
+    host = "127.0.0.1"
+    print(f"[5. all APIs down -> local] 3 API providers on a fast_server at {host}, "
           f"killed with SIGKILL; a fresh engine home and server per trial")
     cold: list[Trial] = []
     warm: list[Trial] = []

@@ -8,6 +8,7 @@ said in one line with the fix.
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 EMBEDDED = "embedded"
@@ -47,6 +48,7 @@ def check_gguf(path: Path) -> Path:
     return path
 
 
+@cache  # the sha256 check of a 250 MB file: once per process is enough
 def embedded_model(models_dir: Path) -> Path:
     """The embedded GGUF, assembled into models_dir on first use (a fraction of a second)."""
     try:

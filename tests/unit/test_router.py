@@ -12,8 +12,8 @@ from aetherflow_tui.engine.budget import BudgetGuard
 from aetherflow_tui.engine.clock import FixedClock
 from aetherflow_tui.engine.health import CircuitState, HealthBook
 from aetherflow_tui.engine.ledger import PriceTable
-from aetherflow_tui.engine.records import CallRecord
 from aetherflow_tui.engine.modes import ResponseMode
+from aetherflow_tui.engine.records import CallRecord
 from aetherflow_tui.engine.router import Mode, Route, Router
 
 START = 1_700_000_000.0

@@ -30,9 +30,18 @@ def _parser() -> argparse.ArgumentParser:
     json_flag = argparse.ArgumentParser(add_help=False)
     json_flag.add_argument("--json", action="store_true",
                            help="print one JSON document on stdout instead of tables")
+    metrics = argparse.ArgumentParser(add_help=False)
+    metrics.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                         help="serve Prometheus metrics (provider health, spend, energy, the "
+                              "regulator) on this port while running")
+    metrics.add_argument("--metrics-host", default="127.0.0.1", metavar="ADDR",
+                         help="address for --metrics-port (default 127.0.0.1: loopback only)")
+    confirm = argparse.ArgumentParser(add_help=False)
+    confirm.add_argument("--yes", "-y", action="store_true",
+                         help="do it without asking (needed when stdin is not a terminal)")
 
     parser = argparse.ArgumentParser(
-        prog=PROG, parents=[common],
+        prog=PROG, parents=[common, metrics],
         description="Keep an AI factory running on a bouquet of LLM providers, at the best "
                     "price, inside hard spending limits. With no command, opens the cockpit.",
         epilog="Exit codes: 0 success, 1 the work ran but failed, 2 invalid input "
@@ -62,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("plan", type=Path, help="the plan file (plan.json)")
     plan_commands.add_parser("schema", help="print the plan's JSON Schema")
 
-    run = commands.add_parser("run", parents=[common, json_flag],
+    run = commands.add_parser("run", parents=[common, json_flag, metrics],
                               help="execute a plan across the bouquet (Ctrl-C cancels)")
     run.add_argument("plan", type=Path, help="the plan file (plan.json)")
     run.add_argument("--mode", choices=("fast", "build", "double-check"), default=None,
@@ -81,6 +90,33 @@ def _parser() -> argparse.ArgumentParser:
                           "[modes] pin, auto: follow health and budget")
 
     commands.add_parser("runs", parents=[common, json_flag], help="recent runs and their status")
+
+    commands.add_parser("status", parents=[common, json_flag],
+                        help="the machine's state, dispatch, mode, budget, provider health, "
+                             "alerts")
+    probe = commands.add_parser("probe", parents=[common, json_flag],
+                                help="run every canary now (and read the status pages)")
+    probe.add_argument("providers", nargs="*", metavar="PROVIDER",
+                       help="probe only these (default: every provider with a tested key)")
+    stop = commands.add_parser("stop", parents=[common, confirm],
+                               help="EMERGENCY STOP: cancel every run, stop local generation, "
+                                    "hold all dispatch until `aetherflow resume`")
+    stop.add_argument("--reason", default=None, help="recorded with the stop and its alert")
+    commands.add_parser("resume", parents=[common],
+                        help="lift an emergency stop: dispatch goes again")
+    throttle = commands.add_parser("throttle", parents=[common],
+                                   help="emergency throttle: cap calls in flight, in every "
+                                        "live process, until `aetherflow throttle off`")
+    throttle.add_argument("limit", metavar="LIMIT|off",
+                          help="the most calls in flight at once, or off to lift it")
+    reset = commands.add_parser("reset-circuits", parents=[common, confirm],
+                                help="close circuit breakers: traffic may go again (each "
+                                     "provider is probed at once)")
+    reset.add_argument("provider", nargs="?", default=None,
+                       help="one provider (default: all of them, after confirmation)")
+    commands.add_parser("optimise", parents=[common],
+                        help="force optimisation: lift the throttle, unload idle local "
+                             "models, re-judge the machine now, re-probe unwell providers")
 
     report = commands.add_parser("report", parents=[common],
                                  help="a Markdown benchmark report of one run")
@@ -154,7 +190,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
 
     bouquet = load_bouquet(paths)
     if args.command is None:
-        return await _cockpit(bouquet, paths)
+        return await _cockpit(bouquet, paths, args)
     if args.command == "plan":
         return _plan_check(Engine(bouquet, paths.home), args)
     async with Engine(bouquet, paths.home) as engine:
@@ -169,7 +205,18 @@ async def _dispatch(args: argparse.Namespace) -> int:
         if args.command == "run":
             from .run_view import run_plan
 
+            _check_metrics_port(args)
+            if engine.held is not None:
+                from .engine.errors import DispatchHeld
+
+                raise DispatchHeld(f"dispatch is held: {engine.held}",
+                                   fix="resume with `aetherflow resume`")
             return await run_plan(engine, args)
+        if args.command in ("status", "probe", "stop", "resume", "throttle",
+                            "reset-circuits", "optimise"):
+            from . import status_view
+
+            return await status_view.dispatch(engine, args)
         if args.command == "runs":
             return await _runs(engine, args.json)
         if args.command == "report":
@@ -177,13 +224,31 @@ async def _dispatch(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
-async def _cockpit(bouquet: Any, paths: Paths) -> int:
+async def _cockpit(bouquet: Any, paths: Paths, args: argparse.Namespace) -> int:
     from .app import CockpitApp, check_keymap
     from .engine import Engine
 
     check_keymap(bouquet.keymap)  # a typo in the keymap is exit 2 before the screen opens
-    await CockpitApp(Engine(bouquet, paths.home), keymap=bouquet.keymap).run_async()
+    _check_metrics_port(args)
+    engine = Engine(bouquet, paths.home)
+    await engine.start()
+    try:
+        # Before the screen opens, so a port in use is a one-line error, not a crash.
+        await engine.start_vigilance(role="cockpit", metrics_port=args.metrics_port,
+                                     metrics_host=args.metrics_host)
+        await CockpitApp(engine, keymap=bouquet.keymap).run_async()
+    finally:
+        await engine.stop()
     return 0
+
+
+def _check_metrics_port(args: argparse.Namespace) -> None:
+    from .engine.errors import UsageError
+
+    port = getattr(args, "metrics_port", None)
+    if port is not None and not 0 < port < 65536:
+        raise UsageError(f"--metrics-port {port} is not a TCP port",
+                         fix="give a port from 1 to 65535, e.g. --metrics-port 9464")
 
 
 def _config_init(paths: Paths, force: bool) -> int:

@@ -43,6 +43,11 @@ async def run_plan(engine: Engine, args: argparse.Namespace) -> int:
         engine.pin_mode(None if args.response_mode == "auto" else args.response_mode)
     run = await engine.start_run(args.plan, mode=args.mode, resume=args.resume,
                                  output_dir=args.output)
+    # The run watches its providers (one whose traffic failed is probed back in) and its
+    # machine (the regulator), from now until the process ends.
+    await engine.start_vigilance(role="run", canaries="recovery", status_pages=False,
+                                 metrics_port=args.metrics_port,
+                                 metrics_host=args.metrics_host)
     first = run.view()
     verb = "resuming" if args.resume else "started"
     modes = engine.modes

@@ -8,8 +8,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import secrets
+import statistics
 import time
+from collections import deque
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -22,17 +25,29 @@ from .budget import BudgetGuard, Refusal, worst_cost, worst_input_tokens
 from .bus import EventBus
 from .clock import Clock, SystemClock, local_day
 from .config import Bouquet, ModelSpec, ProviderSpec
-from .errors import BudgetRefused, ConfigError, OperatorError, PlanError, UsageError
+from .errors import (
+    BudgetRefused,
+    ConfigError,
+    DispatchHeld,
+    OperatorError,
+    PlanError,
+    UsageError,
+)
 from .events import (
+    AlertRaised,
     CallRecorded,
+    CanaryProbed,
     ConcurrencyChanged,
+    DispatchHoldChanged,
     KeyCheckUpdated,
     KeyStateChanged,
     ProviderHealthChanged,
+    RegulatorDecided,
     ResponseModeChanged,
+    SystemSampled,
 )
 from .gates import ConcurrencyCap, ProviderGate
-from .health import HealthBook, ProviderHealth
+from .health import HealthBook, Light, ProbeResult, ProviderHealth, StatusSignal
 from .keycheck import (
     SANDBOX_MAX_TOKENS,
     SANDBOX_PROMPT,
@@ -44,6 +59,7 @@ from .keys import KeyState, KeyStatus, KeyVault, check_key_text
 from .ledger import NOT_BILLED, UNKNOWN_ENERGY, EnergyEstimator, PriceTable, Rates
 from .modes import LOGIC_ROLES, ModeController, ModeSignals, ResponseMode
 from .paths import Paths
+from .probes import Prober
 from .progress import RunStatus, RunView, StepState, StepView
 from .providers import build_provider
 from .providers.base import (
@@ -56,11 +72,15 @@ from .providers.base import (
 from .records import CallRecord, ProviderTotals
 from .router import Mode, Router
 from .scheduler import PlanRun
-from .store import INSERT_MODE_CHANGE, Store
+from .store import INSERT_ALERT, INSERT_DECISION, INSERT_MODE_CHANGE, Store
 from .text import excerpt
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from .metrics import MetricsSnapshot
+    from .regulator import Actions, SystemSample, SystemState
+    from .vigilance import Canaries, RegulatorDecision, Vigilance
 
 __all__ = ["CallOutcome", "Engine", "Mode", "ModelView", "PlanRun", "ProviderView",
            "ResponseMode", "SpendView", "load_bouquet"]
@@ -69,6 +89,10 @@ __all__ = ["CallOutcome", "Engine", "Mode", "ModelView", "PlanRun", "ProviderVie
 DEFAULT_MAX_TOKENS = 1024
 # How often the budget re-reads today's spend, which other processes may have added to.
 BUDGET_SYNC_S = 5.0
+HOLD_SETTING = "dispatch_hold"  # the emergency stop, in the store: every process obeys it
+# Controls one process writes and every live one applies (`aetherflow stop` and friends).
+CONTROL_ACTIONS = ("emergency_stop", "resume", "throttle", "reset_circuits",
+                   "force_optimisation")
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +208,7 @@ class Engine:
         self.bus = EventBus()
         self.prices = PriceTable()
         self.energy = EnergyEstimator()
-        self.health = HealthBook(self.clock)
+        self.health = HealthBook(self.clock, bouquet.health)
         self._store: Store | None = None
         self._approvals: ApprovalQueue | None = None
         self._checks: dict[str, KeyCheck] = {}
@@ -200,6 +224,17 @@ class Engine:
         self._runs: dict[str, PlanRun] = {}
         self._budget_sync: asyncio.Task[None] | None = None
         self.modes = ModeController(bouquet.modes, self.clock.now())
+        self.prober = Prober(self)
+        self.vigilance: Vigilance | None = None
+        self.metrics_port: int | None = None  # where Prometheus scrapes, when serving
+        self.held: str | None = None  # why dispatch is held (emergency stop), or None
+        self.manual_cap: int | None = None  # the operator's emergency throttle
+        self._regulated_cap = bouquet.routing.max_concurrency
+        self._spare_local = False
+        self._local_paused = False
+        self._lights: dict[str, Light] = {}
+        # (ts, ok, duration) of real calls: the regulator's error rate and latency.
+        self._recent: deque[tuple[float, bool, float]] = deque(maxlen=2000)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -213,15 +248,30 @@ class Engine:
             _, ts, _, state, reason, latency, usd, billed = row
             self._checks[provider] = KeyCheck(provider, KeyCheckState(state), reason, ts,
                                               latency, usd, billed)
-        # Health starts from the recent past, not from nothing, after a restart.
+        # Health starts from the recent past, not from nothing, after a restart. Circuits
+        # start closed (a failure days ago says nothing now) unless the light ends red.
         for record in reversed(await self._store.recent_calls(500)):
-            self.health.observe(record)
+            self.health.observe(record, circuit=False)
+        await self.prober.load()
+        for provider in self.health.providers():
+            health = self.health.health(provider)
+            self._lights[provider] = health.light
+            if health.light is Light.RED and not health.reason.startswith("the key"):
+                self.health.circuit(provider).trip()
+        hold = await self._store.setting(HOLD_SETTING)
+        if hold is not None:
+            self.held = str(hold.get("reason", "emergency stop"))
         await self.sync_budget()
         self._budget_sync = asyncio.create_task(self._keep_budget_synced(),
                                                 name="budget-sync")
         return self
 
     async def stop(self) -> None:
+        if self.vigilance is not None:
+            with contextlib.suppress(Exception):
+                await self.vigilance.stop()
+            self.vigilance = None
+        await self.prober.aclose()
         for run in list(self._runs.values()):
             run.cancel()
             with contextlib.suppress(Exception):
@@ -315,7 +365,7 @@ class Engine:
         spent_pct = 100.0 * self.guard.spent / daily if daily > 0 else 100.0
         has_local = any(s.enabled and s.local for s in self.bouquet.providers.values())
         return ModeSignals(has_local, len(usable), len(up), logic_up, spent_pct,
-                           min(prices) if prices else None)
+                           min(prices) if prices else None, self._spare_local)
 
     def update_mode(self) -> None:
         """Re-read the signals; publish and record a switch. Cheap: called on every call."""
@@ -363,6 +413,282 @@ class Engine:
             if housekeeping is not None:
                 with contextlib.suppress(Exception):
                     await housekeeping(available_mb)
+
+    # -- vigilance: probes, regulator, alerts ------------------------------------------------
+
+    async def start_vigilance(self, *, role: str, canaries: Canaries = "periodic",
+                              status_pages: bool = True, metrics_port: int | None = None,
+                              metrics_host: str = "127.0.0.1") -> Vigilance:
+        """Watch this process's providers and machine until stop(): the cockpit and runs."""
+        from .vigilance import Vigilance
+
+        exporter = None
+        if metrics_port is not None:
+            from .metrics import MetricsExporter, MetricsPortError
+
+            exporter = MetricsExporter(host=metrics_host, port=metrics_port)
+            try:
+                self.metrics_port = await asyncio.to_thread(exporter.start)
+            except MetricsPortError as exc:
+                raise UsageError(str(exc)) from None
+        await self.provider_views()  # which providers the canary covers: tested keys
+        self.vigilance = Vigilance(self, role=role, canaries=canaries,
+                                   status_pages=status_pages, exporter=exporter)
+        await self.vigilance.start()
+        return self.vigilance
+
+    async def probe(self, providers: list[str] | None = None) -> list[ProbeResult]:
+        """Run the canaries now (every covered provider, or the ones named)."""
+        await self.provider_views()
+        await self.sync_budget()
+        return await self.prober.probe_all(providers)
+
+    async def read_status_pages(self) -> dict[str, StatusSignal]:
+        return await self.prober.read_all_status()
+
+    def probe_recorded(self, result: ProbeResult) -> None:
+        now = self.clock.now()
+        self.bus.publish(CanaryProbed(now, result))
+        self._health_changed(self.health.probed(result))
+        self.update_mode()
+
+    def status_recorded(self, provider: str, signal: StatusSignal) -> None:
+        self._health_changed(self.health.status_read(provider, signal))
+        self.update_mode()
+
+    def _health_changed(self, health: ProviderHealth) -> None:
+        """Publish; a light turning red (or back) is an alert; held traffic gets a probe."""
+        self.bus.publish(ProviderHealthChanged(self.clock.now(), health))
+        before = self._lights.get(health.provider)
+        self._lights[health.provider] = health.light
+        if health.light is Light.RED and before is not Light.RED:
+            self.raise_alert("error", f"{health.provider} is red", health.reason, "health")
+        elif before is Light.RED and health.light in (Light.GREEN, Light.ORANGE):
+            self.raise_alert("information", f"{health.provider} recovered",
+                             f"{health.light.value}: {health.reason}", "health")
+
+    def raise_alert(self, severity: str, title: str, message: str, source: str) -> None:
+        now = self.clock.now()
+        if self._store is not None:
+            self._store.enqueue(INSERT_ALERT, (now, severity, title, message, source))
+        self.bus.publish(AlertRaised(now, severity, title, message, source))
+
+    def publish_sample(self, sample: SystemSample) -> None:
+        self.bus.publish(SystemSampled(sample.ts, sample))
+
+    def recent_error_rate(self, window_s: float) -> tuple[float | None, float | None]:
+        """The share of real calls that failed in the last window_s, and their p50 latency."""
+        since = self.clock.now() - window_s
+        recent = self._recent
+        while recent and recent[0][0] < since:
+            recent.popleft()
+        if not recent:
+            return None, None
+        failed = sum(1 for _, ok, _ in recent if not ok)
+        ok = [d for _, good, d in recent if good]
+        return 100.0 * failed / len(recent), statistics.median(ok) if ok else None
+
+    async def apply_regulation(self, actions: Actions, state: SystemState) -> list[str]:
+        """The regulator's actions, done; returns what was done, in the operator's words."""
+        done = []
+        self._regulated_cap = actions.concurrency
+        limit = min(actions.concurrency, self.manual_cap or actions.concurrency)
+        if limit != self.concurrency.limit:
+            self.set_concurrency(limit, f"regulator: {state.value}")
+        done.append(f"concurrency cap {limit}"
+                    + (f" (operator's limit {self.manual_cap})" if self.manual_cap else ""))
+        local = [p for p in self._providers.values() if hasattr(p, "set_throttle")]
+        if local:
+            for provider in local:
+                provider.set_throttle(threads=actions.local_threads, duty=actions.local_duty)
+        threads = "all cores" if actions.local_threads is None else (
+            f"{actions.local_threads} thread(s)")
+        done.append(f"local inference: {threads} at {actions.local_duty:.0%} duty")
+        self.pause_local(actions.local_paused or self.held is not None)
+        if actions.local_paused:
+            done.append("local queue paused")
+        if actions.prefer_apis != self._spare_local:
+            self._spare_local = actions.prefer_apis
+            self.update_mode()
+        if actions.prefer_apis:
+            done.append(f"response mode asked to spare local models (now "
+                        f"{self.response_mode.value.upper()})")
+        if actions.open_failing_circuits:
+            opened = self.health.open_failing()
+            for provider in opened:
+                self._health_changed(self.health.health(provider))
+            done.append("opened circuits: " + ", ".join(opened) if opened
+                        else "no failing provider to cut off")
+        return done
+
+    def pause_local(self, paused: bool) -> None:
+        """Hold (or release) local generations that have not started yet."""
+        self._local_paused = paused
+        for provider in self._providers.values():
+            gate = getattr(provider, "paused", None)
+            if gate is not None:
+                gate.clear() if paused else gate.set()
+
+    async def record_decision(self, decision: RegulatorDecision) -> None:
+        import json
+
+        await self.store.enqueue(INSERT_DECISION, (
+            decision.ts, "manual" if decision.manual else "regulator", decision.state.value,
+            decision.confidence, decision.reasoning, json.dumps(decision.metrics),
+            json.dumps(list(decision.actions))))
+        self.bus.publish(RegulatorDecided(decision.ts, decision))
+        if decision.state is not decision.previous:
+            worse = decision.state.severity > decision.previous.severity
+            self.raise_alert("warning" if worse else "information",
+                             f"machine {decision.state.value.upper()}", decision.reasoning,
+                             "regulator")
+
+    # -- the operator's manual actions ---------------------------------------------------
+
+    async def emergency_stop(self, reason: str = "emergency stop by the operator") -> str:
+        """Cancel every run, stop local generation, hold all dispatch until resume()."""
+        runs = list(self._runs.values())
+        self.held = reason
+        await self.store.set_setting(HOLD_SETTING, {"reason": reason}, self.clock.now())
+        self.pause_local(True)
+        for run in runs:
+            run.cancel()
+        for run in runs:
+            with contextlib.suppress(Exception):
+                await run.wait()
+        self.bus.publish(DispatchHoldChanged(self.clock.now(), True, reason))
+        detail = f"{len(runs)} run(s) cancelled, local generation stopped, dispatch held"
+        self.raise_alert("error", "EMERGENCY STOP", f"{reason}: {detail}", "operator")
+        return detail
+
+    async def resume_dispatch(self, origin: str = "the operator") -> str:
+        was = self.held
+        self.held = None
+        await self.store.set_setting(HOLD_SETTING, None, self.clock.now())
+        actions = self.vigilance.actions if self.vigilance is not None else None
+        self.pause_local(bool(actions and actions.local_paused))
+        if was is None:
+            return "dispatch was not held"
+        self.bus.publish(DispatchHoldChanged(self.clock.now(), False, f"resumed by {origin}"))
+        self.raise_alert("information", "dispatch resumed", f"resumed by {origin}",
+                         "operator")
+        return "dispatch resumed"
+
+    def emergency_throttle(self, limit: int | None) -> str:
+        """The operator's cap on calls in flight, over the regulator's; None lifts it."""
+        if limit is not None and limit < 1:
+            raise UsageError(f"throttle limit {limit} is below 1",
+                             fix="give at least 1, or use `off` to lift the throttle")
+        self.manual_cap = limit
+        cap = min(self._regulated_cap, limit) if limit is not None else self._regulated_cap
+        reason = (f"emergency throttle by the operator: {limit}" if limit is not None
+                  else "operator's throttle lifted")
+        self.set_concurrency(cap, reason)
+        self.raise_alert("warning" if limit is not None else "information",
+                         "throttle", f"{reason}; concurrency cap {cap}", "operator")
+        return f"concurrency cap {cap}"
+
+    def reset_circuits(self, provider: str | None = None) -> list[str]:
+        """Close one provider's circuit, or every one; each gets a probe at once."""
+        targets = [self.provider_spec(provider).id] if provider else list(
+            self.bouquet.providers)
+        for pid in targets:
+            health = self.health.reset_circuit(pid)
+            self.bus.publish(ProviderHealthChanged(self.clock.now(), health))
+            self._lights[pid] = health.light
+            if self.vigilance is not None and self.vigilance.canaries != "off":
+                self.prober.probe_soon(pid)
+        self.update_mode()
+        self.raise_alert("warning", "circuits reset", ", ".join(targets), "operator")
+        return targets
+
+    async def force_optimisation(self) -> str:
+        """Lift the operator's throttle, unload idle local models, re-judge the machine now
+        without waiting for the hold, and re-probe every provider that is unwell."""
+        if self.manual_cap is not None:
+            self.emergency_throttle(None)
+        await self._local_housekeeping()
+        if self.vigilance is not None:
+            decision = await self.vigilance.force_now()
+            for spec in self.prober.covered():
+                if self.prober.interval(spec.id) < self.prober.spec.interval_s:
+                    self.prober.probe_soon(spec.id)
+            if decision is not None:
+                return f"{decision.state.value.upper()}: " + "; ".join(decision.actions)
+        return "optimised: throttle lifted, idle local models unloaded"
+
+    async def apply_control(self, action: str, params: dict[str, Any], *, origin: str) -> str:
+        """A control another process wrote to the store; returns what was done here."""
+        try:
+            if action == "emergency_stop":
+                return await self.emergency_stop(str(params.get("reason") or
+                                                     f"emergency stop from {origin}"))
+            if action == "resume":
+                return await self.resume_dispatch(origin)
+            if action == "throttle":
+                limit = params.get("limit")
+                return self.emergency_throttle(None if limit is None else int(limit))
+            if action == "reset_circuits":
+                return "reset: " + ", ".join(self.reset_circuits(params.get("provider")))
+            if action == "force_optimisation":
+                return await self.force_optimisation()
+        except OperatorError as exc:
+            return f"not applied: {exc}"
+        return f"unknown control {action!r}: ignored"
+
+    async def send_control(self, action: str, params: dict[str, Any], *,
+                           wait_s: float = 3.0) -> tuple[list[dict[str, Any]],
+                                                         list[dict[str, Any]]]:
+        """Write a control for every live process; wait for their acknowledgements.
+        Returns (live processes, acknowledgements)."""
+        assert action in CONTROL_ACTIONS, action
+        now = self.clock.now()
+        pid = os.getpid()
+        if action == "emergency_stop":
+            await self.store.set_setting(HOLD_SETTING, {"reason": params.get("reason")}, now)
+        elif action == "resume":
+            await self.store.set_setting(HOLD_SETTING, None, now)
+        control = await self.store.add_control(now, action, params, f"pid {pid}")
+        from .vigilance import ALIVE_WITHIN_S
+
+        live = [p for p in await self.store.processes(now - ALIVE_WITHIN_S) if p["pid"] != pid]
+        deadline = time.monotonic() + wait_s
+        acks: list[dict[str, Any]] = []
+        while live and time.monotonic() < deadline:
+            acks = await self.store.control_acks(control)
+            if len(acks) >= len(live):
+                break
+            await asyncio.sleep(0.1)
+        return live, acks
+
+    async def metrics_snapshot(self) -> MetricsSnapshot:
+        from .metrics import MetricsSnapshot, ProviderMetrics
+
+        day = local_day(self.clock.now())
+        totals = {t.provider: t for t in await self.store.totals_for_day(day)}
+        providers = []
+        for spec in self.bouquet.providers.values():
+            health = self.health.health(spec.id)
+            total = totals.get(spec.id)
+            canary = health.canary
+            providers.append(ProviderMetrics(
+                spec.id, health.light.value, health.score, health.circuit.value,
+                canary.latency_s if canary else None, canary.ok if canary else None,
+                None if health.success_pct is None else health.success_pct / 100,
+                health.latency_ewma_s, total.usd if total else 0.0,
+                total.wh if total else 0.0))
+        sample = self.vigilance.last_sample() if self.vigilance else None
+        decision = self.vigilance.decision if self.vigilance else None
+        state = self.vigilance.regulator.state.value if self.vigilance else "optimal"
+        return MetricsSnapshot(
+            self.clock.now(), tuple(providers), self.guard.spent if self.guard.day == day
+            else 0.0, self.bouquet.budget.daily_usd, sum(t.wh for t in totals.values()),
+            sum(t.gco2e for t in totals.values()), self.prober.budget.spent, state,
+            decision.confidence if decision else None,
+            sample.cpu_pct if sample else None, sample.memory_pct if sample else None,
+            sample.swap_pct if sample else None, sample.temperature_c if sample else None,
+            sample.loop_lag_ms if sample else None, self.concurrency.limit, self._in_flight,
+            self.response_mode.value, self.held is not None)
 
     # -- the bouquet -----------------------------------------------------------------------
 
@@ -568,6 +894,9 @@ class Engine:
         Before it goes out, the call's worst case must fit the hard limits (BudgetRefused
         otherwise); that worst case stays reserved until the call ends.
         """
+        if self.held is not None:
+            raise DispatchHeld(f"dispatch is held: {self.held}",
+                               fix="resume with `aetherflow resume` or R in the cockpit")
         provider = await self._provider_for(spec)
         model = self.model_spec(spec, request.model)
         if request.max_tokens is None:
@@ -581,7 +910,9 @@ class Engine:
             day, worst_cost(rates, worst_in, max_tokens))  # type: ignore[arg-type]
         if isinstance(reservation, Refusal):
             raise BudgetRefused(f"{spec.id}/{model.id}", reservation)
-        self.health.circuit(spec.id).dispatching()
+        real = purpose != "canary"  # a canary is judged on its answer (probes.py)
+        if real:
+            self.health.circuit(spec.id).dispatching()
         started = time.perf_counter()
         self._in_flight += 1
         try:
@@ -598,11 +929,18 @@ class Engine:
                 energy=UNKNOWN_ENERGY, run_id=run_id, step_id=step_id,
             )
             durable = self.store.record_call(record)
+            if real:
+                self.health.call_ended(spec.id, False, record.error_kind)
+                if not cancelled:
+                    self._recent.append((now, False, record.duration_s))
             if cancelled:
                 raise
             return CallOutcome(record, None, error, durable)  # type: ignore[arg-type]
         finally:
             self._in_flight -= 1
+        if real:
+            self.health.call_ended(spec.id, True, None)
+            self._recent.append((now, True, result.duration_s))
         usage = result.usage
         cost = self.prices.cost(spec, model, usage)
         self.guard.settle(reservation, cost.usd or 0.0)
@@ -649,8 +987,13 @@ class Engine:
         for row in rows:
             self.guard.committed(row.day, row.cost.usd or 0.0)
             self.bus.publish(CallRecorded(row.ts, row))
-            health = self.health.observe(row)
-            self.bus.publish(ProviderHealthChanged(row.ts, health))
+            if row.purpose == "canary":
+                continue  # the prober publishes its verdict, answer checked
+            health = self.health.observe(row, circuit=False)  # call() told it already
+            self._health_changed(health)
+            if (not row.ok and self.health.circuit(row.provider).is_open
+                    and self.vigilance is not None and self.vigilance.canaries != "off"):
+                self.prober.probe_soon(row.provider)  # the probe that lets traffic back
         self.update_mode()
 
     # -- totals ----------------------------------------------------------------------------
@@ -686,6 +1029,9 @@ class Engine:
         """
         plan_path = plan_path.expanduser().resolve()
         plan = await asyncio.to_thread(self.load_plan, plan_path)
+        if self.held is not None:
+            raise DispatchHeld(f"dispatch is held: {self.held}",
+                               fix="resume with `aetherflow resume` or R in the cockpit")
         mode = Mode(mode or self.bouquet.routing.mode)
         restored: dict[str, dict[str, Any]] = {}
         if resume is not None:

@@ -6,6 +6,7 @@ The file, once it exists, is the whole bouquet. Without one, the embedded defaul
 
 from __future__ import annotations
 
+import itertools
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -99,6 +100,13 @@ class ProviderSpec(_Strict):
     local: bool = False
     json_mode: bool = True  # accepts response_format = {"type": "json_object"}
     max_concurrency: int = Field(default=32, ge=1, le=10_000)
+    # Vigilance: the canary probes this provider (on canary_model, default its cheapest),
+    # and its public status page (a Statuspage-style summary.json) is read when declared;
+    # status_components narrows it to the components that matter (default: all of them).
+    canary: bool = True
+    canary_model: str | None = None
+    status_page: str | None = None
+    status_components: tuple[str, ...] = ()
     # llama_cpp only: CPU threads per generation (default: the machine's cores), layers
     # offloaded to the GPU (-1: all; ignored by a CPU-only build), how long an idle model
     # stays loaded, and the free memory below which idle models are unloaded.
@@ -117,7 +125,7 @@ class ProviderSpec(_Strict):
             )
         return value
 
-    @field_validator("base_url", "console_url")
+    @field_validator("base_url", "console_url", "status_page")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is None:
@@ -161,6 +169,9 @@ class ProviderSpec(_Strict):
             if any(earlier.id == model.id for earlier in self.models[:index]):
                 raise _FieldProblem(f"model {model.id!r} is declared twice",
                                     "models", index, "id")
+        if self.canary_model is not None and self.model(self.canary_model) is None:
+            raise _FieldProblem(f"canary_model {self.canary_model!r} is not one of this "
+                                "provider's models", "canary_model")
         return self
 
     @property
@@ -287,6 +298,98 @@ class ModesSpec(_Strict):
         return self
 
 
+class CanarySpec(_Strict):
+    """The micro-request every provider with a key gets, to know it is up before work does."""
+
+    enabled: bool = True
+    interval_s: float = Field(default=300.0, ge=1)
+    unhealthy_interval_s: float = Field(default=30.0, ge=0.1)  # while orange or red
+    # Room for a reasoning model to think before it answers; a plain model uses ~3 tokens.
+    max_tokens: int = Field(default=256, ge=1, le=8192)
+    daily_usd: float = Field(default=0.05, ge=0)  # canary spend cap, all providers, per day
+
+    @model_validator(mode="after")
+    def _faster_when_unhealthy(self) -> CanarySpec:
+        if self.unhealthy_interval_s > self.interval_s:
+            raise _FieldProblem(
+                f"canary.unhealthy_interval_s ({self.unhealthy_interval_s:g}) is above "
+                f"canary.interval_s ({self.interval_s:g}): a sick provider is probed more "
+                "often, not less; lower unhealthy_interval_s", "unhealthy_interval_s")
+        return self
+
+
+class HealthSpec(_Strict):
+    """How probes and real traffic turn into green, orange and red (Gatus-style thresholds)."""
+
+    failure_threshold: int = Field(default=3, ge=1, le=100)  # failures in a row: red
+    success_threshold: int = Field(default=2, ge=1, le=100)  # passes in a row: green again
+    # Real requests failing in a row with an outage error (unreachable, timeout, 5xx)
+    # before the provider gets no more traffic until a probe passes.
+    passive_failures: int = Field(default=1, ge=1, le=100)
+    slow_s: float = Field(default=5.0, gt=0)  # a canary slower than this: orange
+    status_interval_s: float = Field(default=120.0, ge=1)  # status pages polled this often
+
+
+# Regulator metrics: a reading above a state's threshold calls for at least that state.
+# Battery is the other way round: below the threshold, while running on battery.
+REGULATOR_METRICS = ("cpu_pct", "memory_pct", "swap_pct", "loop_lag_ms", "error_rate_pct",
+                     "temperature_c", "battery_pct")
+REGULATOR_LEVELS = ("stressed", "degraded", "critical")
+DEFAULT_THRESHOLDS: dict[str, dict[str, float]] = {
+    "stressed": {"cpu_pct": 75, "memory_pct": 85, "swap_pct": 50, "loop_lag_ms": 100,
+                 "error_rate_pct": 10, "temperature_c": 80, "battery_pct": 30},
+    "degraded": {"cpu_pct": 90, "memory_pct": 92, "swap_pct": 75, "loop_lag_ms": 300,
+                 "error_rate_pct": 25, "temperature_c": 90, "battery_pct": 15},
+    "critical": {"cpu_pct": 98, "memory_pct": 97, "swap_pct": 90, "loop_lag_ms": 1000,
+                 "error_rate_pct": 50, "temperature_c": 97, "battery_pct": 5},
+}
+
+
+class LevelSpec(_Strict):
+    """One state's thresholds; an unset one keeps its default."""
+
+    cpu_pct: float | None = Field(default=None, ge=0, le=100)
+    memory_pct: float | None = Field(default=None, ge=0, le=100)
+    swap_pct: float | None = Field(default=None, ge=0, le=100)
+    loop_lag_ms: float | None = Field(default=None, gt=0)
+    error_rate_pct: float | None = Field(default=None, ge=0, le=100)
+    temperature_c: float | None = Field(default=None, gt=0)
+    battery_pct: float | None = Field(default=None, ge=0, le=100)
+
+
+class RegulatorSpec(_Strict):
+    """System consciousness: when the machine counts as STRESSED, DEGRADED or CRITICAL."""
+
+    interval_s: float = Field(default=1.0, ge=0.05, le=60)
+    window: int = Field(default=5, ge=1, le=600)  # samples averaged before judging
+    hold_s: float = Field(default=15.0, ge=0)  # a better state must hold this long
+    # A state is left only once its metric is this far (%) below the threshold.
+    deadband_pct: float = Field(default=10.0, ge=0, le=90)
+    stressed: LevelSpec = LevelSpec()
+    degraded: LevelSpec = LevelSpec()
+    critical: LevelSpec = LevelSpec()
+
+    def threshold(self, level: str, metric: str) -> float:
+        value = getattr(getattr(self, level), metric)
+        return DEFAULT_THRESHOLDS[level][metric] if value is None else value
+
+    @model_validator(mode="after")
+    def _levels_in_order(self) -> RegulatorSpec:
+        for metric in REGULATOR_METRICS:
+            falling = metric == "battery_pct"  # the lower the battery, the worse
+            for low, high in itertools.pairwise(REGULATOR_LEVELS):
+                a, b = self.threshold(low, metric), self.threshold(high, metric)
+                if (a <= b) if falling else (a >= b):
+                    word = "above" if falling else "below"
+                    # Point at the one the operator wrote (the other is a default).
+                    at = high if getattr(getattr(self, low), metric) is None else low
+                    raise _FieldProblem(
+                        f"regulator.{low}.{metric} ({a:g}) is not {word} "
+                        f"regulator.{high}.{metric} ({b:g}): {low.upper()} must come "
+                        f"before {high.upper()}; fix one of the two", at, metric)
+        return self
+
+
 class CockpitSpec(_Strict):
     # binding id -> keys, e.g. inject_key = "ctrl+k"; ids are listed in the cockpit's help.
     keymap: dict[str, str] = Field(default_factory=dict)
@@ -296,6 +399,9 @@ class _BouquetFile(_Strict):
     budget: BudgetSpec = BudgetSpec()
     routing: RoutingSpec = RoutingSpec()
     modes: ModesSpec = ModesSpec()
+    canary: CanarySpec = CanarySpec()
+    health: HealthSpec = HealthSpec()
+    regulator: RegulatorSpec = RegulatorSpec()
     providers: dict[str, ProviderSpec] = Field(min_length=1)
     cockpit: CockpitSpec = CockpitSpec()
 
@@ -323,6 +429,9 @@ class Bouquet:
     keymap: dict[str, str] = field(default_factory=dict)
     routing: RoutingSpec = field(default_factory=RoutingSpec)
     modes: ModesSpec = field(default_factory=ModesSpec)
+    canary: CanarySpec = field(default_factory=CanarySpec)
+    health: HealthSpec = field(default_factory=HealthSpec)
+    regulator: RegulatorSpec = field(default_factory=RegulatorSpec)
 
     @property
     def source_label(self) -> str:
@@ -351,7 +460,8 @@ def parse(text: str, source: Path | None) -> Bouquet:
         raise ConfigError(message, path=label, line=locate(text, loc)) from None
     return Bouquet(budget=model.budget, providers=dict(model.providers), source=source,
                    keymap=dict(model.cockpit.keymap), routing=model.routing,
-                   modes=model.modes)
+                   modes=model.modes, canary=model.canary, health=model.health,
+                   regulator=model.regulator)
 
 
 def load(path: Path | None) -> Bouquet:

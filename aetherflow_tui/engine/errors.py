@@ -69,3 +69,7 @@ class BudgetRefused(LimitReached):
         super().__init__(f"{what}: {refusal.reason}",  # type: ignore[attr-defined]
                          fix=refusal.fix)  # type: ignore[attr-defined]
         self.refusal = refusal
+
+
+class DispatchHeld(LimitReached):
+    """An emergency stop holds every dispatch until the operator resumes (exit 3)."""

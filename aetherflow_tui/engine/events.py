@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .health import ProviderHealth
+from .health import ProbeResult, ProviderHealth
 from .keycheck import KeyCheck
 from .keys import KeyStatus
 from .progress import RunView, StepView
@@ -17,6 +17,8 @@ from .records import CallRecord
 
 if TYPE_CHECKING:
     from .approvals import Approval
+    from .regulator import SystemSample
+    from .vigilance import RegulatorDecision
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,3 +81,36 @@ class ResponseModeChanged(Event):
     mode: str  # bouquet, hybrid, survival
     reason: str
     pinned: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CanaryProbed(Event):
+    result: ProbeResult
+
+
+@dataclass(frozen=True, slots=True)
+class SystemSampled(Event):
+    """The regulator's reading of the machine, once per regulator interval."""
+
+    sample: SystemSample
+
+
+@dataclass(frozen=True, slots=True)
+class RegulatorDecided(Event):
+    decision: RegulatorDecision
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRaised(Event):
+    """Something the operator must know: persisted, and a notification in the cockpit."""
+
+    severity: str  # information, warning, error
+    title: str
+    message: str
+    source: str  # regulator, health, operator
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchHoldChanged(Event):
+    held: bool
+    reason: str

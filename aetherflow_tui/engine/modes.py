@@ -44,6 +44,7 @@ class ModeSignals:
     logic_up: bool  # an API model for logic and QA is up
     spent_pct: float  # today's spend, % of the daily budget
     cheapest_usd_per_mtok: float | None  # cheapest API model up, mean of in and out
+    spare_local: bool = False  # the regulator asks to keep work off this strained machine
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,9 @@ def target(spec: ModesSpec, signals: ModeSignals) -> tuple[ResponseMode, str]:
     if signals.spent_pct >= spec.survival_budget_pct:
         return ResponseMode.SURVIVAL, (f"{signals.spent_pct:.0f}% of today's budget spent "
                                        f"(survival at {spec.survival_budget_pct:g}%)")
+    if signals.spare_local:
+        return ResponseMode.BOUQUET, ("the machine is strained: local models are spared "
+                                      "(regulator)")
     if signals.spent_pct >= spec.hybrid_budget_pct:
         return ResponseMode.HYBRID, (f"{signals.spent_pct:.0f}% of today's budget spent "
                                      f"(hybrid at {spec.hybrid_budget_pct:g}%)")

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import outputs
 from .budget import worst_input_tokens
-from .errors import BudgetRefused
+from .errors import BudgetRefused, DispatchHeld
 from .events import RunUpdated, StepUpdated
 from .plan import Plan, StepSpec, context_text
 from .progress import RunStatus, RunView, StepState, StepView
@@ -272,6 +272,12 @@ class PlanRun:
             step.error = str(stop)
             self._budget_stop = self._stopping = True
             self.detail = f"stopped by the daily budget at step {step.spec.id}: {stop}"
+        except DispatchHeld as held:  # an emergency stop from another process, in transit
+            self._set_state(step, StepState.PENDING)
+            step.started = None
+            step.error = str(held)
+            self._budget_stop = self._stopping = True
+            self.detail = f"stopped at step {step.spec.id}: {held}"
         except asyncio.CancelledError:
             self._set_state(step, StepState.CANCELLED)
             step.finished = engine.clock.now()

@@ -186,6 +186,46 @@ MIGRATIONS: tuple[str, ...] = (
         pinned INTEGER NOT NULL
     );
     """,
+    # 5: vigilance. Alerts; the operator's controls (emergency stop, throttle...) written by
+    # one process and applied by every live one, which acknowledges them; the live
+    # processes themselves (a heartbeat); settings that outlive a process (the stop hold).
+    """
+    CREATE TABLE alerts (
+        id INTEGER PRIMARY KEY,
+        ts REAL NOT NULL,
+        severity TEXT NOT NULL,
+        title TEXT NOT NULL,
+        message TEXT NOT NULL,
+        source TEXT NOT NULL
+    );
+    CREATE TABLE controls (
+        id INTEGER PRIMARY KEY,
+        ts REAL NOT NULL,
+        action TEXT NOT NULL,
+        params TEXT NOT NULL,
+        origin TEXT NOT NULL
+    );
+    CREATE TABLE control_acks (
+        control_id INTEGER NOT NULL,
+        pid INTEGER NOT NULL,
+        ts REAL NOT NULL,
+        detail TEXT NOT NULL,
+        PRIMARY KEY (control_id, pid)
+    );
+    CREATE TABLE processes (
+        pid INTEGER PRIMARY KEY,
+        role TEXT NOT NULL,
+        started REAL NOT NULL,
+        seen REAL NOT NULL
+    );
+    CREATE TABLE settings (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        ts REAL NOT NULL
+    );
+    CREATE INDEX calls_day_purpose ON calls(day, purpose);
+    CREATE INDEX decisions_ts ON decisions(ts);
+    """,
 )
 
 _CALL_COLUMNS = (
@@ -217,6 +257,12 @@ UPSERT_STEP = (
     + ", ".join(f"{c} = excluded.{c}" for c in STEP_COLUMNS[2:])
 )
 INSERT_MODE_CHANGE = "INSERT INTO mode_changes (ts, mode, reason, pinned) VALUES (?, ?, ?, ?)"
+INSERT_HEALTH_SAMPLE = ("INSERT INTO health_samples (ts, provider, model, source, ok, latency_s, "
+                        "ttft_s, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+INSERT_DECISION = ("INSERT INTO decisions (ts, kind, state, confidence, reasoning, metrics, "
+                   "actions) VALUES (?, ?, ?, ?, ?, ?, ?)")
+INSERT_ALERT = ("INSERT INTO alerts (ts, severity, title, message, source) "
+                "VALUES (?, ?, ?, ?, ?)")
 INSERT_ROUTE = ("INSERT INTO routes (ts, run_id, step_id, attempt, provider, model, reason) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)")
 
@@ -490,6 +536,97 @@ class Store:
         return await self._dicts(
             "SELECT ts, mode, reason, pinned FROM mode_changes ORDER BY id DESC LIMIT ?",
             (limit,))
+
+    # -- vigilance ---------------------------------------------------------------------------
+
+    async def health_samples(self, since_ts: float, limit: int = 2000
+                             ) -> list[dict[str, Any]]:
+        """Canary and status-page readings since since_ts, oldest first."""
+        rows = await self._dicts(
+            "SELECT ts, provider, model, source, ok, latency_s, ttft_s, detail "
+            "FROM health_samples WHERE ts >= ? ORDER BY id DESC LIMIT ?", (since_ts, limit))
+        return rows[::-1]
+
+    async def canary_spend(self, day: str) -> float:
+        cursor = await self._db.execute(
+            "SELECT COALESCE(SUM(usd), 0) FROM calls WHERE day = ? AND purpose = 'canary'",
+            (day,))
+        (usd,) = await cursor.fetchone()  # type: ignore[misc]
+        return float(usd)
+
+    async def canary_spend_by_provider(self, day: str) -> dict[str, tuple[int, float]]:
+        cursor = await self._db.execute(
+            "SELECT provider, COUNT(*), COALESCE(SUM(usd), 0) FROM calls "
+            "WHERE day = ? AND purpose = 'canary' GROUP BY provider", (day,))
+        return {row[0]: (int(row[1]), float(row[2])) for row in await cursor.fetchall()}
+
+    async def decisions(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The regulator's latest decisions, newest first (metrics and actions decoded)."""
+        rows = await self._dicts(
+            "SELECT ts, kind, state, confidence, reasoning, metrics, actions FROM decisions "
+            "ORDER BY id DESC LIMIT ?", (limit,))
+        for row in rows:
+            row["metrics"] = json.loads(row["metrics"] or "{}")
+            row["actions"] = json.loads(row["actions"] or "[]")
+        return rows
+
+    async def alerts(self, limit: int = 20) -> list[dict[str, Any]]:
+        return await self._dicts(
+            "SELECT id, ts, severity, title, message, source FROM alerts "
+            "ORDER BY id DESC LIMIT ?", (limit,))
+
+    async def add_control(self, ts: float, action: str, params: dict[str, Any],
+                          origin: str) -> int:
+        cursor = await self._write(
+            "INSERT INTO controls (ts, action, params, origin) VALUES (?, ?, ?, ?)",
+            (ts, action, json.dumps(params), origin))
+        return int(cursor.lastrowid or 0)
+
+    async def last_control_id(self) -> int:
+        cursor = await self._db.execute("SELECT COALESCE(MAX(id), 0) FROM controls")
+        (last,) = await cursor.fetchone()  # type: ignore[misc]
+        return int(last)
+
+    async def controls_after(self, control_id: int) -> list[dict[str, Any]]:
+        rows = await self._dicts(
+            "SELECT id, ts, action, params, origin FROM controls WHERE id > ? ORDER BY id",
+            (control_id,))
+        for row in rows:
+            row["params"] = json.loads(row["params"])
+        return rows
+
+    async def ack_control(self, control_id: int, pid: int, ts: float, detail: str) -> None:
+        await self._write("INSERT OR REPLACE INTO control_acks VALUES (?, ?, ?, ?)",
+                          (control_id, pid, ts, detail))
+
+    async def control_acks(self, control_id: int) -> list[dict[str, Any]]:
+        return await self._dicts(
+            "SELECT a.pid, a.ts, a.detail, p.role FROM control_acks a LEFT JOIN processes p "
+            "ON p.pid = a.pid WHERE a.control_id = ? ORDER BY a.pid", (control_id,))
+
+    async def heartbeat(self, pid: int, role: str, started: float, seen: float) -> None:
+        await self._write("INSERT INTO processes VALUES (?, ?, ?, ?) ON CONFLICT (pid) DO "
+                          "UPDATE SET role = excluded.role, started = excluded.started, "
+                          "seen = excluded.seen", (pid, role, started, seen))
+
+    async def drop_process(self, pid: int) -> None:
+        await self._write("DELETE FROM processes WHERE pid = ?", (pid,))
+
+    async def processes(self, seen_since: float) -> list[dict[str, Any]]:
+        return await self._dicts("SELECT pid, role, started, seen FROM processes WHERE "
+                                 "seen >= ? ORDER BY started", (seen_since,))
+
+    async def setting(self, key: str) -> Any:
+        cursor = await self._db.execute("SELECT value FROM settings WHERE key = ?", (key,))
+        row = await cursor.fetchone()
+        return json.loads(row[0]) if row else None
+
+    async def set_setting(self, key: str, value: Any, ts: float) -> None:
+        if value is None:
+            await self._write("DELETE FROM settings WHERE key = ?", (key,))
+            return
+        await self._write("INSERT OR REPLACE INTO settings VALUES (?, ?, ?)",
+                          (key, json.dumps(value), ts))
 
     async def _dicts(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
         cursor = await self._db.execute(sql, params)

@@ -20,6 +20,8 @@ Behaviour of each ``POST /v1/chat/completions`` comes from the next string queue
     say                      like ok, but reply with the text after the last "SAY:" in
                              the last user message (whitespace-normalised), no "echo:",
                              up to a closing "/SAY" if there is one
+    sum                      answer "What is A + B?" in the last user message with the
+                             sum, as a healthy provider answers Aetherflow's canary
 
 A directive ``@@BEHAVIOUR@@`` in the last user message (e.g. ``@@slow:0.05@@``) takes
 precedence over the model, so concurrent requests can each carry their own behaviour;
@@ -98,6 +100,7 @@ def _parse_behaviour(raw: str) -> tuple[str, list[str]]:
         "broken-stream",
         "drop",
         "say",
+        "sum",
     }
     return (kind, args) if kind in known else ("ok", [])
 
@@ -311,7 +314,8 @@ class _Handler(BaseHTTPRequestHandler):
             except (IndexError, ValueError):
                 cached = 0
 
-        words, usage = _reply_and_usage(body, cached, say=(kind == "say"))
+        words, usage = _reply_and_usage(body, cached, say=(kind == "say"),
+                                        add=(kind == "sum"))
         if kind == "billed":
             # OpenRouter-style: the provider reports what it charged, in usage.cost.
             with contextlib.suppress(IndexError, ValueError):
@@ -423,8 +427,8 @@ def _directive(body: Any) -> str | None:
     return text[start + 2:end] or None
 
 
-def _reply_and_usage(body: dict[str, Any], cached: int, say: bool = False
-                     ) -> tuple[list[str], dict[str, Any]]:
+def _reply_and_usage(body: dict[str, Any], cached: int, say: bool = False,
+                     add: bool = False) -> tuple[list[str], dict[str, Any]]:
     messages = body.get("messages") if isinstance(body.get("messages"), list) else []
     msgs = [m for m in messages if isinstance(m, dict)]
     last_user = next((m for m in reversed(msgs) if m.get("role") == "user"), None)
@@ -438,6 +442,11 @@ def _reply_and_usage(body: dict[str, Any], cached: int, say: bool = False
         said = _last_user_text(body)
         text = said[said.rfind("SAY:") + 4:] if "SAY:" in said else said
         text = text.split("/SAY", 1)[0]
+    if add:
+        import re
+
+        terms = re.search(r"(-?\d+)\s*\+\s*(-?\d+)", _last_user_text(body))
+        text = str(int(terms.group(1)) + int(terms.group(2))) if terms else "no sum asked"
     words = text.split()[:limit]
     prompt = max(1, sum(len(_text_of(m.get("content")).split()) for m in msgs))
     usage = {

@@ -17,6 +17,13 @@ ENGINE_MODULES = [
     "aetherflow_tui.engine.ledger",
     "aetherflow_tui.engine.providers.openai_compat",
     "aetherflow_tui.engine.store",
+    "aetherflow_tui.engine.canary",
+    "aetherflow_tui.engine.health",
+    "aetherflow_tui.engine.metrics",
+    "aetherflow_tui.engine.probes",
+    "aetherflow_tui.engine.regulator",
+    "aetherflow_tui.engine.statuspage",
+    "aetherflow_tui.engine.vigilance",
 ]
 HEAVY = ["textual", "llama_cpp", "onnxruntime", "tokenizers", "genai_prices", "ecologits",
          "rich", "httpx", "aiohttp", "aiosqlite", "pydantic"]

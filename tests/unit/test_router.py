@@ -79,11 +79,11 @@ class Fixture:
                                            model="any", purpose="step", ok=True,
                                            duration_s=seconds))
 
-    def overloaded(self, pid: str, times: int = 3) -> None:
+    def overloaded(self, pid: str, times: int = 3, kind: str = "overloaded") -> None:
         for _ in range(times):
             self.health.observe(CallRecord(ts=self.clock.now(), day=DAY, provider=pid,
                                            model="any", purpose="step", ok=False,
-                                           error_kind="overloaded", error="503"))
+                                           error_kind=kind, error="503"))
 
 
 def labels(route: Route) -> list[str]:
@@ -216,9 +216,17 @@ def test_a_provider_with_an_open_circuit_is_excluded() -> None:
     assert labels(route)[0] == "alpha/alpha-mini"
 
 
-def test_two_failures_do_not_open_the_circuit() -> None:
+def test_one_outage_error_stops_the_traffic() -> None:
     fixture = Fixture(SEED)
-    fixture.overloaded("beta", times=2)
+    fixture.overloaded("beta", times=1)
+
+    assert "beta/beta-chat" not in labels(fixture.route("analysis"))
+
+
+def test_two_rate_limits_do_not_open_the_circuit() -> None:
+    # A 429 says "slower", not "down": only a streak of them opens the circuit.
+    fixture = Fixture(SEED)
+    fixture.overloaded("beta", times=2, kind="rate_limited")
 
     assert labels(fixture.route("analysis"))[0] == "beta/beta-chat"
 

@@ -1,0 +1,204 @@
+"""The engine's watch over itself, in a long-lived process (the cockpit, a run).
+
+Every `regulator.interval_s` it samples the machine (regulator.Sampler), measures its own
+event-loop lag, judges the state (regulator.Regulator) and, when the state changes, acts:
+concurrency cap, local throttle and pause, the response mode, failing circuits. Each
+decision is an event and a row, with its confidence, reasoning, metrics and actions.
+
+It also applies the operator's controls written by other processes (`aetherflow stop`
+and friends go through the store: every live process applies them and acknowledges),
+keeps this process's heartbeat, runs the canary and status-page schedules (probes.py),
+and feeds the optional Prometheus exporter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal
+
+from .probes import Prober
+from .regulator import Actions, Regulator, Sampler, SystemSample, SystemState, actions_for
+
+if TYPE_CHECKING:
+    from . import Engine
+    from .metrics import MetricsExporter
+
+HISTORY = 120  # samples kept for the cockpit's sparklines
+HEARTBEAT_S = 5.0
+ALIVE_WITHIN_S = 15.0  # a process whose heartbeat is older is gone
+ERROR_WINDOW_S = 60.0  # the engine's error rate and latency, over the last minute
+Canaries = Literal["periodic", "recovery", "off"]
+
+
+@dataclass(frozen=True, slots=True)
+class RegulatorDecision:
+    """What the regulator decided, and why, as the operator reads it."""
+
+    ts: float
+    state: SystemState
+    previous: SystemState
+    confidence: float
+    reasoning: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    actions: tuple[str, ...] = ()
+    manual: bool = False  # the operator's action, not the regulator's judgement
+
+
+class Vigilance:
+    def __init__(self, engine: Engine, *, role: str, canaries: Canaries = "periodic",
+                 status_pages: bool = True, exporter: MetricsExporter | None = None) -> None:
+        self.engine = engine
+        self.role = role
+        self.canaries = canaries
+        self.status_pages = status_pages
+        self.exporter = exporter
+        self.spec = engine.bouquet.regulator
+        self.sampler = Sampler()
+        self.regulator = Regulator(self.spec)
+        self.samples: deque[SystemSample] = deque(maxlen=HISTORY)
+        self.decision: RegulatorDecision | None = None
+        self.actions: Actions | None = None
+        self.prober: Prober = engine.prober
+        self._tasks: list[asyncio.Task[None]] = []
+        self._last_control = 0
+        self._started = engine.clock.now()
+        self._pid = os.getpid()
+        self._force = False
+
+    async def start(self) -> None:
+        engine = self.engine
+        self._last_control = await engine.store.last_control_id()
+        await engine.store.heartbeat(self._pid, self.role, self._started, engine.clock.now())
+        for spec in engine.bouquet.providers.values():
+            # Covered providers are probed by the canary: real traffic waits for it.
+            engine.health.circuit(spec.id).canary_probes = (
+                self.canaries != "off" and spec.canary and spec.kind != "llama_cpp")
+        self._tasks.append(asyncio.create_task(self._tick_loop(), name="regulator"))
+        if self.canaries != "off":
+            self._tasks.append(asyncio.create_task(
+                self.prober.run(periodic=self.canaries == "periodic"), name="canaries"))
+        if self.status_pages:
+            self._tasks.append(asyncio.create_task(self.prober.run_status(),
+                                                   name="status-pages"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        self._tasks.clear()
+        for spec in self.engine.bouquet.providers.values():
+            self.engine.health.circuit(spec.id).canary_probes = False
+        with contextlib.suppress(Exception):
+            await self.engine.store.drop_process(self._pid)
+        if self.exporter is not None:
+            await asyncio.to_thread(self.exporter.stop)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def _tick_loop(self) -> None:
+        interval = self.spec.interval_s
+        next_beat = 0.0
+        lag_ms = 0.0
+        while True:
+            began = time.perf_counter()
+            await self.tick(lag_ms)
+            now = self.engine.clock.now()
+            if now >= next_beat:
+                next_beat = now + HEARTBEAT_S
+                with contextlib.suppress(Exception):
+                    await self.engine.store.heartbeat(self._pid, self.role, self._started, now)
+            spent = time.perf_counter() - began
+            wait = max(0.0, interval - spent)
+            slept_from = time.perf_counter()
+            await asyncio.sleep(wait)
+            # How late the loop woke us: what every other task waited too.
+            lag_ms = max(0.0, (time.perf_counter() - slept_from - wait) * 1000)
+
+    async def tick(self, lag_ms: float | None = None) -> RegulatorDecision | None:
+        """One sample, one judgement, the actions if the state changed; then the controls."""
+        engine = self.engine
+        error_pct, p50 = engine.recent_error_rate(ERROR_WINDOW_S)
+        sample = self.sampler.sample(engine.clock.now(), loop_lag_ms=lag_ms,
+                                     error_rate_pct=error_pct, latency_p50_s=p50)
+        self.samples.append(sample)
+        engine.publish_sample(sample)
+        force, self._force = self._force, False
+        judgement = self.regulator.force(sample) if force else self.regulator.observe(sample)
+        decision = None
+        if judgement.changed or self.actions is None or force:
+            decision = await self._act(judgement.state, judgement.previous,
+                                       judgement.confidence, judgement.reasoning,
+                                       judgement.metrics, judgement.driver, manual=force)
+        with contextlib.suppress(Exception):  # a busy database: next tick
+            await self._apply_controls()
+        await self._export()
+        return decision
+
+    async def _act(self, state: SystemState, previous: SystemState, confidence: float,
+                   reasoning: str, metrics: dict[str, float], driver: str | None, *,
+                   manual: bool) -> RegulatorDecision:
+        engine = self.engine
+        actions = actions_for(state, max_concurrency=engine.bouquet.routing.max_concurrency,
+                              cores=self.sampler.cores)
+        if actions.local_paused and driver == "cpu_pct":
+            # Local inference is itself CPU load: pausing it would drop the load, release
+            # the pause after the hold, and start again. Throttled to one thread instead.
+            actions = replace(actions, local_paused=False)
+        first = self.actions is None
+        self.actions = actions
+        done = list(await engine.apply_regulation(actions, state))
+        decision = RegulatorDecision(engine.clock.now(), state, previous, confidence,
+                                     reasoning, dict(metrics), tuple(done), manual)
+        self.decision = decision
+        if not first or state is not SystemState.OPTIMAL or manual:
+            await engine.record_decision(decision)
+        return decision
+
+    def force(self) -> None:
+        """The next tick judges without waiting for the hold (force optimisation)."""
+        self._force = True
+
+    async def force_now(self) -> RegulatorDecision | None:
+        self._force = True
+        return await self.tick()
+
+    # -- the operator's controls, from other processes --------------------------------------
+
+    async def _apply_controls(self) -> None:
+        engine = self.engine
+        for control in await engine.store.controls_after(self._last_control):
+            self._last_control = control["id"]
+            detail = await engine.apply_control(control["action"], control["params"],
+                                                origin=control["origin"])
+            await engine.store.ack_control(control["id"], self._pid, engine.clock.now(),
+                                           detail)
+
+    # -- Prometheus --------------------------------------------------------------------------
+
+    async def _export(self) -> None:
+        if self.exporter is not None:
+            with contextlib.suppress(Exception):  # a busy database: the next tick
+                self.exporter.update(await self.engine.metrics_snapshot())
+
+    def last_sample(self) -> SystemSample | None:
+        return self.samples[-1] if self.samples else None
+
+    def status(self) -> dict[str, Any]:
+        decision = self.decision
+        return {"state": self.regulator.state.value,
+                "since": self.regulator.since,
+                "decision": None if decision is None else decision_json(decision)}
+
+
+def decision_json(decision: RegulatorDecision) -> dict[str, Any]:
+    return {"ts": decision.ts, "state": decision.state.value,
+            "previous": decision.previous.value, "confidence": decision.confidence,
+            "reasoning": decision.reasoning, "metrics": decision.metrics,
+            "actions": list(decision.actions), "manual": decision.manual}

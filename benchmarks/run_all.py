@@ -18,7 +18,8 @@ REPO_ROOT = HERE.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 SCRIPTS = ("call_overhead.py", "store_throughput.py", "cold_start.py", "cockpit.py",
-           "scheduler.py", "routing.py", "litellm_overhead.py", "local.py")
+           "scheduler.py", "routing.py", "litellm_overhead.py", "local.py", "regulator.py",
+           "vigilance.py")
 
 
 def cpu_model() -> str:

@@ -207,8 +207,7 @@ class Prober:
         return signal
 
     async def read_all_status(self) -> dict[str, StatusSignal]:
-        specs = [s for s in self.engine.bouquet.providers.values()
-                 if s.enabled and s.status_page]
+        specs = self._with_status_page()
         signals = await asyncio.gather(*(self.read_status(s) for s in specs))
         return {s.id: sig for s, sig in zip(specs, signals, strict=True) if sig is not None}
 
@@ -216,13 +215,19 @@ class Prober:
         every = self.engine.bouquet.health.status_interval_s
         while True:
             now = self.engine.clock.now()
-            due = [s for s in self.engine.bouquet.providers.values()
-                   if s.enabled and s.status_page
-                   and self.last_status.get(s.id, 0.0) + every <= now]
+            due = [s for s in self._with_status_page()
+                   if self.last_status.get(s.id, 0.0) + every <= now]
             for spec in due:
                 with contextlib.suppress(Exception):
                     await self.read_status(spec)
             await asyncio.sleep(min(every, 5.0))
+
+    def _with_status_page(self) -> list[ProviderSpec]:
+        """Providers in use (a tested key) that declare a status page: the page of one you
+        have no key for says nothing about your factory."""
+        routable = self.engine.router.routable
+        return [s for s in self.engine.bouquet.providers.values()
+                if s.enabled and s.status_page and s.id in routable]
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:

@@ -523,3 +523,67 @@ def test_half_a_price_override_is_refused_at_its_line():
         config.parse(text, Path("b.toml"))
     assert "add price_out too" in str(caught.value)
     assert str(caught.value).startswith("b.toml:5: ")
+
+
+# -- vigilance: canaries, health, regulator ------------------------------------------------
+
+
+def test_vigilance_defaults_are_the_documented_ones():
+    bouquet = config.parse(GOOD, SOURCE)
+    assert (bouquet.canary.interval_s, bouquet.canary.unhealthy_interval_s,
+            bouquet.canary.daily_usd) == (300, 30, 0.05)
+    assert (bouquet.health.failure_threshold, bouquet.health.success_threshold,
+            bouquet.health.passive_failures) == (3, 2, 1)
+    assert bouquet.regulator.threshold("critical", "cpu_pct") == 98
+    assert bouquet.regulator.threshold("stressed", "battery_pct") == 30
+
+
+def test_a_stressed_threshold_above_critical_names_both_keys():
+    text = GOOD + "\n[regulator.stressed]\ncpu_pct = 99\n"
+
+    err = config_error(text)
+
+    assert_points_at(err, line_of(text, "cpu_pct = 99"),
+                     "regulator.stressed.cpu_pct (99) is not below regulator.degraded.cpu_pct")
+
+
+def test_a_critical_battery_level_above_degraded_names_both_keys():
+    text = GOOD + "\n[regulator.critical]\nbattery_pct = 40\n"
+
+    err = config_error(text)
+
+    assert_points_at(err, line_of(text, "battery_pct = 40"),
+                     "regulator.degraded.battery_pct (15) is not above "
+                     "regulator.critical.battery_pct (40)")
+
+
+def test_an_operator_threshold_that_keeps_the_order_is_accepted():
+    text = GOOD + "\n[regulator.stressed]\ncpu_pct = 50\n[regulator.critical]\ncpu_pct = 99\n"
+    regulator = config.parse(text, SOURCE).regulator
+    assert [regulator.threshold(level, "cpu_pct") for level in config.REGULATOR_LEVELS] == [
+        50, 90, 99]
+
+
+def test_a_slower_unhealthy_canary_interval_is_refused():
+    text = GOOD + "\n[canary]\ninterval_s = 60\nunhealthy_interval_s = 120\n"
+
+    err = config_error(text)
+
+    assert_points_at(err, line_of(text, "unhealthy_interval_s"),
+                     "canary.unhealthy_interval_s (120) is above canary.interval_s (60)")
+
+
+def test_a_canary_model_must_be_one_of_the_providers_models():
+    text = GOOD.replace('zone = "FRA"\n', 'zone = "FRA"\ncanary_model = "acme-huge"\n')
+
+    err = config_error(text)
+
+    assert_points_at(err, line_of(text, "canary_model"), "canary_model 'acme-huge' is not")
+
+
+def test_a_status_page_must_be_an_http_url():
+    text = GOOD.replace('zone = "FRA"\n', 'zone = "FRA"\nstatus_page = "file:///etc/passwd"\n')
+
+    err = config_error(text)
+
+    assert_points_at(err, line_of(text, "status_page"), "is not an http(s) URL")

@@ -70,6 +70,9 @@ async def run_plan(engine: Engine, args: argparse.Namespace) -> int:
     steps = run.steps()
     if args.json:
         summary = run_summary(view, steps)
+        modes = engine.modes
+        summary["response_mode"] = {"mode": modes.mode.value, "reason": modes.reason,
+                                    "pinned": modes.pinned is not None}
         for item in summary["steps"]:
             state = StepState(item["status"])
             item["output_file"] = (str(run.output_dir / f"{item['id']}.{run.extension(item['id'])}")

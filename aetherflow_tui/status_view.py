@@ -79,7 +79,7 @@ async def status(engine: Engine, as_json: bool) -> int:
     sampler = Sampler()
     await asyncio.sleep(0.5)  # cpu_percent needs an interval between two readings
     sample = sampler.sample(now)
-    judged = Regulator(engine.bouquet.regulator).force(sample)
+    judged = Regulator(engine.bouquet.regulator).observe(sample)
     decisions = await store.decisions(1)
     processes = await store.processes(now - ALIVE_WITHIN_S)
     alerts = await store.alerts(8)
@@ -151,7 +151,7 @@ def _print_status(engine: Engine, data: dict[str, Any], views: list[Any]) -> Non
     state = machine["state"]
     line = Text("machine    ", style="bold")
     line.append(state.upper(), style=STATE_STYLE[state])
-    line.append(f"  (confidence {machine['confidence']:.2f}, judged now) ")
+    line.append(f"  (confidence {machine['confidence']:.2f}, one sample, now) ")
     line.append(Text(machine["reasoning"], style="dim"))
     console.print(line)
     figures = [f"CPU {_pct(sample.get('cpu_pct'))}", f"memory {_pct(sample.get('memory_pct'))}",

@@ -23,7 +23,14 @@ canaries cost per provider per day.
    worst case (the whole 256-token allowance, as a reasoning model that thinks first may
    use), plus the daily cap that bounds it all ([canary] daily_usd).
 
-Run from the repo root: python benchmarks/vigilance.py [--trials 5]
+4. The whole vigilance loop at 1 Hz, in the engine: two engines side by side in this
+   process for 20 s each, the same bouquet (one keyless provider, canaries off so no
+   request goes out), one idle, one with start_vigilance() running (every tick: sample,
+   judge, publish the sample, poll the store for the operator's controls; a heartbeat row
+   every 5 s). Process CPU time over wall time, the difference is the loop's cost.
+   Target (the issue's, for the regulator's sampling): <= 1% of a core.
+
+Run from the repo root: python benchmarks/vigilance.py [--trials 5] [--loop-s 20]
 """
 
 from __future__ import annotations
@@ -119,6 +126,28 @@ async def passive_trial() -> tuple[int, int, list[str]]:
     return len(real), probes, providers
 
 
+async def loop_cost(seconds: float) -> tuple[float, float, int]:
+    """CPU share (of one core) of an idle engine, and of one running its vigilance."""
+    with ScriptedServer() as alpha:
+        text = schedule(300, 30) + bouquet(provider("alpha", alpha.url, "sum"))
+        shares = []
+        ticks = 0
+        for vigilant in (False, True):
+            with tempfile.TemporaryDirectory() as home:
+                async with Engine(config.parse(text, None), Path(home)) as engine:
+                    events = engine.bus.subscribe()
+                    if vigilant:
+                        await engine.start_vigilance(role="bench", canaries="off",
+                                                     status_pages=False)
+                    cpu, wall = time.process_time(), time.perf_counter()
+                    await asyncio.sleep(seconds)
+                    shares.append((time.process_time() - cpu)
+                                  / (time.perf_counter() - wall))
+                    while events.get_nowait() is not None:
+                        ticks += vigilant
+    return shares[0], shares[1], ticks
+
+
 def canary_costs() -> list[tuple[str, str, float, float]]:
     bouquet_ = config.load(None)
     engine = Engine(bouquet_, Path(tempfile.mkdtemp()))
@@ -136,6 +165,7 @@ def canary_costs() -> list[tuple[str, str, float, float]]:
 async def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=5)
+    parser.add_argument("--loop-s", type=float, default=20.0)
     args = parser.parse_args()
     ok = True
 
@@ -171,6 +201,14 @@ async def main() -> int:
               f"worst ${worst_cost * per_day:.4f}/day")
     print(f"   all providers: typical ${total_typical:.4f}/day, worst "
           f"${total_worst:.3f}/day; the [canary] daily_usd cap (${cap:g}) bounds it")
+    idle, vigilant, events = await loop_cost(args.loop_s)
+    cost = 100 * (vigilant - idle)
+    verdict = cost <= 1.0
+    ok &= verdict
+    print(f"4. the vigilance loop at 1 Hz, {args.loop_s:g} s each: idle engine "
+          f"{100 * idle:.3f}% of a core, with vigilance {100 * vigilant:.3f}% "
+          f"({events} events); the loop costs {cost:.3f}% of a core (target <= 1%) "
+          f"{'PASS' if verdict else 'FAIL'}")
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
 

@@ -120,6 +120,8 @@ def test_run_json_then_runs_then_report(cli_env, configure, server, tmp_path):
     summary = as_json(done)
     run_id = run_id_of(done.stderr)
     assert summary["run_id"] == run_id and summary["status"] == "done"
+    assert summary["response_mode"] == {"mode": "bouquet", "pinned": False,
+                                        "reason": "no local model declared: APIs only"}
     steps = {s["id"]: s for s in summary["steps"]}
     assert list(steps) == ["a", "b", "c"]
     for item in steps.values():

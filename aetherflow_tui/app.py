@@ -18,19 +18,25 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Header, Input
 
 from .engine import Engine, PlanRun, ResponseMode
-from .engine.errors import ConfigError
+from .engine.canary import probed_by_canary
+from .engine.errors import ConfigError, OperatorError
 from .engine.events import (
+    AlertRaised,
     ApprovalDecided,
     ApprovalRequested,
     CallRecorded,
+    DispatchHoldChanged,
     Event,
     KeyCheckUpdated,
     KeyStateChanged,
     ProviderHealthChanged,
+    RegulatorDecided,
     ResponseModeChanged,
     RunUpdated,
     StepUpdated,
+    SystemSampled,
 )
+from .engine.health import CircuitState
 from .engine.progress import RunView
 from .engine.text import excerpt
 from .widgets.approvals import ApprovalsScreen
@@ -43,8 +49,11 @@ from .widgets.pane import Pane
 from .widgets.providers import ProvidersPane, ProviderTable, light
 from .widgets.run_modal import RunPlanModal
 from .widgets.steps import StepsPane
+from .widgets.system import SystemPane
+from .widgets.throttle_modal import ThrottleModal
 
 REFRESH_S = 1.0
+SEVERITIES = ("information", "warning", "error")  # AlertRaised's, and Textual's
 NARROW_BELOW = 120  # columns: below this the provider table takes the whole top row
 
 BINDINGS = [
@@ -66,6 +75,20 @@ BINDINGS = [
             tooltip="Pending changes waiting for your y or n"),
     Binding("slash", "filter", "Filter", id="filter",
             tooltip="Filter the provider table by name or model"),
+    Binding("o", "force_optimisation", "Optimise", id="force_optimisation", show=False,
+            tooltip="Re-judge the machine now, lift your throttle, unload idle models"),
+    Binding("h", "emergency_throttle", "Throttle", id="emergency_throttle", show=False,
+            tooltip="Cap the calls in flight (over the regulator's cap); empty lifts it"),
+    Binding("c", "reset_circuit", "Reset circuit", id="reset_circuit", show=False,
+            tooltip="Close the selected provider's open circuit: traffic may go there again"),
+    Binding("C", "reset_all_circuits", "Reset all circuits", id="reset_all_circuits",
+            show=False, tooltip="Close every provider's circuit (asks first)"),
+    Binding("exclamation_mark", "emergency_stop", "Emergency stop", id="emergency_stop",
+            show=False, tooltip="Cancel every run and hold all dispatch until R (asks first)"),
+    Binding("R", "resume_dispatch", "Resume", id="resume_dispatch", show=False,
+            tooltip="Lift the emergency stop: dispatch may go again"),
+    Binding("p", "probe_provider", "Probe", id="probe_provider", show=False,
+            tooltip="Send the canary to the selected provider now and show the answer"),
     Binding("question_mark", "help", "Help", id="help", tooltip="Every key, on one screen"),
     Binding("q", "quit_cockpit", "Quit", id="quit",
             tooltip="Quit (asks first while calls are in flight)"),
@@ -114,9 +137,7 @@ class CockpitApp(App[None]):
             yield ProvidersPane(id="providers")
             yield CostPane(id="cost")
             yield StepsPane(id="steps")
-            yield InactivePane("System", 5, "not active yet",
-                               "system consciousness fills this pane when it lands",
-                               id="system")
+            yield SystemPane(self.engine, id="system")
             yield InactivePane("Veille", 4, "not active yet",
                                "feeds, status pages and the classifier fill this pane when "
                                "they land", id="veille")
@@ -192,6 +213,18 @@ class CockpitApp(App[None]):
         elif isinstance(event, ApprovalDecided):
             self.notify(f"{event.approval.status}: {excerpt(event.approval.summary, 120)}",
                         markup=False)
+        elif isinstance(event, SystemSampled):
+            self.query_one(SystemPane).sampled(event.sample)
+        elif isinstance(event, RegulatorDecided):
+            self.query_one(SystemPane).decided(event.decision)
+        elif isinstance(event, DispatchHoldChanged):
+            self.query_one(SystemPane).hold_changed()
+            self.show_mode()
+        elif isinstance(event, AlertRaised):
+            severity = event.severity if event.severity in SEVERITIES else "warning"
+            self.notify(excerpt(event.message, 300), title=excerpt(event.title, 80),
+                        severity=severity, markup=False,  # type: ignore[arg-type]
+                        timeout=10 if severity == "error" else 5)
 
     async def load_last_run(self) -> None:
         last = await self.engine.last_run()
@@ -248,6 +281,7 @@ class CockpitApp(App[None]):
                 if self._spend_dirty or minute != self._last_minute:
                     await self.refresh_spend()
                 self.query_one(StepsPane).tick(self.engine.clock.now())
+                self.query_one(SystemPane).flush()  # what came in while a dialog was up
         finally:
             self.set_timer(REFRESH_S, self.tick)
 
@@ -366,7 +400,10 @@ class CockpitApp(App[None]):
         """The response mode in the header, with why; plain text (the title is not markup)."""
         modes = self.engine.modes
         pinned = " (pinned)" if modes.pinned is not None else ""
-        self.sub_title = (f"{modes.mode.value.upper()}{pinned}: {modes.reason} · "
+        held = self.engine.held
+        self.sub_title = ((f"DISPATCH HELD: {excerpt(held, 60)} · " if held is not None
+                           else "")
+                          + f"{modes.mode.value.upper()}{pinned}: {modes.reason} · "
                           f"bouquet: {self.engine.bouquet.source_label}")
 
     def action_cycle_mode(self) -> None:
@@ -402,7 +439,7 @@ class CockpitApp(App[None]):
         rows = [(self._key_of(b), b.description, b.tooltip) for b in BINDINGS]
         rows.append(("ctrl+p", "Palette", "Find any action by name"))
         for where, screen in (("key dialog", KeyModal), ("approvals", ApprovalsScreen),
-                              ("run dialog", RunPlanModal)):
+                              ("run dialog", RunPlanModal), ("throttle dialog", ThrottleModal)):
             rows += [(self._key_of(b), f"{b.description} ({where})", b.tooltip)
                      for b in screen.BINDINGS if isinstance(b, Binding)]
         return rows
@@ -410,6 +447,111 @@ class CockpitApp(App[None]):
     def _key_of(self, binding: Binding) -> str:
         key = self._keymap.get(binding.id or "", binding.key)
         return ", ".join(self.get_key_display(binding.with_key(k)) for k in key.split(","))
+
+    # -- the operator's manual actions on the engine ------------------------------------------
+
+    @work(exclusive=True, group="force-optimisation")
+    async def action_force_optimisation(self) -> None:
+        self.notify("optimising...", markup=False)
+        try:
+            done = await self.engine.force_optimisation()
+        except OperatorError as exc:
+            self.notify(str(exc), severity="error", markup=False)
+            return
+        self.notify(excerpt(done, 300), title="Force optimisation", markup=False)
+
+    def action_emergency_throttle(self) -> None:
+        # The engine raises an alert for the change: that is the notification.
+        self.push_screen(ThrottleModal(self.engine))
+
+    def action_reset_circuit(self) -> None:
+        provider = self._selected()
+        if provider is None:
+            return
+        if self.engine.health.circuit(provider).state is CircuitState.CLOSED:
+            self.notify(f"{provider}'s circuit is closed: nothing to reset", markup=False,
+                        severity="warning")
+            return
+        self.engine.reset_circuits(provider)  # its alert tells the operator
+
+    def action_reset_all_circuits(self) -> None:
+        unwell = [p for p in self.engine.bouquet.providers
+                  if self.engine.health.circuit(p).state is not CircuitState.CLOSED]
+        if not unwell:
+            self.notify("every circuit is closed: nothing to reset", severity="warning")
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.engine.reset_circuits(None)
+
+        self.push_screen(ConfirmScreen(
+            "Reset every provider's circuit?",
+            f"Not closed now: {', '.join(unwell)}. Real traffic may go to providers that "
+            "are failing until their calls and probes say otherwise; every light turns "
+            "orange until calls pass again."), answered)
+
+    def action_emergency_stop(self) -> None:
+        if self.engine.held is not None:
+            self.notify(f"dispatch is already held: {excerpt(self.engine.held, 120)}; "
+                        "R resumes it", severity="warning", markup=False)
+            return
+        runs = len(self.engine.active_runs())
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._emergency_stop()
+
+        self.push_screen(ConfirmScreen(
+            "EMERGENCY STOP?",
+            f"Cancel {runs} run(s) in progress (in-flight calls are cut and recorded), stop "
+            "local generation and hold all dispatch until you press R."), answered)
+
+    @work(group="emergency")
+    async def _emergency_stop(self) -> None:
+        try:
+            await self.engine.emergency_stop("emergency stop by the operator (cockpit)")
+        except OperatorError as exc:
+            self.notify(str(exc), severity="error", markup=False)
+        # Its alert and DispatchHoldChanged tell the operator and repaint the header.
+
+    @work(group="emergency")
+    async def action_resume_dispatch(self) -> None:
+        if self.engine.held is None:
+            self.notify("dispatch is not held", severity="warning")
+            return
+        try:
+            await self.engine.resume_dispatch()
+        except OperatorError as exc:
+            self.notify(str(exc), severity="error", markup=False)
+
+    @work(exclusive=True, group="probe")
+    async def action_probe_provider(self) -> None:
+        provider = self._selected()
+        if provider is None:
+            return
+        spec = self.engine.provider_spec(provider)
+        if not probed_by_canary(spec):
+            why = ("an in-process model: its health is this machine's"
+                   if spec.kind == "llama_cpp" else "the canary is off for it in the config"
+                   if not spec.canary else "it is disabled in the config")
+            self.notify(f"{provider} is not probed: {why}", severity="warning", markup=False)
+            return
+        if not (await self.engine.provider_view(provider)).usable:
+            self.notify(f"{provider} has no usable key to probe: press k to add one",
+                        severity="warning", markup=False)
+            return
+        self.notify(f"probing {provider}...", markup=False)
+        try:
+            (result,) = await self.engine.probe([provider])
+        except OperatorError as exc:
+            self.notify(str(exc), severity="error", markup=False)
+            return
+        verdict = "ok" if result.ok else "not probed" if result.skipped else "FAIL"
+        self.notify(f"{provider}/{result.model}: {verdict}: {excerpt(result.reason, 200)}",
+                    title="Canary", markup=False,
+                    severity="information" if result.ok
+                    else "warning" if result.skipped else "error")
 
     async def action_quit_cockpit(self) -> None:
         busy = self.engine.busy()

@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
 from ..engine import ProviderView
-from ..engine.health import Light
+from ..engine.health import Light, ProbeResult
 from ..engine.keycheck import KeyCheckState
 from ..engine.keys import KeyState
 from ..formatting import per_mtok
@@ -16,8 +16,12 @@ from .safe import literal
 
 LIGHT_STYLE = {Light.GREEN: "green", Light.ORANGE: "dark_orange", Light.RED: "red",
                Light.GREY: "grey50"}
-COLUMNS = (("light", ""), ("provider", "provider"), ("key", "key"), ("p50", "p50"),
-           ("ok", "ok %"), ("in", "in $/M"), ("out", "out $/M"), ("circuit", "circuit"))
+COLUMNS = (("light", ""), ("provider", "provider"), ("key", "key"), ("score", "score"),
+           ("canary", "canary"), ("p50", "p50"), ("ok", "ok %"), ("in", "in $/M"),
+           ("out", "out $/M"), ("circuit", "circuit"))
+# When the table is too narrow for every column (80 columns, or a wide screen's share of
+# 120), the prices go first: they are the bouquet's, not the provider's health.
+NARROW_COLUMNS = tuple(c for c in COLUMNS if c[0] not in ("in", "out"))
 
 
 def key_label(view: ProviderView) -> Text:
@@ -56,6 +60,9 @@ def cells(view: ProviderView) -> dict[str, Text]:
         "light": Text("●", style=LIGHT_STYLE[lit]),
         "provider": Text(view.id, style="bold"),
         "key": key_label(view),
+        "score": Text(f"{health.score:.2f}" if health.score is not None else "—",
+                      justify="right"),
+        "canary": canary_cell(health.canary),
         "p50": Text(_latency(health.latency_p50_s), justify="right"),
         "ok": Text(f"{health.success_pct:.0f}" if health.success_pct is not None else "—",
                    justify="right"),
@@ -64,6 +71,15 @@ def cells(view: ProviderView) -> dict[str, Text]:
         "circuit": Text(health.circuit.value,
                         style="red" if health.circuit.value == "open" else ""),
     }
+
+
+def canary_cell(probe: ProbeResult | None) -> Text:
+    if probe is None:
+        return Text("—", justify="right")
+    latency = f" {_latency(probe.latency_s)}" if probe.latency_s is not None else ""
+    if probe.ok:
+        return Text(f"ok{latency}", style="green", justify="right")
+    return Text(f"FAIL{latency}", style="red", justify="right")
 
 
 def same_look(a: Text, b: Text) -> bool:
@@ -78,7 +94,8 @@ def _latency(seconds: float | None) -> str:
 
 
 class ProviderTable(DataTable[Text]):
-    """Keyed rows; `show()` repaints only the cells whose text changed."""
+    """Keyed rows; `show()` repaints only the cells whose text changed. The columns fit
+    the table's width: the price columns are left out when every column would not fit."""
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)  # type: ignore[arg-type]
@@ -86,9 +103,10 @@ class ProviderTable(DataTable[Text]):
         self._shown: dict[str, dict[str, Text]] = {}
         self.filter_text = ""
         self.repaints = 0  # cells updated since start: the benchmark reads it
+        self.shown_columns: tuple[tuple[str, str], ...] = COLUMNS
 
     def on_mount(self) -> None:
-        for key, label in COLUMNS:
+        for key, label in self.shown_columns:
             self.add_column(label, key=key)
 
     @property
@@ -108,22 +126,57 @@ class ProviderTable(DataTable[Text]):
         new = cells(view)
         old = self._shown.get(view.id)
         if old is None:
-            self.add_row(*(new[key] for key, _ in COLUMNS), key=view.id)
+            self.add_row(*(new[key] for key, _ in self.shown_columns), key=view.id)
             self._shown[view.id] = new
+            self.fit()
             return
-        for key, text in new.items():
-            if not same_look(old[key], text):
-                self.update_cell(view.id, key, text, update_width=True)
+        changed = False
+        for key, _ in self.shown_columns:
+            if not same_look(old[key], new[key]):
+                self.update_cell(view.id, key, new[key], update_width=True)
                 self.repaints += 1
+                changed = True
         self._shown[view.id] = new
+        if changed and self.shown_columns is COLUMNS:
+            self.fit()  # a wider cell may no longer leave room for every column
 
     def set_filter(self, text: str) -> None:
         self.filter_text = text.strip().lower()
-        for row_key in list(self._shown):
-            self.remove_row(row_key)
+        self._rebuild(self.shown_columns)
+
+    def on_resize(self) -> None:
+        self.fit()
+
+    def fit(self) -> None:
+        """Every column if they all fit (a vertical scrollbar's width kept free), else
+        the narrow set; rebuilt only when that choice changes."""
+        room = self.size.width - self.styles.scrollbar_size_vertical
+        if room <= 0:
+            return  # not laid out yet: the first resize fits it
+        wanted = COLUMNS if self._width_of(COLUMNS) <= room else NARROW_COLUMNS
+        if wanted != self.shown_columns:
+            self._rebuild(wanted)
+
+    def _width_of(self, columns: tuple[tuple[str, str], ...]) -> int:
+        padding = 2 * self.cell_padding
+        return sum(max([len(label), *(row[key].cell_len for row in self._shown.values())])
+                   + padding for key, label in columns)
+
+    def _rebuild(self, columns: tuple[tuple[str, str], ...]) -> None:
+        selected = self.selected
+        self.clear(columns=columns != self.shown_columns)
+        if columns != self.shown_columns:
+            self.shown_columns = columns
+            for key, label in columns:
+                self.add_column(label, key=key)
         self._shown.clear()
         for view in self._views.values():
-            self.show(view)
+            if self._matches(view):
+                new = cells(view)
+                self.add_row(*(new[key] for key, _ in columns), key=view.id)
+                self._shown[view.id] = new
+        if selected is not None and selected.id in self._shown:
+            self.move_cursor(row=self.get_row_index(selected.id))
 
     def _matches(self, view: ProviderView) -> bool:
         if not self.filter_text:
@@ -133,12 +186,24 @@ class ProviderTable(DataTable[Text]):
 
 
 def detail(view: ProviderView) -> Text:
-    """Why the selected row looks the way it does: the light's reason, the last error."""
+    """Why the selected row looks the way it does: the light's reason, the last canary,
+    the status page, the last error."""
     lit, reason = light(view)
-    text = Text.assemble((f"{view.id}: ", "bold"), (reason, LIGHT_STYLE[lit]))
-    if view.health.last_error:
+    health = view.health
+    text = Text.assemble((f"{view.id}: ", "bold"))
+    text.append_text(literal(reason, limit=160, style=LIGHT_STYLE[lit]))
+    canary = health.canary
+    # Each reason once: the light's may already be the canary's or the status page's.
+    if canary is not None and canary.reason not in reason:
+        text.append(" · canary: ", style="dim")
+        text.append_text(literal(canary.reason, limit=120,
+                                 style="" if canary.ok else "red"))
+    if health.status is not None and health.status.reason not in reason:
+        text.append(" · ", style="dim")  # the reason starts "status page: "
+        text.append_text(literal(health.status.reason, limit=160))
+    if health.last_error and (canary is None or health.last_error != canary.reason):
         text.append(" · last error: ", style="dim")
-        text.append_text(literal(view.health.last_error, limit=160))
+        text.append_text(literal(health.last_error, limit=160))
     text.truncate(400)
     return text
 

@@ -16,10 +16,13 @@ from keyrings.alt.file import PlaintextKeyring
 from aetherflow_tui.app import CockpitApp
 from aetherflow_tui.engine import Engine, config
 from aetherflow_tui.engine.clock import FixedClock, local_day
+from aetherflow_tui.engine.events import RegulatorDecided, SystemSampled
 from aetherflow_tui.engine.keys import KeyVault, Secret
 from aetherflow_tui.engine.ledger import Cost, Energy
 from aetherflow_tui.engine.records import CallRecord
+from aetherflow_tui.engine.regulator import SystemSample, SystemState
 from aetherflow_tui.engine.store import STEP_COLUMNS, UPSERT_STEP, Store
+from aetherflow_tui.engine.vigilance import RegulatorDecision
 
 FIXED_NOW = 1_795_262_400.0  # 2026-11-21 07:20 UTC: a whole minute
 
@@ -134,6 +137,42 @@ async def _seed_run(store: Store, now: float) -> None:
     await store.update_run(RUN_ID, status="stopped-by-budget", mode="build",
                            finished=now - 120,
                            detail="stopped by the daily budget at step docs")
+
+
+# The machine over the last minute: CPU climbing into STRESSED, memory steady, no sensor.
+def system_samples(now: float = FIXED_NOW, count: int = 60, *,
+                   temperature: bool = True) -> list[SystemSample]:
+    samples = []
+    for i in range(count):
+        ts = now - (count - 1 - i)
+        climb = max(0, i - 30) * 2.0
+        samples.append(SystemSample(
+            ts=ts, cpu_pct=min(99.0, 38.0 + (i * 7) % 13 + climb),
+            load_per_core=round(0.42 + climb / 100, 2), memory_pct=58.0 + i * 0.07,
+            swap_pct=3.0, temperature_c=(58.0 + climb / 4) if temperature else None,
+            loop_lag_ms=1.0 + (i * 5) % 3, error_rate_pct=None if i < 40 else 4.0,
+            latency_p50_s=None if i < 40 else 0.92))
+    return samples
+
+
+def stressed_decision(now: float = FIXED_NOW, reasoning: str | None = None
+                      ) -> RegulatorDecision:
+    return RegulatorDecision(
+        ts=now - 14, state=SystemState.STRESSED, previous=SystemState.OPTIMAL,
+        confidence=0.82,
+        reasoning=reasoning or ("CPU 87% (5-sample mean) is above the STRESSED threshold of "
+                                "85%; memory 62%, swap 3%, event-loop lag 2 ms."),
+        metrics={"cpu_pct": 87.0, "memory_pct": 62.0, "swap_pct": 3.0, "loop_lag_ms": 2.0},
+        actions=("concurrency cap 4", "local inference: 7 thread(s) at 75% duty"))
+
+
+def publish_system(engine: Engine, samples: list[SystemSample],
+                   decision: RegulatorDecision | None = None) -> None:
+    """What a running regulator would publish, through the engine's own bus."""
+    for sample in samples:
+        engine.bus.publish(SystemSampled(sample.ts, sample))
+    if decision is not None:
+        engine.bus.publish(RegulatorDecided(decision.ts, decision))
 
 
 def fixture_engine(tmp: Path, now: float = FIXED_NOW) -> Engine:

@@ -33,6 +33,7 @@ from aetherflow_tui.widgets.key_modal import KeyModal
 from aetherflow_tui.widgets.pane import Pane
 from aetherflow_tui.widgets.providers import ProviderTable
 from aetherflow_tui.widgets.run_modal import RunPlanModal
+from aetherflow_tui.widgets.throttle_modal import ThrottleModal
 from tests.conftest import TEST_KEY, scripted_bouquet
 from tests.support.cockpit_fixture import FIXED_NOW, fixture_engine
 from tests.support.scripted_server import ScriptedServer
@@ -439,7 +440,8 @@ async def test_question_mark_lists_every_key_and_esc_closes(cockpit_engine):
                     ("n", "Reject (approvals)"), ("esc", "Back (approvals)")]:
             assert row in shown, (row, shown)
         # Every binding id of the cockpit and of its dialogs has its row.
-        dialogs = [b for s in (KeyModal, ApprovalsScreen, RunPlanModal) for b in s.BINDINGS]
+        dialogs = [b for s in (KeyModal, ApprovalsScreen, RunPlanModal, ThrottleModal)
+                   for b in s.BINDINGS]
         assert help_table.row_count == len(BINDINGS) + 1 + len(dialogs)
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)

@@ -182,6 +182,11 @@ def routable(key: KeyStatus, check: KeyCheck) -> bool:
     return usable and (key.source != "keyring" or check.active)
 
 
+def _origin() -> str:
+    """Who wrote a control: a process skips the ones it wrote itself."""
+    return f"pid {os.getpid()}"
+
+
 def _freeze_long_lived() -> None:
     """The price table, EcoLogits' models and the config are loaded by now and live as long
     as the process: move them out of the cyclic GC's scans (gc.freeze), so a full collection
@@ -545,11 +550,16 @@ class Engine:
 
     # -- the operator's manual actions ---------------------------------------------------
 
-    async def emergency_stop(self, reason: str = "emergency stop by the operator") -> str:
-        """Cancel every run, stop local generation, hold all dispatch until resume()."""
+    async def emergency_stop(self, reason: str = "emergency stop by the operator", *,
+                             broadcast: bool = True) -> str:
+        """Cancel every run, stop local generation, hold all dispatch until resume().
+        broadcast: every other live process (runs started elsewhere) stops too."""
         runs = list(self._runs.values())
         self.held = reason
         await self.store.set_setting(HOLD_SETTING, {"reason": reason}, self.clock.now())
+        if broadcast:
+            await self.store.add_control(self.clock.now(), "emergency_stop",
+                                         {"reason": reason}, _origin())
         self.pause_local(True)
         for run in runs:
             run.cancel()
@@ -561,10 +571,13 @@ class Engine:
         self.raise_alert("error", "EMERGENCY STOP", f"{reason}: {detail}", "operator")
         return detail
 
-    async def resume_dispatch(self, origin: str = "the operator") -> str:
+    async def resume_dispatch(self, origin: str = "the operator", *,
+                              broadcast: bool = True) -> str:
         was = self.held
         self.held = None
         await self.store.set_setting(HOLD_SETTING, None, self.clock.now())
+        if broadcast:
+            await self.store.add_control(self.clock.now(), "resume", {}, _origin())
         actions = self.vigilance.actions if self.vigilance is not None else None
         self.pause_local(bool(actions and actions.local_paused))
         if was is None:
@@ -589,9 +602,16 @@ class Engine:
         return f"concurrency cap {cap}"
 
     def reset_circuits(self, provider: str | None = None) -> list[str]:
-        """Close one provider's circuit, or every one; each gets a probe at once."""
-        targets = [self.provider_spec(provider).id] if provider else list(
-            self.bouquet.providers)
+        """Close one provider's circuit, or every one that holds traffic or is red; each
+        gets a probe at once. Healthy providers are left as they are."""
+        if provider:
+            targets = [self.provider_spec(provider).id]
+        else:
+            targets = [pid for pid in self.bouquet.providers
+                       if self.health.circuit(pid).is_open
+                       or self.health.health(pid).light is Light.RED]
+        if not targets:
+            return []
         for pid in targets:
             health = self.health.reset_circuit(pid)
             self.bus.publish(ProviderHealthChanged(self.clock.now(), health))
@@ -622,14 +642,16 @@ class Engine:
         try:
             if action == "emergency_stop":
                 return await self.emergency_stop(str(params.get("reason") or
-                                                     f"emergency stop from {origin}"))
+                                                     f"emergency stop from {origin}"),
+                                                 broadcast=False)
             if action == "resume":
-                return await self.resume_dispatch(origin)
+                return await self.resume_dispatch(origin, broadcast=False)
             if action == "throttle":
                 limit = params.get("limit")
                 return self.emergency_throttle(None if limit is None else int(limit))
             if action == "reset_circuits":
-                return "reset: " + ", ".join(self.reset_circuits(params.get("provider")))
+                reset = self.reset_circuits(params.get("provider"))
+                return "reset: " + ", ".join(reset) if reset else "no circuit to reset"
             if action == "force_optimisation":
                 return await self.force_optimisation()
         except OperatorError as exc:
@@ -648,7 +670,7 @@ class Engine:
             await self.store.set_setting(HOLD_SETTING, {"reason": params.get("reason")}, now)
         elif action == "resume":
             await self.store.set_setting(HOLD_SETTING, None, now)
-        control = await self.store.add_control(now, action, params, f"pid {pid}")
+        control = await self.store.add_control(now, action, params, _origin())
         from .vigilance import ALIVE_WITHIN_S
 
         live = [p for p in await self.store.processes(now - ALIVE_WITHIN_S) if p["pid"] != pid]

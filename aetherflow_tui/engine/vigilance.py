@@ -175,6 +175,8 @@ class Vigilance:
         engine = self.engine
         for control in await engine.store.controls_after(self._last_control):
             self._last_control = control["id"]
+            if control["origin"] == f"pid {self._pid}":
+                continue  # this process wrote it, and did it already
             detail = await engine.apply_control(control["action"], control["params"],
                                                 origin=control["origin"])
             await engine.store.ack_control(control["id"], self._pid, engine.clock.now(),

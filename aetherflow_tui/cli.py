@@ -206,11 +206,6 @@ async def _dispatch(args: argparse.Namespace) -> int:
             from .run_view import run_plan
 
             _check_metrics_port(args)
-            if engine.held is not None:
-                from .engine.errors import DispatchHeld
-
-                raise DispatchHeld(f"dispatch is held: {engine.held}",
-                                   fix="resume with `aetherflow resume`")
             return await run_plan(engine, args)
         if args.command in ("status", "probe", "stop", "resume", "throttle",
                             "reset-circuits", "optimise"):

@@ -22,6 +22,17 @@ def usd(value: float | None) -> str:
     return "$" + significant(value)
 
 
+def latency(seconds: float | None) -> str:
+    """240 ms, 1.4 s; a dash when unknown."""
+    if seconds is None:
+        return "—"
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
+
+
+def percent(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0f}%"
+
+
 def per_mtok(value: float | None) -> str:
     """A $/million-token rate: 0.59, 2, 0.075."""
     if value is None:

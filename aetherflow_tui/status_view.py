@@ -20,7 +20,7 @@ from rich.text import Text
 
 from .cli import PROG, _print_json
 from .engine.errors import EXIT_FAILED, EXIT_LIMIT, UsageError
-from .formatting import usd
+from .formatting import latency, percent, usd
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -154,8 +154,9 @@ def _print_status(engine: Engine, data: dict[str, Any], views: list[Any]) -> Non
     line.append(f"  (confidence {machine['confidence']:.2f}, one sample, now) ")
     line.append(Text(machine["reasoning"], style="dim"))
     console.print(line)
-    figures = [f"CPU {_pct(sample.get('cpu_pct'))}", f"memory {_pct(sample.get('memory_pct'))}",
-               f"swap {_pct(sample.get('swap_pct'))}"]
+    figures = [f"CPU {percent(sample.get('cpu_pct'))}",
+               f"memory {percent(sample.get('memory_pct'))}",
+               f"swap {percent(sample.get('swap_pct'))}"]
     if sample.get("load_per_core") is not None:
         figures.append(f"load {sample['load_per_core']:.2f}/core")
     if sample.get("temperature_c") is not None:
@@ -203,9 +204,9 @@ def _print_status(engine: Engine, data: dict[str, Any], views: list[Any]) -> Non
             Text(row["provider"], style="bold"),
             "—" if row["score"] is None else f"{row['score']:.2f}",
             "—" if row["success_pct"] is None else f"{row['success_pct']:.0f}",
-            _latency(row["latency_p50_s"]),
+            latency(row["latency_p50_s"]),
             Text("—") if probe is None else Text(
-                f"{'ok' if probe['ok'] else 'FAIL'} {_latency(probe['latency_s'])} "
+                f"{'ok' if probe['ok'] else 'FAIL'} {latency(probe['latency_s'])} "
                 f"{_ago(data['ts'] - probe['ts'])}",
                 style="" if probe["ok"] else "red"),
             Text("—" if status is None else status["level"]),
@@ -224,11 +225,7 @@ def _print_status(engine: Engine, data: dict[str, Any], views: list[Any]) -> Non
 
 
 async def probe(engine: Engine, providers: list[str], as_json: bool) -> int:
-    if engine.held is not None:
-        from .engine.errors import DispatchHeld
-
-        raise DispatchHeld(f"dispatch is held: {engine.held}",
-                           fix="resume with `aetherflow resume` first")
+    engine.check_dispatch()
     for provider in providers:
         engine.provider_spec(provider)  # unknown: exit 2
     started = time.perf_counter()
@@ -269,7 +266,7 @@ def _print_probes(results: list[ProbeResult], pages: dict[str, Any], elapsed: fl
             word, style = (("skipped", "yellow") if r.skipped else
                            ("ok", "green") if r.ok else ("FAIL", "red"))
             table.add_row(Text(r.provider, style="bold"), Text(r.model), Text(word, style=style),
-                          _latency(r.latency_s), _latency(r.ttft_s),
+                          latency(r.latency_s), latency(r.ttft_s),
                           "—" if r.usd is None else usd(r.usd), Text(r.reason))
         console.print(table)
     for provider, signal in sorted(pages.items()):
@@ -324,16 +321,6 @@ def _limit(text: str) -> int | None:
                          fix="give the most calls in flight, e.g. `aetherflow throttle 4`, "
                              "or `off`")
     return limit
-
-
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{value:.0f}%"
-
-
-def _latency(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
 
 
 def _ago(seconds: float) -> str:

@@ -316,6 +316,12 @@ class Engine:
             raise RuntimeError("the engine is not started")
         return self._approvals
 
+    def check_dispatch(self) -> None:
+        """DispatchHeld (exit 3) while an emergency stop holds dispatch."""
+        if self.held is not None:
+            raise DispatchHeld(f"dispatch is held: {self.held}",
+                               fix="resume with `aetherflow resume` or R in the cockpit")
+
     def busy(self) -> int:
         """Calls in flight: quitting now would cut them."""
         return self._in_flight
@@ -916,9 +922,7 @@ class Engine:
         Before it goes out, the call's worst case must fit the hard limits (BudgetRefused
         otherwise); that worst case stays reserved until the call ends.
         """
-        if self.held is not None:
-            raise DispatchHeld(f"dispatch is held: {self.held}",
-                               fix="resume with `aetherflow resume` or R in the cockpit")
+        self.check_dispatch()
         provider = await self._provider_for(spec)
         model = self.model_spec(spec, request.model)
         if request.max_tokens is None:
@@ -1051,9 +1055,7 @@ class Engine:
         """
         plan_path = plan_path.expanduser().resolve()
         plan = await asyncio.to_thread(self.load_plan, plan_path)
-        if self.held is not None:
-            raise DispatchHeld(f"dispatch is held: {self.held}",
-                               fix="resume with `aetherflow resume` or R in the cockpit")
+        self.check_dispatch()
         mode = Mode(mode or self.bouquet.routing.mode)
         restored: dict[str, dict[str, Any]] = {}
         if resume is not None:

@@ -18,6 +18,7 @@ the key changes: waiting does not fix it.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import deque
 from dataclasses import dataclass, field
@@ -452,12 +453,9 @@ class HealthBook:
             parts.append(_STATUS_FACTOR.get(track.status.level, 1.0))
         if not parts:
             return None
-        score = 1.0
-        for part in parts:
-            score *= part
         if track.key_refused or track.light is Light.RED:
-            score = 0.0
-        return round(score, 3)
+            return 0.0
+        return _product(parts)
 
     def _model(self, track: _Track, model: str) -> ModelHealth:
         passive = track.models.get(model)
@@ -467,15 +465,14 @@ class HealthBook:
                  is not None]
         if track.status is not None and track.status.ok:
             parts.append(_STATUS_FACTOR.get(track.status.level, 1.0))
-        score = None
-        if parts:
-            score = 1.0
-            for part in parts:
-                score *= part
-            score = round(score, 3)
         return ModelHealth(model, len(passive.window) if passive else 0,
                            None if success is None else 100 * success,
-                           passive.ewma_s if passive else None, canary, score)
+                           passive.ewma_s if passive else None, canary,
+                           _product(parts) if parts else None)
+
+
+def _product(parts: list[float]) -> float:
+    return round(math.prod(parts), 3)
 
 
 _STATUS_FACTOR = {"operational": 1.0, "degraded": 0.7, "outage": 0.2, "unknown": 1.0}

@@ -10,7 +10,7 @@ from ..engine import ProviderView
 from ..engine.health import Light, ProbeResult
 from ..engine.keycheck import KeyCheckState
 from ..engine.keys import KeyState
-from ..formatting import per_mtok
+from ..formatting import latency, per_mtok
 from .pane import Pane
 from .safe import literal
 
@@ -63,7 +63,7 @@ def cells(view: ProviderView) -> dict[str, Text]:
         "score": Text(f"{health.score:.2f}" if health.score is not None else "—",
                       justify="right"),
         "canary": canary_cell(health.canary),
-        "p50": Text(_latency(health.latency_p50_s), justify="right"),
+        "p50": Text(latency(health.latency_p50_s), justify="right"),
         "ok": Text(f"{health.success_pct:.0f}" if health.success_pct is not None else "—",
                    justify="right"),
         "in": Text(per_mtok(cheapest.input) if cheapest else "unpriced", justify="right"),
@@ -76,21 +76,15 @@ def cells(view: ProviderView) -> dict[str, Text]:
 def canary_cell(probe: ProbeResult | None) -> Text:
     if probe is None:
         return Text("—", justify="right")
-    latency = f" {_latency(probe.latency_s)}" if probe.latency_s is not None else ""
+    took = f" {latency(probe.latency_s)}" if probe.latency_s is not None else ""
     if probe.ok:
-        return Text(f"ok{latency}", style="green", justify="right")
-    return Text(f"FAIL{latency}", style="red", justify="right")
+        return Text(f"ok{took}", style="green", justify="right")
+    return Text(f"FAIL{took}", style="red", justify="right")
 
 
 def same_look(a: Text, b: Text) -> bool:
     # rich's Text.__eq__ ignores the base style: a light turning from green to red is equal.
     return (a.plain, a.style, a.spans, a.justify) == (b.plain, b.style, b.spans, b.justify)
-
-
-def _latency(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
 
 
 class ProviderTable(DataTable[Text]):

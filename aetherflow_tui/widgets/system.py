@@ -22,6 +22,7 @@ from textual.widgets import Label, Sparkline, Static
 from ..engine import Engine
 from ..engine.regulator import SystemSample, SystemState
 from ..engine.vigilance import HISTORY, RegulatorDecision
+from ..formatting import percent
 from .pane import Pane
 from .safe import literal
 
@@ -39,10 +40,6 @@ NO_TEMPERATURE = "temperature: not reported by this OS"
 # (id, label, sample field, unit) of each sparkline row.
 SPARKS = (("cpu", "CPU", "cpu_pct", "%"), ("ram", "RAM", "memory_pct", "%"),
           ("temp", "temp", "temperature_c", " °C"))
-
-
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{value:.0f}%"
 
 
 def _age(seconds: float) -> str:
@@ -80,10 +77,10 @@ def badge(state: SystemState | None, held: str | None, *, running: bool) -> Text
 
 def figures(sample: SystemSample) -> Text:
     """The latest reading: the machine's line, then the engine's; — where none was taken."""
-    machine: list[tuple[str, str]] = [("CPU", _pct(sample.cpu_pct))]
+    machine: list[tuple[str, str]] = [("CPU", percent(sample.cpu_pct))]
     if sample.load_per_core is not None:
         machine.append(("load", f"{sample.load_per_core:.2f}/core"))
-    machine += [("memory", _pct(sample.memory_pct)), ("swap", _pct(sample.swap_pct))]
+    machine += [("memory", percent(sample.memory_pct)), ("swap", percent(sample.swap_pct))]
     if sample.battery_pct is not None:
         where = " on battery" if sample.on_battery else ""
         machine.append(("battery", f"{sample.battery_pct:.0f}%{where}"))
@@ -114,7 +111,7 @@ def compact(state: SystemState | None, held: str | None, sample: SystemSample | 
         text.append(" ")
         text.append(" HELD ", style=HELD_STYLE)
     if sample is not None:
-        text.append(f" CPU {_pct(sample.cpu_pct)} RAM {_pct(sample.memory_pct)}")
+        text.append(f" CPU {percent(sample.cpu_pct)} RAM {percent(sample.memory_pct)}")
         if sample.loop_lag_ms is not None:
             text.append(f" lag {sample.loop_lag_ms:.0f} ms")
     return text

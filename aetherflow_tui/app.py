@@ -18,6 +18,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Header, Input
 
 from .engine import Engine, PlanRun, ResponseMode
+from .engine.approvals import OPPORTUNITY
 from .engine.canary import probed_by_canary
 from .engine.errors import ConfigError, OperatorError
 from .engine.events import (
@@ -35,15 +36,17 @@ from .engine.events import (
     RunUpdated,
     StepUpdated,
     SystemSampled,
+    VeilleItemClassified,
+    VeillePolled,
 )
 from .engine.health import CircuitState
 from .engine.progress import RunView
 from .engine.text import excerpt
+from .engine.veille.item import VeilleItem
 from .widgets.approvals import ApprovalsScreen
 from .widgets.confirm import ConfirmScreen
 from .widgets.cost import CostPane
 from .widgets.help import HelpScreen
-from .widgets.inactive import InactivePane
 from .widgets.key_modal import KeyModal
 from .widgets.pane import Pane
 from .widgets.providers import ProvidersPane, ProviderTable, light
@@ -51,6 +54,7 @@ from .widgets.run_modal import RunPlanModal
 from .widgets.steps import StepsPane
 from .widgets.system import SystemPane
 from .widgets.throttle_modal import ThrottleModal
+from .widgets.veille import VeilleItemScreen, VeillePane
 
 REFRESH_S = 1.0
 SEVERITIES = ("information", "warning", "error")  # AlertRaised's, and Textual's
@@ -130,6 +134,7 @@ class CockpitApp(App[None]):
         self.events_seen = 0
         self._pump: asyncio.Task[None] | None = None
         self._last_plan_path = ""
+        self._veille_new: list[VeilleItem] = []  # shown together when their poll ends
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -138,9 +143,7 @@ class CockpitApp(App[None]):
             yield CostPane(id="cost")
             yield StepsPane(id="steps")
             yield SystemPane(self.engine, id="system")
-            yield InactivePane("Veille", 4, "not active yet",
-                               "feeds, status pages and the classifier fill this pane when "
-                               "they land", id="veille")
+            yield VeillePane(id="veille")
         yield Input(placeholder="filter providers (esc closes)", id="filter-input")
         yield Footer()
 
@@ -158,6 +161,7 @@ class CockpitApp(App[None]):
         self.show_mode()  # the key states are known now, and so is the mode
         await self.refresh_spend()
         await self.load_last_run()
+        await self.load_veille()
         self.set_timer(REFRESH_S, self.tick)
 
     async def on_unmount(self) -> None:
@@ -210,9 +214,24 @@ class CockpitApp(App[None]):
         elif isinstance(event, ApprovalRequested):
             self.notify(f"approval waiting: {excerpt(event.approval.summary, 120)} (press a)",
                         title="Approval", markup=False)
+            for screen in self.screen_stack:
+                if isinstance(screen, ApprovalsScreen):
+                    screen.reload()
         elif isinstance(event, ApprovalDecided):
             self.notify(f"{event.approval.status}: {excerpt(event.approval.summary, 120)}",
                         markup=False)
+            approval = event.approval
+            if (approval.kind == OPPORTUNITY and approval.status == "approved"
+                    and approval.payload.get("report", {}).get("funnel")):
+                self.walk_funnel(str(approval.payload["provider"]))
+        elif isinstance(event, VeilleItemClassified):
+            self._veille_new.append(event.item)
+        elif isinstance(event, VeillePolled):
+            pane = self.query_one(VeillePane)
+            with self.batch_update():
+                pane.add(self._veille_new, self.engine.clock.now())
+                pane.polled(event.sources, self.engine.clock.now())
+            self._veille_new = []
         elif isinstance(event, SystemSampled):
             self.query_one(SystemPane).sampled(event.sample)
         elif isinstance(event, RegulatorDecided):
@@ -238,6 +257,13 @@ class CockpitApp(App[None]):
             for step in steps:
                 pane.show_step(run.run_id, step, now)
             pane.refresh_detail()
+
+    async def load_veille(self) -> None:
+        pane = self.query_one(VeillePane)
+        now = self.engine.clock.now()
+        with self.batch_update():
+            pane.add(await self.engine.veille_items(limit=300), now)
+            pane.polled(tuple(await self.engine.veille.statuses()), now)
 
     def _show_run(self, run: RunView) -> None:
         pane = self.query_one(StepsPane)
@@ -281,6 +307,7 @@ class CockpitApp(App[None]):
                 if self._spend_dirty or minute != self._last_minute:
                     await self.refresh_spend()
                 self.query_one(StepsPane).tick(self.engine.clock.now())
+                self.query_one(VeillePane).tick(self.engine.clock.now())
                 self.query_one(SystemPane).flush()  # what came in while a dialog was up
         finally:
             self.set_timer(REFRESH_S, self.tick)
@@ -338,6 +365,31 @@ class CockpitApp(App[None]):
         self.copy_to_clipboard(url)
         self.notify(f"copied to your clipboard: {url}\nopen it, create a key, then press k",
                     title=f"Get a key for {provider}", markup=False, timeout=10)
+
+    def walk_funnel(self, provider: str) -> None:
+        """An approved offer: its billing page to the clipboard, then the key dialog."""
+        spec = self.engine.bouquet.providers.get(provider)
+        if spec is None:
+            return
+        if spec.console_url:
+            self.copy_to_clipboard(spec.console_url)  # OSC 52: works over SSH
+            self.notify(f"copied to your clipboard: {spec.console_url}\nsign up, create a "
+                        "key, paste it here: the sandbox test checks the bill against the "
+                        "announced price", title=f"Get a key for {provider}", markup=False,
+                        timeout=15)
+        self.push_screen(KeyModal(self.engine, provider))
+
+    @work(exclusive=True, group="veille-poll")
+    async def action_poll_veille(self) -> None:
+        self.notify("reading the feeds and status pages...", markup=False)
+        try:
+            summary = await self.engine.veille.poll()
+        except OperatorError as exc:
+            self.notify(str(exc), severity="error", markup=False)
+            return
+        self.notify(f"{len(summary.items)} new item(s); {summary.errors} source(s) failed",
+                    title="Veille", markup=False,
+                    severity="warning" if summary.errors else "information")
 
     def action_run_plan(self) -> None:
         def started(run: PlanRun | None) -> None:
@@ -438,7 +490,8 @@ class CockpitApp(App[None]):
         """Every binding: the cockpit's (with the operator's keymap), then each dialog's."""
         rows = [(self._key_of(b), b.description, b.tooltip) for b in BINDINGS]
         rows.append(("ctrl+p", "Palette", "Find any action by name"))
-        for where, screen in (("key dialog", KeyModal), ("approvals", ApprovalsScreen),
+        for where, screen in (("veille pane", VeillePane), ("veille item", VeilleItemScreen),
+                              ("key dialog", KeyModal), ("approvals", ApprovalsScreen),
                               ("run dialog", RunPlanModal), ("throttle dialog", ThrottleModal)):
             rows += [(self._key_of(b), f"{b.description} ({where})", b.tooltip)
                      for b in screen.BINDINGS if isinstance(b, Binding)]

@@ -118,6 +118,40 @@ def _parser() -> argparse.ArgumentParser:
                         help="force optimisation: lift the throttle, unload idle local "
                              "models, re-judge the machine now, re-probe unwell providers")
 
+    veille = commands.add_parser("veille", help="the market watch: feeds, status pages, "
+                                                "classified items, opportunities")
+    veille_commands = veille.add_subparsers(dest="veille_command", metavar="ACTION",
+                                            required=True)
+    veille_commands.add_parser("poll", parents=[common, json_flag],
+                               help="read every source now; classify and store what is new "
+                                    "(exit 1 if a source failed)")
+    classify = veille_commands.add_parser(
+        "classify", parents=[common],
+        help='classify stdin JSONL ({"title", "summary"} a line): label, confidence, prices')
+    classify.add_argument("--jsonl", action="store_true",
+                          help='print JSONL {"label", "confidence", "prices"}, one a line')
+    veille_commands.add_parser("report", parents=[common, json_flag],
+                               help="opportunities, price updates, the comparison matrix, "
+                                    "the week's items, failing sources")
+    add = veille_commands.add_parser("add", parents=[common, json_flag],
+                                     help="watch a feed or status page (URL or local file), "
+                                          "and poll it now")
+    add.add_argument("where", metavar="FILE|URL")
+    add.add_argument("--name", default=None, help="what to call it (default: host or file name)")
+    add.add_argument("--kind", choices=("feed", "status"), default=None,
+                     help="feed (RSS/Atom) or status (Statuspage JSON); default: status for "
+                          ".json, else feed")
+    add.add_argument("--provider", default=None, help="the provider it speaks about")
+    remove = veille_commands.add_parser("remove", parents=[common],
+                                        help="stop watching a source added with `veille add`")
+    remove.add_argument("name")
+    veille_commands.add_parser("sources", parents=[common, json_flag],
+                               help="every source and its last poll")
+    items = veille_commands.add_parser("items", parents=[common, json_flag],
+                                       help="stored items, newest first")
+    items.add_argument("--label", default=None, help="only this label")
+    items.add_argument("--limit", type=int, default=50, metavar="N")
+
     report = commands.add_parser("report", parents=[common],
                                  help="a Markdown benchmark report of one run")
     report.add_argument("run_id", metavar="RUN_ID")
@@ -193,6 +227,10 @@ async def _dispatch(args: argparse.Namespace) -> int:
         return await _cockpit(bouquet, paths, args)
     if args.command == "plan":
         return _plan_check(Engine(bouquet, paths.home), args)
+    if args.command == "veille" and args.veille_command == "classify":
+        from . import veille_view
+
+        return await veille_view.classify(bouquet, args.jsonl)  # no database needed
     async with Engine(bouquet, paths.home) as engine:
         if args.command == "providers":
             return await _providers(engine, args.json)
@@ -216,6 +254,10 @@ async def _dispatch(args: argparse.Namespace) -> int:
             return await _runs(engine, args.json)
         if args.command == "report":
             return await _report(engine, args)
+        if args.command == "veille":
+            from . import veille_view
+
+            return await veille_view.dispatch(engine, args)
     raise AssertionError(args.command)
 
 
@@ -231,6 +273,7 @@ async def _cockpit(bouquet: Any, paths: Paths, args: argparse.Namespace) -> int:
         # Before the screen opens, so a port in use is a one-line error, not a crash.
         await engine.start_vigilance(role="cockpit", metrics_port=args.metrics_port,
                                      metrics_host=args.metrics_host)
+        await engine.start_veille()
         await CockpitApp(engine, keymap=bouquet.keymap).run_async()
     finally:
         await engine.stop()

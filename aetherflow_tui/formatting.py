@@ -38,3 +38,15 @@ def per_mtok(value: float | None) -> str:
     if value is None:
         return "unpriced"
     return f"{value:.3f}".rstrip("0").rstrip(".") if value else "0"
+
+
+def age(seconds: float) -> str:
+    """How long ago, short: 45 s, 12 min, 3.0 h, 5 d."""
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.0f} d"

@@ -20,7 +20,7 @@ from rich.text import Text
 
 from .cli import PROG, _print_json
 from .engine.errors import EXIT_FAILED, EXIT_LIMIT, UsageError
-from .formatting import latency, percent, usd
+from .formatting import age, latency, percent, usd
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -324,11 +324,7 @@ def _limit(text: str) -> int | None:
 
 
 def _ago(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s ago"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min ago"
-    return f"{seconds / 3600:.1f} h ago"
+    return f"{age(seconds)} ago"
 
 
 def _clock(ts: float) -> str:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import config as config_mod
 from . import plan as plan_mod
-from .approvals import ACTIVATE_KEY, Approval, ApprovalQueue
+from .approvals import ACTIVATE_KEY, OPPORTUNITY, PRICE_UPDATE, Approval, ApprovalQueue
 from .budget import BudgetGuard, Refusal, worst_cost, worst_input_tokens
 from .bus import EventBus
 from .clock import Clock, SystemClock, local_day
@@ -53,6 +53,7 @@ from .keycheck import (
     SANDBOX_PROMPT,
     KeyCheck,
     KeyCheckState,
+    against_announcement,
     judge,
 )
 from .keys import KeyState, KeyStatus, KeyVault, check_key_text
@@ -80,6 +81,9 @@ if TYPE_CHECKING:
 
     from .metrics import MetricsSnapshot
     from .regulator import Actions, SystemSample, SystemState
+    from .veille.item import VeilleItem
+    from .veille.matrix import MatrixRow
+    from .veille.watch import VeilleWatch
     from .vigilance import Canaries, RegulatorDecision, Vigilance
 
 __all__ = ["CallOutcome", "Engine", "Mode", "ModelView", "PlanRun", "ProviderView",
@@ -89,6 +93,8 @@ __all__ = ["CallOutcome", "Engine", "Mode", "ModelView", "PlanRun", "ProviderVie
 DEFAULT_MAX_TOKENS = 1024
 # How often the budget re-reads today's spend, which other processes may have added to.
 BUDGET_SYNC_S = 5.0
+# An approved veille offer, per provider, until its key passes the sandbox and is activated.
+ANNOUNCED = "announced:"
 HOLD_SETTING = "dispatch_hold"  # the emergency stop, in the store: every process obeys it
 # Controls one process writes and every live one applies (`aetherflow stop` and friends).
 CONTROL_ACTIONS = ("emergency_stop", "resume", "throttle", "reset_circuits",
@@ -231,6 +237,7 @@ class Engine:
         self.modes = ModeController(bouquet.modes, self.clock.now())
         self.prober = Prober(self)
         self.vigilance: Vigilance | None = None
+        self._veille: VeilleWatch | None = None
         self.metrics_port: int | None = None  # where Prometheus scrapes, when serving
         self.held: str | None = None  # why dispatch is held (emergency stop), or None
         self.manual_cap: int | None = None  # the operator's emergency throttle
@@ -249,6 +256,11 @@ class Engine:
         self._store.on_committed = self._publish_calls
         self._approvals = ApprovalQueue(self._store, self.bus, self.clock)
         self._approvals.handle(ACTIVATE_KEY, self._on_activation_decided)
+        self._approvals.handle(PRICE_UPDATE, self._on_price_update_decided)
+        self._approvals.handle(OPPORTUNITY, self._on_opportunity_decided)
+        for row in await self._store.price_updates():
+            self.prices.approve(row["provider"], row["model"], row["input_per_mtok"],
+                                row["output_per_mtok"])
         for provider, row in (await self._store.latest_key_checks()).items():
             _, ts, _, state, reason, latency, usd, billed = row
             self._checks[provider] = KeyCheck(provider, KeyCheckState(state), reason, ts,
@@ -272,6 +284,10 @@ class Engine:
         return self
 
     async def stop(self) -> None:
+        if self._veille is not None:
+            with contextlib.suppress(Exception):
+                await self._veille.aclose()
+            self._veille = None
         if self.vigilance is not None:
             with contextlib.suppress(Exception):
                 await self.vigilance.stop()
@@ -791,12 +807,17 @@ class Engine:
         return await self.test_key(provider_id)
 
     async def test_key(self, provider_id: str, *, activate: bool = False) -> KeyCheck:
-        """The sandbox test: one real minimal call. `activate` skips the approval (CLI)."""
+        """The sandbox test: one real minimal call. `activate` skips the approval (CLI).
+
+        After an approved veille opportunity, the call goes to the announced model and
+        what the provider bills is checked against the announced price.
+        """
         spec = self.provider_spec(provider_id)
         await self._record_check(KeyCheck(provider_id, KeyCheckState.TESTING,
                                           "sandbox call in flight", self.clock.now()),
                                  persist=False)
-        model = self._sandbox_model(spec)
+        announced = await self.store.setting(ANNOUNCED + provider_id)
+        model = self._sandbox_model(spec, announced)
         request = ChatRequest.ask(model.id, SANDBOX_PROMPT, max_tokens=SANDBOX_MAX_TOKENS,
                                   stream=False)
         try:
@@ -806,6 +827,11 @@ class Engine:
             passed, reason = False, str(exc)
         else:
             passed, reason = judge(outcome.result, outcome.error, outcome.record.cost)
+            if passed and announced is not None and outcome.result is not None:
+                agrees, said = against_announcement(outcome.result,
+                                                    announced["input_per_mtok"],
+                                                    announced["output_per_mtok"])
+                passed, reason = agrees, f"{reason}; {said}"
         result = outcome.result if outcome else None
         if not passed:
             state = KeyCheckState.FAILED
@@ -823,12 +849,20 @@ class Engine:
                 ACTIVATE_KEY,
                 summary=f"Activate the new key for {provider_id}",
                 evidence=f"sandbox test on {model.id}: {reason}",
-                proposed_action=f"route real traffic to {provider_id}",
+                proposed_action=f"route real traffic to {provider_id}"
+                                + (f" at the announced price for {model.id}"
+                                   if announced is not None else ""),
                 payload={"provider": provider_id},
             )
+        elif state is KeyCheckState.ACTIVE:
+            await self._adopt_announcement(provider_id)
         return check
 
-    def _sandbox_model(self, spec: ProviderSpec) -> ModelSpec:
+    def _sandbox_model(self, spec: ProviderSpec, announced: dict[str, Any] | None = None
+                       ) -> ModelSpec:
+        if announced is not None and (model := spec.model(announced["model"])) is not None:
+            return model
+
         def price(model: ModelSpec) -> float:
             rates = self.prices.rates(spec, model)
             return rates.input + rates.output if rates else float("inf")
@@ -845,6 +879,19 @@ class Engine:
         await self._record_check(KeyCheck(provider, state, f"{reason}; {current.reason}",
                                           self.clock.now(), current.latency_s, current.usd,
                                           current.billed_usd))
+        if approved:
+            await self._adopt_announcement(provider)
+
+    async def _adopt_announcement(self, provider: str) -> None:
+        """The funnel's end: the announced price, verified by the sandbox, is the price."""
+        announced = await self.store.setting(ANNOUNCED + provider)
+        if announced is None:
+            return
+        await self.store.set_setting(ANNOUNCED + provider, None, self.clock.now())
+        if self.provider_spec(provider).model(announced["model"]) is not None:
+            await self.approve_price(provider, announced["model"],
+                                     announced["input_per_mtok"],
+                                     announced["output_per_mtok"], announced.get("item_id"))
 
     async def _record_check(self, check: KeyCheck, *, persist: bool = True) -> None:
         self._checks[check.provider] = check
@@ -867,6 +914,60 @@ class Engine:
         self.health.key_changed(spec.id)
         self.bus.publish(KeyStateChanged(self.clock.now(), spec.id, status))
         return status
+
+    # -- veille ----------------------------------------------------------------------------
+
+    @property
+    def veille(self) -> VeilleWatch:
+        if self._veille is None:
+            from .veille.watch import VeilleWatch
+
+            self._veille = VeilleWatch(self)
+        return self._veille
+
+    async def start_veille(self) -> None:
+        """Watch the market every [veille] interval_s until stop() (the cockpit)."""
+        if self.bouquet.veille.enabled:
+            await self.provider_views()  # what is routable: the bar an offer must clear
+            self.veille.start()
+
+    async def veille_items(self, *, limit: int = 200, label: str | None = None
+                           ) -> list[VeilleItem]:
+        from .veille.item import VeilleItem
+
+        return [VeilleItem.from_row(row)
+                for row in await self.store.veille_items(limit=limit, label=label)]
+
+    async def comparison_matrix(self) -> list[MatrixRow]:
+        from .veille import matrix
+
+        await self.provider_views()  # routable needs the keys' states
+        return await asyncio.to_thread(matrix.build, self)
+
+    async def approve_price(self, provider: str, model: str, input_per_mtok: float,
+                            output_per_mtok: float, item_id: int | None) -> None:
+        """The comparison matrix takes a price: routing and costs use it from now on."""
+        await self.store.set_price_update(provider, model, input_per_mtok, output_per_mtok,
+                                          item_id, self.clock.now())
+        self.prices.approve(provider, model, input_per_mtok, output_per_mtok)
+        self.router.reprice(self.prices)
+        self.update_mode()  # the cheapest API price is one of the mode's signals
+
+    async def _on_price_update_decided(self, approval: Approval, approved: bool) -> None:
+        if approved:
+            p = approval.payload
+            await self.approve_price(p["provider"], p["model"], p["input_per_mtok"],
+                                     p["output_per_mtok"], p.get("item_id"))
+
+    async def _on_opportunity_decided(self, approval: Approval, approved: bool) -> None:
+        p = approval.payload
+        if approved and p.get("report", {}).get("funnel"):
+            # The sandbox test of the key to come checks the bill against this.
+            await self.store.set_setting(
+                ANNOUNCED + p["provider"],
+                {key: p.get(key) for key in ("model", "input_per_mtok", "output_per_mtok",
+                                             "item_id")},
+                self.clock.now())
 
     # -- calls -----------------------------------------------------------------------------
 

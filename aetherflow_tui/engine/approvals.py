@@ -1,6 +1,6 @@
 """Changes the operator signs off: queued, persisted, decided with y or n.
 
-Producers (key activation now; price updates and new offers later) describe the change
+Producers (key activation, veille price updates and opportunities) describe the change
 and its evidence; a handler registered for the kind carries out the decision.
 """
 
@@ -18,6 +18,8 @@ from .events import ApprovalDecided, ApprovalRequested
 from .store import Store
 
 ACTIVATE_KEY = "activate_key"
+PRICE_UPDATE = "price_update"  # a veille price for a bouquet model, into the matrix
+OPPORTUNITY = "veille_opportunity"  # a better offer: approving walks the acquisition funnel
 
 Handler = Callable[["Approval", bool], Awaitable[None]]
 
@@ -56,6 +58,10 @@ class ApprovalQueue:
 
     async def pending(self) -> list[Approval]:
         return [_approval(row) for row in await self._store.approvals("pending")]
+
+    async def history(self) -> list[Approval]:
+        """Every approval, decided or not, oldest first."""
+        return [_approval(row) for row in await self._store.approvals(None)]
 
     async def decide(self, approval_id: int, approve: bool) -> Approval:
         ts = self._clock.now()

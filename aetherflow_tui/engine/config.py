@@ -390,6 +390,60 @@ class RegulatorSpec(_Strict):
         return self
 
 
+class FeedSpec(_Strict):
+    """One veille source: a feed or a status page, on the web or in a local file."""
+
+    name: str = Field(min_length=1, max_length=60)
+    url: str | None = None
+    path: str | None = None  # a local file, read at each poll (offline use)
+    kind: Literal["feed", "status"] = "feed"  # RSS/Atom, or a Statuspage summary.json
+    provider: str | None = None  # the provider it speaks about, when it is one provider's
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"{value!r} is not an http(s) URL with a host")
+        return value
+
+    @model_validator(mode="after")
+    def _one_location(self) -> FeedSpec:
+        if (self.url is None) == (self.path is None):
+            raise _FieldProblem(f"veille source {self.name!r} needs exactly one of url and "
+                                "path", "url")
+        return self
+
+    @property
+    def location(self) -> str:
+        return self.url or str(Path(self.path or "").expanduser())
+
+
+class VeilleSpec(_Strict):
+    """The market watch: what is read, how often, and when an item becomes a proposal."""
+
+    enabled: bool = True  # the cockpit polls; `aetherflow veille poll` works either way
+    interval_s: float = Field(default=900.0, ge=10)
+    timeout_s: float = Field(default=10.0, gt=0, le=120)
+    max_bytes: int = Field(default=5_000_000, ge=10_000)
+    # The built-in feeds, and the status pages of the bouquet's providers (status_page).
+    default_sources: bool = True
+    # Below this confidence an item is shown but proposes nothing.
+    min_confidence: float = Field(default=0.6, ge=0, le=1)
+    # An offer must beat what the bouquet costs now by this much to be an opportunity.
+    min_saving_pct: float = Field(default=10.0, ge=0, le=100)
+    sources: tuple[FeedSpec, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> VeilleSpec:
+        for index, source in enumerate(self.sources):
+            if any(earlier.name == source.name for earlier in self.sources[:index]):
+                raise _FieldProblem(f"veille source {source.name!r} is declared twice",
+                                    "sources", index, "name")
+        return self
+
+
 class CockpitSpec(_Strict):
     # binding id -> keys, e.g. inject_key = "ctrl+k"; ids are listed in the cockpit's help.
     keymap: dict[str, str] = Field(default_factory=dict)
@@ -402,6 +456,7 @@ class _BouquetFile(_Strict):
     canary: CanarySpec = CanarySpec()
     health: HealthSpec = HealthSpec()
     regulator: RegulatorSpec = RegulatorSpec()
+    veille: VeilleSpec = VeilleSpec()
     providers: dict[str, ProviderSpec] = Field(min_length=1)
     cockpit: CockpitSpec = CockpitSpec()
 
@@ -432,6 +487,7 @@ class Bouquet:
     canary: CanarySpec = field(default_factory=CanarySpec)
     health: HealthSpec = field(default_factory=HealthSpec)
     regulator: RegulatorSpec = field(default_factory=RegulatorSpec)
+    veille: VeilleSpec = field(default_factory=VeilleSpec)
 
     @property
     def source_label(self) -> str:
@@ -461,7 +517,7 @@ def parse(text: str, source: Path | None) -> Bouquet:
     return Bouquet(budget=model.budget, providers=dict(model.providers), source=source,
                    keymap=dict(model.cockpit.keymap), routing=model.routing,
                    modes=model.modes, canary=model.canary, health=model.health,
-                   regulator=model.regulator)
+                   regulator=model.regulator, veille=model.veille)
 
 
 def load(path: Path | None) -> Bouquet:

@@ -18,6 +18,8 @@ from .records import CallRecord
 if TYPE_CHECKING:
     from .approvals import Approval
     from .regulator import SystemSample
+    from .veille.item import VeilleItem
+    from .veille.watch import SourceStatus
     from .vigilance import RegulatorDecision
 
 
@@ -114,3 +116,18 @@ class AlertRaised(Event):
 class DispatchHoldChanged(Event):
     held: bool
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class VeilleItemClassified(Event):
+    """A new market-watch item is stored, labelled, its prices extracted."""
+
+    item: VeilleItem
+
+
+@dataclass(frozen=True, slots=True)
+class VeillePolled(Event):
+    """A poll is over: each source's outcome (errors included) and how many items are new."""
+
+    sources: tuple[SourceStatus, ...]
+    new_items: int

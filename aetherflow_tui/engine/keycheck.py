@@ -68,3 +68,19 @@ def judge(result: ChatResult | None, error: ProviderError | None, cost: Cost
     if cost.usd is None:
         return True, f"authenticated in {latency}; model unpriced: set price_in/price_out"
     return True, f"authenticated in {latency}; priced from usage (no billed figure sent)"
+
+
+def against_announcement(result: ChatResult, announced_in: float, announced_out: float
+                         ) -> tuple[bool, str]:
+    """Did the provider bill what its announcement said, for the tokens it reported?"""
+    usage = result.usage
+    expected = (usage.input_tokens * announced_in + usage.output_tokens * announced_out) / 1e6
+    said = f"${announced_in:g} in, ${announced_out:g} out per Mtok"
+    if result.billed_usd is None:
+        return True, (f"no billed figure sent: the announced price ({said}) is checked on "
+                      "the invoice, not here")
+    gap = result.billed_usd - expected
+    if gap > max(COST_TOLERANCE * expected, COST_TOLERANCE_USD):
+        return False, (f"billed ${result.billed_usd:.8f} where the announcement ({said}) "
+                       f"makes ${expected:.8f}: more than announced")
+    return True, f"billed ${result.billed_usd:.8f}, as announced ({said}: ${expected:.8f})"

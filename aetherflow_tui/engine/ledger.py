@@ -24,6 +24,7 @@ from .providers.base import Usage
 PRICE_CONFIG = "config"
 PRICE_LOCAL = "local"  # llama.cpp on this machine: paid in watt-hours, not dollars
 PRICE_TABLE = "genai-prices"
+PRICE_VEILLE = "veille"  # announced in a veille item, approved by the operator
 UNPRICED = "unpriced"
 
 ENERGY_ECOLOGITS = "ecologits"  # EcoLogits knows the provider and the model
@@ -82,10 +83,20 @@ LOCAL_RATES = Rates(0.0, 0.0, 0.0, PRICE_LOCAL)
 
 
 class PriceTable:
-    """Rates per (provider, model): config overrides first, then genai-prices."""
+    """Rates per (provider, model): approved veille prices, config overrides, genai-prices.
+
+    A price the operator approved from an announcement is the newest word on it, so it
+    wins over the config's and the table's.
+    """
 
     def __init__(self) -> None:
         self._flat: dict[tuple[str, str], tuple[float, Rates | None, Any]] = {}
+        self._approved: dict[tuple[str, str], Rates] = {}
+
+    def approve(self, provider_id: str, model_id: str, input_per_mtok: float,
+                output_per_mtok: float) -> None:
+        self._approved[(provider_id, model_id)] = Rates(input_per_mtok, output_per_mtok,
+                                                        input_per_mtok, PRICE_VEILLE)
 
     def rates(self, provider: ProviderSpec, model: ModelSpec) -> Rates | None:
         return self._resolve(provider, model)[0]
@@ -102,6 +113,9 @@ class PriceTable:
         return Cost(usd, rates.source)
 
     def _resolve(self, provider: ProviderSpec, model: ModelSpec) -> tuple[Rates | None, Any]:
+        approved = self._approved.get((provider.id, model.id))
+        if approved is not None:
+            return approved, None
         if model.price_in is not None and model.price_out is not None:
             cached = model.price_cached_in if model.price_cached_in is not None else model.price_in
             return Rates(model.price_in, model.price_out, cached, PRICE_CONFIG), None

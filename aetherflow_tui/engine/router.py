@@ -54,6 +54,10 @@ class Candidate:
         return f"{self.provider.id}/{self.model.id}"
 
 
+def _free(provider: ProviderSpec, rates: Rates | None) -> bool:
+    return provider.free_tier or (rates is not None and rates.input == 0 and rates.output == 0)
+
+
 class _Entry:
     """A (provider, model) pair with what routing reads about it precomputed."""
 
@@ -65,8 +69,7 @@ class _Entry:
         self.model = model
         self.rates = rates
         self.roles = frozenset(model.roles)
-        self.free = provider.free_tier or (rates is not None and rates.input == 0
-                                           and rates.output == 0)
+        self.free = _free(provider, rates)
         self.fast = "fast" in self.roles
         self.local = provider.local
         self.label = f"{provider.id}/{model.id}"
@@ -146,6 +149,12 @@ class Router:
             if not self._by_provider or self._by_provider[-1][0] is not entry.provider:
                 self._by_provider.append((entry.provider, []))
             self._by_provider[-1][1].append(entry)
+
+    def reprice(self, prices: PriceTable) -> None:
+        """Read the rates again: the operator approved a new price."""
+        for entry in self._entries:
+            entry.rates = prices.rates(entry.provider, entry.model)
+            entry.free = _free(entry.provider, entry.rates)
 
     def estimate_energy(self, wh_per_1k: Callable[[ProviderSpec, ModelSpec], float | None]
                         ) -> None:

@@ -226,6 +226,54 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX calls_day_purpose ON calls(day, purpose);
     CREATE INDEX decisions_ts ON decisions(ts);
     """,
+    # 6: veille. Sources added from the command line; each source's last poll with its
+    # conditional-GET validators; classified items (deduplicated by key, and by title
+    # across sources); the prices the operator approved from them.
+    """
+    CREATE TABLE veille_sources (
+        name TEXT PRIMARY KEY,
+        location TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        provider TEXT,
+        added_ts REAL NOT NULL
+    );
+    CREATE TABLE veille_polls (
+        location TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        ts REAL NOT NULL,
+        outcome TEXT NOT NULL,
+        error TEXT,
+        etag TEXT,
+        last_modified TEXT,
+        ok_ts REAL,
+        new_items INTEGER NOT NULL
+    );
+    CREATE TABLE veille_items (
+        id INTEGER PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,
+        title_key TEXT NOT NULL,
+        source TEXT NOT NULL,
+        title TEXT NOT NULL,
+        summary TEXT NOT NULL,
+        link TEXT,
+        published_ts REAL,
+        seen_ts REAL NOT NULL,
+        label TEXT NOT NULL,
+        confidence REAL NOT NULL,
+        prices TEXT NOT NULL
+    );
+    CREATE INDEX veille_items_title ON veille_items(title_key);
+    CREATE INDEX veille_items_label ON veille_items(label, id);
+    CREATE TABLE price_updates (
+        provider TEXT NOT NULL,
+        model TEXT NOT NULL,
+        input_per_mtok REAL NOT NULL,
+        output_per_mtok REAL NOT NULL,
+        item_id INTEGER,
+        ts REAL NOT NULL,
+        PRIMARY KEY (provider, model)
+    );
+    """,
 )
 
 _CALL_COLUMNS = (
@@ -261,6 +309,8 @@ INSERT_HEALTH_SAMPLE = ("INSERT INTO health_samples (ts, provider, model, source
                         "ttft_s, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 INSERT_DECISION = ("INSERT INTO decisions (ts, kind, state, confidence, reasoning, metrics, "
                    "actions) VALUES (?, ?, ?, ?, ?, ?, ?)")
+VEILLE_ITEM_COLUMNS = ("key", "title_key", "source", "title", "summary", "link", "published_ts",
+                       "seen_ts", "label", "confidence", "prices")
 INSERT_ALERT = ("INSERT INTO alerts (ts, severity, title, message, source) "
                 "VALUES (?, ?, ?, ?, ?)")
 INSERT_ROUTE = ("INSERT INTO routes (ts, run_id, step_id, attempt, provider, model, reason) "
@@ -627,6 +677,124 @@ class Store:
             return
         await self._write("INSERT OR REPLACE INTO settings VALUES (?, ?, ?)",
                           (key, json.dumps(value), ts))
+
+    # -- veille ------------------------------------------------------------------------------
+
+    async def add_veille_items(self, rows: Sequence[dict[str, Any]], *, title_window_s: float
+                               ) -> list[int]:
+        """Insert new items in one transaction; the id of each row, 0 for a duplicate.
+
+        A duplicate has a key already stored, or the same title as an item seen within
+        `title_window_s` (the same story syndicated under another link).
+        """
+        ids = []
+        async with self._write_lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for row in rows:
+                    cursor = await self._db.execute(
+                        "SELECT 1 FROM veille_items WHERE key = ? OR (title_key = ? AND "
+                        "seen_ts >= ?) LIMIT 1",
+                        (row["key"], row["title_key"], row["seen_ts"] - title_window_s))
+                    if await cursor.fetchone() is not None:
+                        ids.append(0)
+                        continue
+                    cursor = await self._db.execute(
+                        f"INSERT INTO veille_items ({', '.join(VEILLE_ITEM_COLUMNS)}) "
+                        f"VALUES ({', '.join('?' * len(VEILLE_ITEM_COLUMNS))})",
+                        [json.dumps(row[c]) if c == "prices" else row[c]
+                         for c in VEILLE_ITEM_COLUMNS])
+                    ids.append(int(cursor.lastrowid or 0))
+                await self._db.execute("COMMIT")
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+        return ids
+
+    async def known_veille_keys(self, keys: Sequence[str]) -> set[str]:
+        known: set[str] = set()
+        for start in range(0, len(keys), 500):  # SQLite caps bound parameters
+            chunk = keys[start:start + 500]
+            cursor = await self._db.execute(
+                f"SELECT key FROM veille_items WHERE key IN ({', '.join('?' * len(chunk))})",
+                chunk)
+            known.update(row[0] for row in await cursor.fetchall())
+        return known
+
+    async def veille_items(self, *, limit: int = 200, label: str | None = None,
+                           since_ts: float | None = None) -> list[dict[str, Any]]:
+        """Items, newest first (by when they were seen, then by id)."""
+        where, params = [], []
+        if label is not None:
+            where.append("label = ?")
+            params.append(label)
+        if since_ts is not None:
+            where.append("seen_ts >= ?")
+            params.append(since_ts)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = await self._dicts(
+            f"SELECT id, {', '.join(VEILLE_ITEM_COLUMNS)} FROM veille_items {clause} "
+            "ORDER BY seen_ts DESC, id DESC LIMIT ?", (*params, limit))
+        for row in rows:
+            row["prices"] = json.loads(row["prices"])
+        return rows
+
+    async def veille_item(self, item_id: int) -> dict[str, Any] | None:
+        rows = await self._dicts(
+            f"SELECT id, {', '.join(VEILLE_ITEM_COLUMNS)} FROM veille_items WHERE id = ?",
+            (item_id,))
+        for row in rows:
+            row["prices"] = json.loads(row["prices"])
+        return rows[0] if rows else None
+
+    async def record_veille_poll(self, location: str, name: str, ts: float, outcome: str,
+                                 error: str | None, etag: str | None,
+                                 last_modified: str | None, new_items: int) -> None:
+        # A failed poll keeps the validators and the last success of the one before it.
+        await self._write(
+            "INSERT INTO veille_polls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (location) DO UPDATE SET name = excluded.name, ts = excluded.ts, "
+            "outcome = excluded.outcome, error = excluded.error, "
+            "etag = CASE WHEN excluded.outcome = 'error' THEN etag ELSE excluded.etag END, "
+            "last_modified = CASE WHEN excluded.outcome = 'error' THEN last_modified "
+            "ELSE excluded.last_modified END, "
+            "ok_ts = COALESCE(excluded.ok_ts, ok_ts), new_items = excluded.new_items",
+            (location, name, ts, outcome, error, etag, last_modified,
+             None if outcome == "error" else ts, new_items))
+
+    async def veille_polls(self) -> dict[str, dict[str, Any]]:
+        rows = await self._dicts("SELECT * FROM veille_polls", ())
+        return {row["location"]: row for row in rows}
+
+    async def added_veille_sources(self) -> list[dict[str, Any]]:
+        return await self._dicts("SELECT name, location, kind, provider, added_ts FROM "
+                                 "veille_sources ORDER BY added_ts", ())
+
+    async def add_veille_source(self, name: str, location: str, kind: str,
+                                provider: str | None, ts: float) -> None:
+        await self._write("INSERT INTO veille_sources VALUES (?, ?, ?, ?, ?)",
+                          (name, location, kind, provider, ts))
+
+    async def remove_veille_source(self, name: str) -> bool:
+        cursor = await self._write("DELETE FROM veille_sources WHERE name = ?", (name,))
+        return cursor.rowcount == 1
+
+    async def price_updates(self) -> list[dict[str, Any]]:
+        return await self._dicts("SELECT provider, model, input_per_mtok, output_per_mtok, "
+                                 "item_id, ts FROM price_updates ORDER BY ts", ())
+
+    async def set_price_update(self, provider: str, model: str, input_per_mtok: float,
+                               output_per_mtok: float, item_id: int | None, ts: float) -> None:
+        await self._write("INSERT OR REPLACE INTO price_updates VALUES (?, ?, ?, ?, ?, ?)",
+                          (provider, model, input_per_mtok, output_per_mtok, item_id, ts))
+
+    async def usage_since(self, since_ts: float) -> list[dict[str, Any]]:
+        """Real traffic per provider and model since since_ts (canaries and tests apart)."""
+        return await self._dicts(
+            "SELECT provider, model, COUNT(*) AS calls, SUM(input_tokens) AS input_tokens, "
+            "SUM(output_tokens) AS output_tokens, COALESCE(SUM(usd), 0) AS usd, "
+            "MIN(ts) AS first_ts FROM calls WHERE ts >= ? AND purpose NOT IN "
+            "('canary', 'sandbox') GROUP BY provider, model", (since_ts,))
 
     async def _dicts(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
         cursor = await self._db.execute(sql, params)

@@ -77,7 +77,10 @@ class ApprovalsScreen(ModalScreen[None]):
         approval = self._approvals.get(str(row_key.value))
         if approval is None:
             return
-        text = Text.assemble(("evidence  ", "bold"), literal(approval.evidence, 300),
+        # A veille report is several facts, one a line; each line is untrusted and capped.
+        evidence = Text("\n          ").join(
+            literal(line, 200) for line in approval.evidence.splitlines()[:12])
+        text = Text.assemble(("evidence  ", "bold"), evidence,
                              "\n", ("proposed  ", "bold"),
                              literal(approval.proposed_action, 200))
         detail.update(text)

@@ -1,0 +1,252 @@
+"""Price extraction from market-watch items: provider, model, $ per million tokens."""
+
+from __future__ import annotations
+
+import random
+import string
+import time
+
+import pytest
+
+from aetherflow_tui.engine import config
+from aetherflow_tui.engine.veille.extract import Catalog, PriceQuote, extract_prices
+
+DEFAULT = Catalog.default()
+
+Q = tuple[str | None, str | None, float | None, float | None]
+
+# (title, summary, expected quotes as (provider, model, input, output) in item order)
+CASES: list[tuple[str, str, list[Q]]] = [
+    # --- hosts, makers and the bouquet's names -------------------------------------------
+    ("Groq now serves Llama 3.3 70B at $0.59/M input", "",
+     [("groq", "llama-3.3-70b-versatile", 0.59, None)]),
+    ("Groq price update",
+     "Llama 3.1 8B drops to $0.05/M input and $0.08/M output; Llama 3.3 70B to $0.59/$0.79",
+     [("groq", "llama-3.1-8b-instant", 0.05, 0.08),
+      ("groq", "llama-3.3-70b-versatile", 0.59, 0.79)]),
+    ("Groq slashes Llama 3.1 8B price", "The model now costs $0.04 per million input tokens.",
+     [("groq", "llama-3.1-8b-instant", 0.04, None)]),
+    ("DeepSeek-V3 pricing", "input: $0.27, output: $1.10 per million tokens",
+     [("deepseek", "deepseek-v3", 0.27, 1.10)]),
+    ("GPT-4o mini costs $0.15 per million input tokens and $0.60 per million output tokens", "",
+     [("openai", "gpt-4o-mini", 0.15, 0.60)]),
+    ("Gemini 2.5 Flash: $0.30 / 1M tokens input, $2.50 / 1M tokens output", "",
+     [("gemini", "gemini-2.5-flash", 0.30, 2.50)]),
+    ("Google AI Studio lists Gemini 2.5 Pro at $1.25 per 1M input tokens and $10 per 1M output "
+     "tokens", "", [("gemini", "gemini-2.5-pro", 1.25, 10.0)]),
+    ("Claude 3.5 Haiku: $0.80/MTok input, $4/MTok output", "",
+     [("anthropic", "claude-3.5-haiku", 0.80, 4.0)]),
+    ("Codestral 25.01 is priced at $0.3/M input and $0.9/M output", "",
+     [("codestral", "codestral-25.01", 0.3, 0.9)]),
+    ("Mistral AI cuts Codestral 25.01 to $0.30/M input", "",
+     [("codestral", "codestral-25.01", 0.30, None)]),
+    ("Mistral's La Plateforme now charges $2/M for Mistral Large input and $6/M for output", "",
+     [("mistral", "mistral-large-latest", 2.0, 6.0)]),
+    ("OpenRouter adds deepseek/deepseek-chat-v3-0324 at $0.27 per million input tokens", "",
+     [("openrouter", "deepseek/deepseek-chat-v3-0324", 0.27, None)]),
+    ("GPT-4.1 mini: $0.40/M input, GPT-4.1: $2/M input", "",
+     [("openai", "gpt-4.1-mini", 0.40, None), ("openai", "gpt-4.1", 2.0, None)]),
+    ("o3-mini: $1.10 input / $4.40 output per million tokens", "",
+     [("openai", "o3-mini", 1.10, 4.40)]),
+    ("DeepSeek undercuts OpenAI", "DeepSeek-V3 at $0.27/M vs GPT-4o at $2.50/M input",
+     [("deepseek", "deepseek-v3", 0.27, 0.27), ("openai", "gpt-4o", 2.50, None)]),
+    ("Groq says Llama 3.3 70B costs $0.59/M input. Cerebras charges $0.85 per million tokens "
+     "for it.", "",
+     [("groq", "llama-3.3-70b-versatile", 0.59, None), ("cerebras", "llama-3.3-70b", 0.85, 0.85)]),
+    ("Groq cuts prices: $0.05 per million tokens", "", [("groq", None, 0.05, 0.05)]),
+    # --- providers outside the bouquet, as slugs -----------------------------------------
+    ("Together AI adds Qwen 2.5 72B at $1.20 per million tokens", "",
+     [("together-ai", "qwen-2.5-72b", 1.20, 1.20)]),
+    ("DeepSeek-V3 on Together AI at $1.25 per million tokens", "",
+     [("together-ai", "deepseek-v3", 1.25, 1.25)]),
+    ("Together AI adds DeepSeek-V3.", "The model costs $1.25/M.",
+     [("together-ai", "deepseek-v3", 1.25, 1.25)]),
+    ("Claude 3.5 Haiku now on Amazon Bedrock at $0.80/M input and $4/M output", "",
+     [("amazon-bedrock", "claude-3.5-haiku", 0.80, 4.0)]),
+    ("SambaNova serves DeepSeek R1 at $5 per million input tokens and $7 per million output "
+     "tokens", "", [("sambanova", "deepseek-r1", 5.0, 7.0)]),
+    ("Azure OpenAI: GPT-4o mini at $0.165 per million input tokens", "",
+     [("azure-openai", "gpt-4o-mini", 0.165, None)]),
+    ("Perplexity Sonar Pro: $3/M input, $15/M output", "",
+     [("perplexity", "sonar-pro", 3.0, 15.0)]),
+    ("Grok 2 API from xAI: $2 per million input tokens and $10 per million output", "",
+     [("xai", "grok-2", 2.0, 10.0)]),
+    ("DeepInfra cuts Llama 3.3 70B Instruct to $0.23/$0.40 per 1M tokens", "",
+     [("deepinfra", "llama-3.3-70b-instruct", 0.23, 0.40)]),
+    ("Anthropic Claude Sonnet 4: input $3, output $15 per million tokens", "",
+     [("anthropic", "claude-sonnet-4", 3.0, 15.0)]),
+    ("Hyperbolic hosts Llama 3.1 405B at $4 per million tokens", "",
+     [(None, "llama-3.1-405b", 4.0, 4.0)]),
+    ("Qwen2.5-72B-Instruct on Fireworks: USD 0.90 per million tokens", "",
+     [("fireworks", "qwen2.5-72b-instruct", 0.90, 0.90)]),
+    # --- units and currencies ------------------------------------------------------------
+    ("GPT-4 is $0.03 per 1K tokens for prompts and $0.06 per 1K tokens for completions", "",
+     [("openai", "gpt-4", 30.0, 60.0)]),
+    ("GPT-3.5 Turbo: $0.0005 per thousand input tokens", "",
+     [("openai", "gpt-3.5-turbo", 0.5, None)]),
+    ("GPT-3.5 Turbo costs $0.002 per 1,000 tokens", "",
+     [("openai", "gpt-3.5-turbo", 2.0, 2.0)]),
+    ("Llama 3.3 70B: $0.00000059 per token", "", [(None, "llama-3.3-70b", 0.59, 0.59)]),
+    ("Groq: $0.59 per 1,000,000 tokens", "", [("groq", None, 0.59, 0.59)]),
+    ("Cohere Command R: 15 cents per million input tokens, 60 cents per million output tokens",
+     "", [("cohere", "command-r", 0.15, 0.60)]),
+    ("Fireworks: 0.5¢ per 1K tokens", "", [("fireworks", None, 5.0, 5.0)]),
+    ("USD 2.50 per 1M input tokens for GPT-4o, 10.00 USD for output", "",
+     [("openai", "gpt-4o", 2.50, 10.0)]),
+    ("Mistral Large 2 drops to $2.5/MTok", "", [("mistral", "mistral-large-2", 2.5, 2.5)]),
+    ("$1,250 per million output tokens for the premium tier of o1-pro", "",
+     [("openai", "o1-pro", None, 1250.0)]),
+    ("Groq: Llama 3.3 70B for $0,59/M input", "",
+     [("groq", "llama-3.3-70b-versatile", 0.59, None)]),
+    ("Cerebras runs Llama 3.1 8B at $0.10 in / $0.12 out per million tokens", "",
+     [("cerebras", "llama-3.1-8b", 0.10, 0.12)]),
+    ("Llama 3.3 70B now $0.59/0.79 per million on Groq", "",
+     [("groq", "llama-3.3-70b-versatile", 0.59, 0.79)]),
+    ("Mistral Small: $0.10 input, $0.30 output", "",  # no unit: input/output says per million
+     [("mistral", "mistral-small-latest", 0.10, 0.30)]),
+    ("Groq", "<p>New prices:</p><ul><li>Llama 3.1 8B: $0.05 / $0.08</li>"
+     "<li>Llama 3.3 70B: $0.59 / $0.79</li></ul><p>Prices per million tokens.</p>",
+     [("groq", "llama-3.1-8b-instant", 0.05, 0.08),
+      ("groq", "llama-3.3-70b-versatile", 0.59, 0.79)]),
+    ("Groq: Llama 3.3 70B &#36;0.59/M input", "",
+     [("groq", "llama-3.3-70b-versatile", 0.59, None)]),
+    # --- French --------------------------------------------------------------------------
+    ("Mistral Small coûte désormais 0,10 $ par million de jetons en entrée et 0,30 $ en sortie.",
+     "", [("mistral", "mistral-small-latest", 0.10, 0.30)]),
+    ("DeepSeek : 0,27 $ par million de jetons en entrée et 1,10 $ en sortie", "",
+     [("deepseek", None, 0.27, 1.10)]),
+    ("DeepSeek-chat : 0,14 $/M en entrée, 0,28 $/M en sortie", "",
+     [("deepseek", "deepseek-chat", 0.14, 0.28)]),
+    ("Le modèle Mistral Small coûte 0,0001 $ pour 1\u00a0000 jetons", "",
+     [("mistral", "mistral-small-latest", 0.1, 0.1)]),
+    ("DeepSeek R1 prix : 0,55 $ par million de jetons d'entrée et 2,19 $ par million de jetons "
+     "de sortie", "", [("deepseek", "deepseek-r1", 0.55, 2.19)]),
+    ("Mistral Large coûte 1,000 $ par million de jetons", "",  # French: the comma is decimal
+     [("mistral", "mistral-large-latest", 1.0, 1.0)]),
+    # --- the old price, cached and batch prices ------------------------------------------
+    ("GPT-4o mini price cut from $0.60 to $0.30 per million input tokens", "",
+     [("openai", "gpt-4o-mini", 0.30, None)]),
+    ("Mistral Small: $0.10/M input, cached input $0.01/M, $0.30/M output", "",
+     [("mistral", "mistral-small-latest", 0.10, 0.30)]),
+    ("GPT-4o: $2.50 input, $1.25 cached input, $10.00 output per 1M tokens", "",
+     [("openai", "gpt-4o", 2.50, 10.0)]),
+    ("GPT-4o mini: $0.15/M input; Batch API: $0.075/M input", "",
+     [("openai", "gpt-4o-mini", 0.15, None)]),
+    # --- no price: nothing ---------------------------------------------------------------
+    ("Gemma 2 9B: new model from Google, free tier", "", []),
+    ("OpenAI raises $6.6 billion at a $157 billion valuation", "", []),
+    ("ChatGPT Plus costs $20/month", "", []),
+    ("ChatGPT Pro at $200", "", []),
+    ("Image generation now $0.04 per image", "", []),
+    ("Google Cloud Text-to-Speech: $16 per million characters", "", []),
+    ("Mistral Small: €0.10/M input, €0.30/M output", "", []),  # euros are skipped
+    ("Mistral Small : 0,10 € par million de jetons en entrée et 0,30 € en sortie", "", []),
+    ("Llama 3.3 70B on an Australian host: A$0.90 per million tokens", "", []),
+]
+
+
+@pytest.mark.parametrize(("title", "summary", "expected"), CASES,
+                         ids=[f"{i:02d}-{c[0][:40]}" for i, c in enumerate(CASES)])
+def test_extracts_the_quotes_an_item_states(title: str, summary: str, expected: list[Q]):
+    quotes = extract_prices(title, summary, DEFAULT)
+
+    assert [(q.provider, q.model, q.input_per_mtok, q.output_per_mtok) for q in quotes] == expected
+
+
+def test_a_quote_serialises_with_its_four_fields():
+    quote = PriceQuote("groq", "llama-3.1-8b-instant", 0.05, None)
+
+    assert quote.as_json() == {"provider": "groq", "model": "llama-3.1-8b-instant",
+                               "input_per_mtok": 0.05, "output_per_mtok": None}
+
+
+# --- the catalog -----------------------------------------------------------------------
+
+
+def test_the_default_catalog_names_each_known_vendor_by_its_bouquet_id():
+    assert DEFAULT.provider("google") == "gemini"
+    assert DEFAULT.provider("groq") == "groq"
+    assert DEFAULT.provider("codestral") == "codestral"  # not claimed by mistral's price table
+    assert DEFAULT.provider("anthropic") == "anthropic"  # not in the bouquet: its slug
+    assert DEFAULT.own_ids == ()  # "local" is a word, not a provider name in news
+    assert DEFAULT.model_ids("openai") == ("gpt-4o-mini", "gpt-4.1")
+
+
+OWN_BOUQUET = """
+[providers.together]
+kind = "openai"
+base_url = "https://api.together.xyz/v1"
+[[providers.together.models]]
+id = "meta-llama/Llama-3.3-70B-Instruct-Turbo"
+
+[providers.nebius]
+kind = "openai"
+base_url = "https://api.studio.nebius.ai/v1"
+[[providers.nebius.models]]
+id = "Qwen/Qwen2.5-72B-Instruct"
+
+[providers.ollama]
+kind = "openai"
+base_url = "http://127.0.0.1:11434/v1"
+key = "none"
+local = true
+[[providers.ollama.models]]
+id = "qwen2.5-coder:3b"
+price_in = 0.0
+price_out = 0.0
+"""
+
+
+def test_an_operators_bouquet_renames_vendors_and_models():
+    catalog = Catalog.from_bouquet(config.parse(OWN_BOUQUET, None))
+
+    assert catalog.provider("together-ai") == "together"  # by its API host
+    assert catalog.own_ids == ("nebius",)  # ollama is local: no market news about it
+    assert extract_prices("Together AI cuts Llama 3.3 70B Instruct Turbo to $0.88/M", "",
+                          catalog) == [
+        PriceQuote("together", "meta-llama/Llama-3.3-70B-Instruct-Turbo", 0.88, 0.88)]
+    assert extract_prices("Nebius: Qwen2.5 72B Instruct at $0.13/M input", "", catalog) == [
+        PriceQuote("nebius", "Qwen/Qwen2.5-72B-Instruct", 0.13, None)]
+    # Gemini is no bouquet provider here: Google's slug, the model as written.
+    assert extract_prices("Gemini 2.5 Flash: $0.30/M input", "", catalog) == [
+        PriceQuote("google", "gemini-2.5-flash", 0.30, None)]
+
+
+def test_an_empty_catalog_reports_slugs():
+    assert extract_prices("Groq now serves Llama 3.3 70B at $0.59/M input", "", Catalog()) == [
+        PriceQuote("groq", "llama-3.3-70b", 0.59, None)]
+
+
+# --- hostile input ---------------------------------------------------------------------
+
+
+def test_random_text_never_raises():
+    rng = random.Random(7)
+    alphabet = (string.printable + "$€¢\u00a0\u202f\ud800\x00\x1b<>&#;é"
+                + "Llama 3.3 70B Groq per million input output /M 1K 0,27 $ ")
+    for _ in range(2_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 300)))
+        quotes = extract_prices(text[:40], text, DEFAULT)
+        assert all(isinstance(q, PriceQuote) for q in quotes)
+    for _ in range(200):
+        raw = bytes(rng.randrange(256) for _ in range(rng.randint(0, 500)))
+        extract_prices("", raw.decode("latin-1"), DEFAULT)
+
+
+@pytest.mark.parametrize("chunk", [
+    "$1/", "1,000,", "<a ", "<", "Llama 3.3 70B $0.59/M input ", "per per ", "&#36;0.5/M ",
+    "DeepSeek-V3 Groq Together AI ", "9" * 50 + ".",
+])
+def test_a_megabyte_item_is_read_in_bounded_time(chunk: str):
+    huge = chunk * (1_000_000 // len(chunk) + 1)
+    started = time.perf_counter()
+
+    extract_prices(huge, huge, DEFAULT)
+
+    assert time.perf_counter() - started < 0.5
+
+
+def test_only_the_head_of_a_long_item_is_read():
+    far = "x " * 20_000 + "Groq: Llama 3.3 70B at $0.59/M input"
+
+    assert extract_prices("", far, DEFAULT) == []

@@ -53,7 +53,6 @@ from .keycheck import (
     SANDBOX_PROMPT,
     KeyCheck,
     KeyCheckState,
-    against_announcement,
     judge,
 )
 from .keys import KeyState, KeyStatus, KeyVault, check_key_text
@@ -826,12 +825,10 @@ class Engine:
             outcome = None
             passed, reason = False, str(exc)
         else:
-            passed, reason = judge(outcome.result, outcome.error, outcome.record.cost)
-            if passed and announced is not None and outcome.result is not None:
-                agrees, said = against_announcement(outcome.result,
-                                                    announced["input_per_mtok"],
-                                                    announced["output_per_mtok"])
-                passed, reason = agrees, f"{reason}; {said}"
+            passed, reason = judge(
+                outcome.result, outcome.error, outcome.record.cost,
+                None if announced is None
+                else (announced["input_per_mtok"], announced["output_per_mtok"]))
         result = outcome.result if outcome else None
         if not passed:
             state = KeyCheckState.FAILED

@@ -46,9 +46,13 @@ class KeyCheck:
         return self.state is KeyCheckState.ACTIVE
 
 
-def judge(result: ChatResult | None, error: ProviderError | None, cost: Cost
-          ) -> tuple[bool, str]:
-    """Did the sandbox call pass, and why (one line for the operator)."""
+def judge(result: ChatResult | None, error: ProviderError | None, cost: Cost,
+          announced: tuple[float, float] | None = None) -> tuple[bool, str]:
+    """Did the sandbox call pass, and why (one line for the operator).
+
+    `announced` ($ per Mtok in, out): the price a veille announcement gave; the bill is
+    checked against it rather than against the price table, which may predate it.
+    """
     if error is not None:
         if error.kind == "auth":
             return False, f"the key was refused: {error.excerpt or error.message}"
@@ -59,6 +63,9 @@ def judge(result: ChatResult | None, error: ProviderError | None, cost: Cost
         return False, f"answered, but in {latency} (limit {SANDBOX_MAX_LATENCY_S:.0f} s)"
     if result.usage.estimated:
         return False, "answered without reporting token usage: its calls cannot be priced"
+    if announced is not None:
+        agrees, said = against_announcement(result, *announced)
+        return agrees, f"authenticated in {latency}; {said}"
     if result.billed_usd is not None and cost.usd is not None:
         gap = abs(result.billed_usd - cost.usd)
         if gap > max(COST_TOLERANCE * cost.usd, COST_TOLERANCE_USD):

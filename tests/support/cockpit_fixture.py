@@ -91,6 +91,7 @@ async def seed(home: Path, vault: KeyVault, now: float = FIXED_NOW) -> None:
                                  {"provider": "mistral"})
         await asyncio.gather(*(store.record_call(row) for row in _calls(now)))
         await _seed_run(store, now)
+        await _seed_veille(store, now)
     finally:
         await engine.stop()
 
@@ -137,6 +138,40 @@ async def _seed_run(store: Store, now: float) -> None:
     await store.update_run(RUN_ID, status="stopped-by-budget", mode="build",
                            finished=now - 120,
                            detail="stopped by the daily budget at step docs")
+
+
+VEILLE_ITEMS = (  # source, title, label, confidence, age (s), prices
+    ("groq-news", "Groq cuts Llama 3.3 70B to $0.39/M input, $0.59/M output", "price_change",
+     0.93, 600, [{"provider": "groq", "model": "llama-3.3-70b-versatile",
+                  "input_per_mtok": 0.39, "output_per_mtok": 0.59}]),
+    ("deepseek-status", "DeepSeek: Elevated error rates on the chat API", "outage", 0.97, 1500,
+     []),
+    ("hostile-feed", "[bold red]FREE[/] credits [@click=app.quit]click[/] \\x1b[31m now",
+     "noise", 0.71, 2400, []),
+    ("mistral-news", "Mistral launches Small 3.2 at $0.10/M in and $0.30/M out", "new_offer",
+     0.88, 4000, [{"provider": "mistral", "model": "mistral-small-3.2",
+                   "input_per_mtok": 0.1, "output_per_mtok": 0.3}]),
+    ("policy-watch", "New export controls on AI chips to China take effect in January",
+     "geopolitical_risk", 0.82, 9000, []),
+)
+
+
+async def _seed_veille(store: Store, now: float) -> None:
+    """Five classified items (one hostile) and the polls that brought them."""
+    rows = [{"key": f"fixture-{n}", "title_key": title.casefold(), "source": source,
+             "title": title, "summary": f"{title}. Details in the announcement.",
+             "link": f"https://example.com/news/{n}", "published_ts": now - ago,
+             "seen_ts": now - ago, "label": label, "confidence": confidence,
+             "prices": prices}
+            for n, (source, title, label, confidence, ago, prices) in enumerate(VEILLE_ITEMS)]
+    await store.add_veille_items(rows, title_window_s=0)
+    await store.record_veille_poll("https://status.deepseek.com/api/v2/summary.json",
+                                   "deepseek-status", now - 60, "not_modified", None,
+                                   '"abc"', None, 0)
+    await store.record_veille_poll("https://status.openai.com/api/v2/summary.json",
+                                   "openai-status", now - 60, "error",
+                                   "could not connect: [Errno -3] name resolution failed",
+                                   None, None, 0)
 
 
 # The machine over the last minute: CPU climbing into STRESSED, memory steady, no sensor.

@@ -17,6 +17,7 @@ import html
 import re
 import unicodedata
 from dataclasses import dataclass, replace
+from typing import Any
 
 from ..config import Bouquet, default_text, parse
 
@@ -37,6 +38,17 @@ class PriceQuote:
     def as_json(self) -> dict[str, str | float | None]:
         return {"provider": self.provider, "model": self.model,
                 "input_per_mtok": self.input_per_mtok, "output_per_mtok": self.output_per_mtok}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PriceQuote:
+        return cls(data.get("provider"), data.get("model"), data.get("input_per_mtok"),
+                   data.get("output_per_mtok"))
+
+    @property
+    def complete(self) -> bool:
+        """Who, what, and both prices: enough to compare with the bouquet."""
+        return (self.provider is not None and self.model is not None
+                and self.input_per_mtok is not None and self.output_per_mtok is not None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .item import Quote
+from .extract import PriceQuote
 
 DAY_S = 86_400.0
 MONTH_DAYS = 30
@@ -114,7 +114,7 @@ def blended(input_per_mtok: float, output_per_mtok: float, input_share: float) -
     return input_per_mtok * input_share + output_per_mtok * (1 - input_share)
 
 
-def assess(quote: Quote, usage: Usage, baseline: Baseline, candidate: Candidate, *,
+def assess(quote: PriceQuote, usage: Usage, baseline: Baseline, candidate: Candidate, *,
            min_saving_pct: float) -> Report | None:
     """The report when the offer beats the bouquet by min_saving_pct, else None."""
     if not quote.complete:
@@ -191,7 +191,7 @@ def _risk(candidate: Candidate) -> tuple[str, list[str]]:
     return ("low", "medium", "high")[level], reasons
 
 
-def _next_step(quote: Quote, candidate: Candidate) -> tuple[str, bool]:
+def _next_step(quote: PriceQuote, candidate: Candidate) -> tuple[str, bool]:
     if not candidate.in_bouquet:
         return (f"note it; add [providers.{quote.provider}] (base_url, models) to the config "
                 "to use it", False)

@@ -26,7 +26,8 @@ from ..approvals import OPPORTUNITY, PRICE_UPDATE
 from ..errors import UsageError
 from ..events import VeilleItemClassified, VeillePolled
 from ..text import excerpt
-from .item import Quote, VeilleItem
+from .extract import PriceQuote
+from .item import VeilleItem
 from .opportunity import (
     DAY_S,
     MONTH_DAYS,
@@ -205,7 +206,7 @@ class VeilleWatch:
             store = self.engine.store
             sources = only if only is not None else await self.sources()
             polls = await store.veille_polls()
-            validators = {s.location: Validators(polls[s.location]["etag"],
+            validators = {s.name: Validators(polls[s.location]["etag"],
                                                  polls[s.location]["last_modified"])
                           for s in sources if s.location in polls}
             results = await poll_all(self._client(), sources, validators,
@@ -278,7 +279,7 @@ class VeilleWatch:
                 "warning", f"Veille: outage reported for {', '.join(providers)}",
                 f"{item.title} ({item.source})", "veille")
 
-    async def _price_update(self, item: VeilleItem, quote: Quote) -> Approval | None:
+    async def _price_update(self, item: VeilleItem, quote: PriceQuote) -> Approval | None:
         """A new price for a model of the bouquet: the matrix changes once approved."""
         engine = self.engine
         spec = engine.bouquet.providers.get(quote.provider or "")
@@ -306,7 +307,7 @@ class VeilleWatch:
             proposed_action="update the comparison matrix: routing and cost use the new price",
             payload=payload)
 
-    async def _opportunity(self, item: VeilleItem, quote: Quote) -> Approval | None:
+    async def _opportunity(self, item: VeilleItem, quote: PriceQuote) -> Approval | None:
         report = await self.assess(quote)
         if report is None:
             return None
@@ -344,7 +345,7 @@ class VeilleWatch:
                      sum(r["output_tokens"] or 0 for r in rows),
                      sum(r["usd"] for r in rows), min(MONTH_DAYS, (now - first) / DAY_S))
 
-    async def assess(self, quote: Quote) -> Report | None:
+    async def assess(self, quote: PriceQuote) -> Report | None:
         usage = await self.usage()
         baseline = await self._baseline(usage)
         candidate = await self._candidate(quote)
@@ -388,7 +389,7 @@ class VeilleWatch:
                                      "routable API model (no traffic in 30 days)", latency,
                         params)
 
-    async def _candidate(self, quote: Quote) -> Candidate:
+    async def _candidate(self, quote: PriceQuote) -> Candidate:
         engine = self.engine
         provider = quote.provider or ""
         spec = engine.bouquet.providers.get(provider)

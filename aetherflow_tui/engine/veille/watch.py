@@ -265,9 +265,11 @@ class VeilleWatch:
             if item.label not in ("price_change", "new_offer"):
                 continue
             for quote in item.prices:
-                approval = await self._price_update(item, quote)
+                # An offer worth acquiring walks the funnel, whose end adopts its price;
+                # any other new price for a bouquet model just keeps the matrix current.
+                approval = await self._opportunity(item, quote)
                 if approval is None:
-                    approval = await self._opportunity(item, quote)
+                    approval = await self._price_update(item, quote)
                 if approval is not None:
                     approvals.append(approval)
         return approvals

@@ -9,7 +9,6 @@ strings stay literal text, never markup.
 
 from __future__ import annotations
 
-import asyncio
 import codecs
 import itertools
 import json
@@ -185,36 +184,16 @@ def parse(body: bytes, *, source: str) -> StatusReport:
 async def fetch(client: httpx.AsyncClient, url: str, *, timeout_s: float = 10.0,
                 max_bytes: int = 2_000_000) -> StatusReport:
     """GET and parse a `summary.json`; every network or parse problem is a StatusPageError."""
-    # httpx is imported here, not at module level, so `parse` stays usable from code that
-    # must start without it (the CLI); a caller of fetch already holds a client.
-    import httpx
+    # Imported here, not at module level: fetch.py needs httpx, and `parse` must stay usable
+    # from code that starts without it (the CLI); a caller of fetch already holds a client.
+    from .fetch import FetchError, bounded_get
 
-    too_large = f"too large (over {_size(max_bytes)})"
     try:
-        # httpx's timeout bounds each read, so a server dribbling a byte at a time would
-        # never trip it; the outer deadline bounds the whole fetch.
-        async with asyncio.timeout(timeout_s):
-            async with client.stream("GET", url, timeout=timeout_s, follow_redirects=True,
-                                     headers={"Accept": "application/json"}) as response:
-                if not response.is_success:
-                    raise StatusPageError(f"HTTP {response.status_code}", url)
-                declared = response.headers.get("Content-Length", "")
-                if declared.isdigit() and int(declared) > max_bytes:
-                    raise StatusPageError(too_large, url)
-                body = bytearray()
-                # Decoded bytes are counted, so a small gzip body cannot inflate past the cap.
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > max_bytes:
-                        raise StatusPageError(too_large, url)
-    except (TimeoutError, httpx.TimeoutException):
-        raise StatusPageError(f"timed out after {timeout_s:g} s", url) from None
-    except httpx.ConnectError as exc:
-        raise StatusPageError(f"could not connect: {_why(exc)}", url) from None
-    # OSError: httpx maps socket errors to its own types; this is insurance, not a known path.
-    except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
-        raise StatusPageError(f"request failed: {_why(exc)}", url) from None
-    return parse(bytes(body), source=url)
+        fetched = await bounded_get(client, url, timeout_s=timeout_s, max_bytes=max_bytes,
+                                    accept="application/json")
+    except FetchError as exc:
+        raise StatusPageError(exc.reason, url) from None
+    return parse(fetched.body, source=url)
 
 
 def _load(body: bytes, source: str) -> Any:
@@ -347,15 +326,3 @@ def _unique(items: Iterable[str]) -> list[str]:
             seen.add(item.casefold())
             kept.append(item)
     return kept
-
-
-def _size(n: int) -> str:
-    for unit, scale in (("MB", 1_000_000), ("kB", 1_000)):
-        if n >= scale:
-            return f"{n / scale:g} {unit}"
-    return f"{n} bytes"
-
-
-def _why(exc: Exception) -> str:
-    """The exception's own words, one line, or its type when it has none."""
-    return excerpt(str(exc), 120) or type(exc).__name__

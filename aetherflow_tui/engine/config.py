@@ -426,7 +426,8 @@ class VeilleSpec(_Strict):
     enabled: bool = True  # the cockpit polls; `aetherflow veille poll` works either way
     interval_s: float = Field(default=900.0, ge=10)
     timeout_s: float = Field(default=10.0, gt=0, le=120)
-    max_bytes: int = Field(default=5_000_000, ge=10_000)
+    # Real feeds weigh well under 1 MB; a hostile multi-megabyte body only costs parse time.
+    max_bytes: int = Field(default=2_000_000, ge=10_000)
     # The built-in feeds, and the status pages of the bouquet's providers (status_page).
     default_sources: bool = True
     # Below this confidence an item is shown but proposes nothing.

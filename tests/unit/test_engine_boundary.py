@@ -24,9 +24,16 @@ ENGINE_MODULES = [
     "aetherflow_tui.engine.regulator",
     "aetherflow_tui.engine.statuspage",
     "aetherflow_tui.engine.vigilance",
+    "aetherflow_tui.engine.fetch",
+    "aetherflow_tui.engine.veille.classifier",
+    "aetherflow_tui.engine.veille.extract",
+    "aetherflow_tui.engine.veille.matrix",
+    "aetherflow_tui.engine.veille.opportunity",
+    "aetherflow_tui.engine.veille.sources",
+    "aetherflow_tui.engine.veille.watch",
 ]
 HEAVY = ["textual", "llama_cpp", "onnxruntime", "tokenizers", "genai_prices", "ecologits",
-         "rich", "httpx", "aiohttp", "aiosqlite", "pydantic"]
+         "rich", "httpx", "aiohttp", "aiosqlite", "pydantic", "feedparser", "numpy"]
 
 
 def _loaded_after(code: str) -> set[str]:
@@ -41,6 +48,12 @@ def test_the_engine_does_not_load_textual():
     loaded = _loaded_after(imports)
     assert "aetherflow_tui" in loaded  # the probe really imported the engine
     assert "textual" not in loaded
+
+
+def test_the_veille_loads_its_model_libraries_only_when_it_classifies():
+    loaded = _loaded_after("\n".join(f"import {m}" for m in ENGINE_MODULES))
+    assert not loaded & {"onnxruntime", "tokenizers", "numpy", "feedparser"}, sorted(
+        loaded & {"onnxruntime", "tokenizers", "numpy", "feedparser"})
 
 
 def test_the_cli_module_loads_no_heavy_library():

@@ -121,15 +121,16 @@ class VeillePane(Pane):
     def _render_status(self) -> None:
         shown = sum(1 for i in self.items.values()
                     if self.label is None or i.label == self.label)
+        # Most telling first: narrow, this line is all the pane shows.
         text = Text(f"{shown} item(s)" if self.items else IDLE, style="" if self.items
                     else "dim")
-        text.append(f" · filter: {self.label or 'all'} (f)", style="dim")
         failing = [s for s in self.sources if s.outcome == "error"]
-        if self.sources:
-            text.append(f" · {len(self.sources)} source(s)", style="dim")
         if failing:
             text.append(f" · {len(failing)} failing: ", style="bold red")
             text.append_text(literal(", ".join(s.name for s in failing), 60, style="red"))
+        if self.sources:
+            text.append(f" · {len(self.sources)} source(s)", style="dim")
+        text.append(f" · filter: {self.label or 'all'} (f)", style="dim")
         self.query_one("#veille-status", Static).update(text)
         self.border_subtitle = self.label or ""
 
@@ -156,8 +157,8 @@ class VeillePane(Pane):
     def on_data_table_row_selected(self) -> None:
         self.action_open_item()
 
-    def action_poll(self) -> None:
-        self.app.run_action("poll_veille")
+    async def action_poll(self) -> None:
+        await self.app.run_action("poll_veille")
 
 
 class VeilleItemScreen(ModalScreen[None]):

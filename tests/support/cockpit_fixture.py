@@ -15,6 +15,7 @@ from keyrings.alt.file import PlaintextKeyring
 
 from aetherflow_tui.app import CockpitApp
 from aetherflow_tui.engine import Engine, config
+from aetherflow_tui.engine.approvals import OPPORTUNITY
 from aetherflow_tui.engine.clock import FixedClock, local_day
 from aetherflow_tui.engine.events import RegulatorDecided, SystemSampled
 from aetherflow_tui.engine.keys import KeyVault, Secret
@@ -22,6 +23,10 @@ from aetherflow_tui.engine.ledger import Cost, Energy
 from aetherflow_tui.engine.records import CallRecord
 from aetherflow_tui.engine.regulator import SystemSample, SystemState
 from aetherflow_tui.engine.store import STEP_COLUMNS, UPSERT_STEP, Store
+from aetherflow_tui.engine.veille.extract import PriceQuote
+from aetherflow_tui.engine.veille.item import VeilleItem
+from aetherflow_tui.engine.veille.opportunity import Baseline, Candidate, Usage, assess
+from aetherflow_tui.engine.veille.watch import describe_opportunity
 from aetherflow_tui.engine.vigilance import RegulatorDecision
 
 FIXED_NOW = 1_795_262_400.0  # 2026-11-21 07:20 UTC: a whole minute
@@ -164,7 +169,24 @@ async def _seed_veille(store: Store, now: float) -> None:
              "seen_ts": now - ago, "label": label, "confidence": confidence,
              "prices": prices}
             for n, (source, title, label, confidence, ago, prices) in enumerate(VEILLE_ITEMS)]
-    await store.add_veille_items(rows, title_window_s=0)
+    ids = await store.add_veille_items(rows, title_window_s=0)
+    # Gemini (no key yet) announces a price that beats what the fixture's traffic costs.
+    offer = PriceQuote("gemini", "gemini-2.5-flash", 0.1, 0.4)
+    report = assess(offer, Usage(1_200_000, 400_000, 0.9, 12),
+                    Baseline(0.56, "$0.56/Mtok paid on average over the last 12 day(s) of "
+                                   "real traffic", 1.1, 70),
+                    Candidate(in_bouquet=True, model_in_bouquet=True, routable=False,
+                              keyring=True, console_url="https://aistudio.google.com/apikey",
+                              zone="USA", latency_s=None, params_b=None, outages_30d=0,
+                              geopolitical_30d=0, other_routable=2), min_saving_pct=10)
+    assert report is not None
+    item = VeilleItem(ids[0], "google-ai-blog", "Gemini 2.5 Flash now $0.10/M input, $0.40/M "
+                      "output", "", None, None, now - 500, "price_change", 0.91, (offer,))
+    summary, evidence = describe_opportunity(item, report)
+    await store.add_approval(now - 500, OPPORTUNITY, summary, evidence, report.next_step,
+                             {"provider": "gemini", "model": "gemini-2.5-flash",
+                              "input_per_mtok": 0.1, "output_per_mtok": 0.4,
+                              "item_id": ids[0], "report": report.as_json()})
     await store.record_veille_poll("https://status.deepseek.com/api/v2/summary.json",
                                    "deepseek-status", now - 60, "not_modified", None,
                                    '"abc"', None, 0)

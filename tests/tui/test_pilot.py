@@ -34,6 +34,7 @@ from aetherflow_tui.widgets.pane import Pane
 from aetherflow_tui.widgets.providers import ProviderTable
 from aetherflow_tui.widgets.run_modal import RunPlanModal
 from aetherflow_tui.widgets.throttle_modal import ThrottleModal
+from aetherflow_tui.widgets.veille import VeilleItemScreen, VeillePane
 from tests.conftest import TEST_KEY, scripted_bouquet
 from tests.support.cockpit_fixture import FIXED_NOW, fixture_engine
 from tests.support.scripted_server import ScriptedServer
@@ -281,7 +282,7 @@ async def test_a_lists_the_pending_approval_and_y_activates_the_key(cockpit_engi
         assert isinstance(screen, ApprovalsScreen)
         await settle(pilot)
         approvals = screen.query_one(DataTable)
-        assert approvals.row_count == 1
+        assert approvals.row_count == 2  # the fixture's veille opportunity is the second
         assert [c.plain for c in approvals.get_row_at(0)][1:3] == [
             "activate key", "Activate the new key for mistral"]
         assert "Activate the new key for mistral" in screen_text(app)
@@ -289,11 +290,16 @@ async def test_a_lists_the_pending_approval_and_y_activates_the_key(cockpit_engi
         await pilot.press("y")
         await settle(pilot)
         assert cockpit_engine.key_check("mistral").active
-        assert approvals.row_count == 0
-        assert "nothing waiting for you" in screen_text(app)
+        assert approvals.row_count == 1
         # Announced once, from the engine's event (not a second time by the screen).
         decided = [t for t in notes.texts() if t.startswith(("approved", "rejected"))]
         assert decided == ["approved: Activate the new key for mistral"]
+
+        await pilot.press("n")  # the opportunity: declined, nothing else happens
+        await settle(pilot)
+        assert approvals.row_count == 0
+        assert "nothing waiting for you" in screen_text(app)
+        assert not isinstance(app.screen, KeyModal)
 
         await pilot.press("y")  # nothing left: says so, decides nothing
         await settle(pilot)
@@ -437,10 +443,13 @@ async def test_question_mark_lists_every_key_and_esc_closes(cockpit_engine):
                     ("5", "Pane 5"), ("ctrl+p", "Palette"),
                     ("esc", "Close (key dialog)"), ("^t", "Test again (key dialog)"),
                     ("^d", "Remove key (key dialog)"), ("y", "Approve (approvals)"),
-                    ("n", "Reject (approvals)"), ("esc", "Back (approvals)")]:
+                    ("n", "Reject (approvals)"), ("esc", "Back (approvals)"),
+                    ("⏎", "Open (veille pane)"), ("f", "Filter label (veille pane)"),
+                    ("u", "Poll now (veille pane)"), ("esc", "Back (veille item)")]:
             assert row in shown, (row, shown)
         # Every binding id of the cockpit and of its dialogs has its row.
-        dialogs = [b for s in (KeyModal, ApprovalsScreen, RunPlanModal, ThrottleModal)
+        dialogs = [b for s in (VeillePane, VeilleItemScreen, KeyModal, ApprovalsScreen,
+                               RunPlanModal, ThrottleModal)
                    for b in s.BINDINGS]
         assert help_table.row_count == len(BINDINGS) + 1 + len(dialogs)
         await pilot.press("escape")
@@ -532,7 +541,7 @@ async def test_the_palette_finds_approvals_by_name(cockpit_engine):
         await until(pilot, lambda: isinstance(app.screen, ApprovalsScreen),
                     what="the approvals screen")
         await settle(pilot)
-        assert app.screen.query_one(DataTable).row_count == 1
+        assert app.screen.query_one(DataTable).row_count == 2
 
 
 async def test_the_palette_lists_every_cockpit_action(cockpit_engine):
@@ -627,17 +636,17 @@ async def test_untrusted_text_in_an_approval_renders_literally(cockpit_engine):
         await pilot.press("a")
         await settle(pilot)
         approvals = app.screen.query_one(DataTable)
-        assert approvals.row_count == 2
-        _, _, summary = (cell.plain for cell in approvals.get_row_at(1))
+        assert approvals.row_count == 3
+        _, _, summary = (cell.plain for cell in approvals.get_row_at(2))
         assert summary == f"Activate {literal}"
         assert "[@click=app.quit]quit[/]" in screen_text(app)
-        approvals.move_cursor(row=1)
+        approvals.move_cursor(row=2)
         await pilot.pause()
         # The highlighted item's evidence is shown in full, literally, below the list.
         assert f"said {literal}" in screen_text(app)
         await pilot.press("n")  # rejecting it notifies with the same text, still literal
         await settle(pilot)
-        assert approvals.row_count == 1
+        assert approvals.row_count == 2
         assert app.is_running
         assert notes.texts()[-1] == f"rejected: Activate {literal}"
         assert "\x1b" not in app.export_screenshot()

@@ -319,16 +319,10 @@ class VeilleWatch:
                    "report": report.as_json()}
         if await self._already_pending(OPPORTUNITY, payload):
             return None
-        saving = ("" if report.saving_pct is None
-                  else f", {report.saving_pct:.0f}% under the bouquet")
+        summary, evidence = describe_opportunity(item, report)
         return await self.engine.approvals.request(
-            OPPORTUNITY,
-            summary=f"Opportunity: {report.provider}/{report.model} at "
-                    f"${report.offer_per_mtok:.3g}/Mtok{saving}",
-            evidence=f"{item.label} ({item.confidence:.0%}) from {item.source}: {item.title}\n"
-                     + "\n".join(report.lines()),
-            proposed_action=report.next_step,
-            payload=payload)
+            OPPORTUNITY, summary=summary, evidence=evidence,
+            proposed_action=report.next_step, payload=payload)
 
     async def _already_pending(self, kind: str, payload: dict[str, Any]) -> bool:
         fields = ("provider", "model", "input_per_mtok", "output_per_mtok")
@@ -422,6 +416,17 @@ class VeilleWatch:
             latency_s=latency,
             params_b=_params_b(engine, provider, quote.model or ""),
             outages_30d=outages, geopolitical_30d=geopolitical, other_routable=others)
+
+
+def describe_opportunity(item: VeilleItem, report: Report) -> tuple[str, str]:
+    """The approval's summary line and its evidence: the item, then the report."""
+    saving = ("" if report.saving_pct is None
+              else f", {report.saving_pct:.0f}% under the bouquet")
+    summary = (f"Opportunity: {report.provider}/{report.model} at "
+               f"${report.offer_per_mtok:.3g}/Mtok{saving}")
+    evidence = "\n".join([f"{item.label} ({item.confidence:.0%}) from {item.source}: "
+                          f"{item.title}", *report.lines()])
+    return summary, evidence
 
 
 def title_key(title: str) -> str:

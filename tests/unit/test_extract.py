@@ -250,3 +250,13 @@ def test_only_the_head_of_a_long_item_is_read():
     far = "x " * 20_000 + "Groq: Llama 3.3 70B at $0.59/M input"
 
     assert extract_prices("", far, DEFAULT) == []
+
+
+def test_a_cache_miss_price_is_the_list_price():
+    quotes = extract_prices(
+        "DeepSeek pricing update",
+        "Starting November 5, deepseek-chat costs $0.28 per million input tokens (cache miss), "
+        "$0.028 on a cache hit, and $0.42 per million output tokens.", Catalog.default())
+    assert [q.as_json() for q in quotes] == [
+        {"provider": "deepseek", "model": "deepseek-chat", "input_per_mtok": 0.28,
+         "output_per_mtok": 0.42}]

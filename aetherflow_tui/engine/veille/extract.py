@@ -345,7 +345,8 @@ def _with_scales(prices: list[_Price], text: str, bounds: _Bounds) -> list[_Pric
 # --- input or output -------------------------------------------------------------------
 
 _ROLE = re.compile(
-    r"(?<!\w)(?:(?P<special>cach(?:e|ed|ing)|batch|off[\s-]?peak|heures creuses)"
+    # "cache miss" is the list price itself: only hits, cached input and the like are special.
+    r"(?<!\w)(?:(?P<special>cach(?:e|ed|ing)(?![\s-]miss)|batch|off[\s-]?peak|heures creuses)"
     r"|(?P<both>(?:input|prompt|entrée)s? ?(?:/|and|&|\+|et) ?(?:output|completion|sortie)s?)"
     r"|(?P<input>inputs?|prompts?|entrées?|entrees?)"
     r"|(?P<output>outputs?|completions?|sorties?|generated|générés?))(?!\w)",

@@ -33,10 +33,10 @@ def percent(value: float | None) -> str:
     return "—" if value is None else f"{value:.0f}%"
 
 
-def per_mtok(value: float | None) -> str:
-    """A $/million-token rate: 0.59, 2, 0.075."""
+def per_mtok(value: float | None, missing: str = "unpriced") -> str:
+    """A $/million-token rate: 0.59, 2, 0.075; `missing` when there is none."""
     if value is None:
-        return "unpriced"
+        return missing
     return f"{value:.3f}".rstrip("0").rstrip(".") if value else "0"
 
 

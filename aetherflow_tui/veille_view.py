@@ -194,8 +194,8 @@ def _label(label: str) -> Text:
 
 def _quotes(quotes: list[dict[str, Any]]) -> str:
     return "; ".join(
-        f"{q['provider'] or '?'}/{q['model'] or '?'} {per_mtok(q['input_per_mtok'])}"
-        f"/{per_mtok(q['output_per_mtok'])}" for q in quotes)
+        f"{q['provider'] or '?'}/{q['model'] or '?'} {per_mtok(q['input_per_mtok'], '—')}"
+        f"/{per_mtok(q['output_per_mtok'], '—')}" for q in quotes)
 
 
 def _one_line(text: str, limit: int) -> str:

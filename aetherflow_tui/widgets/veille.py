@@ -14,13 +14,13 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label, Static
 
+from ..engine.veille.classifier import LABELS
 from ..engine.veille.item import VeilleItem
 from ..engine.veille.watch import SourceStatus
 from ..formatting import age, per_mtok, percent
 from .pane import Pane
 from .safe import literal
 
-LABELS = ("price_change", "outage", "new_offer", "geopolitical_risk", "noise")
 BADGE = {"price_change": ("PRICE", "bold black on cyan"),
          "outage": ("OUTAGE", "bold white on red"),
          "new_offer": ("OFFER", "bold black on green"),
@@ -42,8 +42,9 @@ def quote_lines(item: VeilleItem) -> Text:
     for q in item.prices:
         text.append("  ")
         text.append_text(literal(f"{q.provider or '?'}/{q.model or '?'}", 60, style="bold"))
-        text.append(f"  in {per_mtok(q.input_per_mtok)}  out {per_mtok(q.output_per_mtok)}"
-                    " $/Mtok\n")
+        # A price the item did not give is not "unpriced": it is simply not said.
+        text.append(f"  in {per_mtok(q.input_per_mtok, '—')}  "
+                    f"out {per_mtok(q.output_per_mtok, '—')} $/Mtok\n")
     return text or Text("  no price found in the text\n", style="dim")
 
 

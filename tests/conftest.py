@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from keyrings.alt.file import PlaintextKeyring
 
@@ -65,6 +66,14 @@ def scripted_bouquet(url: str, *, key: str = "keyring", extra: str = "") -> str:
         price_out = 1.5
         """
     ) + textwrap.dedent(extra)
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client for loopback servers."""
+    # trust_env=False: a proxy set in the environment must not intercept loopback traffic.
+    async with httpx.AsyncClient(trust_env=False) as c:
+        yield c
 
 
 @pytest.fixture

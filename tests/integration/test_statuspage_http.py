@@ -10,7 +10,7 @@ import gzip
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -130,13 +130,6 @@ def server() -> Iterator[str]:
     httpd.shutdown()
     thread.join(timeout=2)
     httpd.server_close()
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    # trust_env=False: a proxy set in the environment must not intercept loopback traffic.
-    async with httpx.AsyncClient(trust_env=False) as c:
-        yield c
 
 
 @pytest.fixture

@@ -12,10 +12,9 @@ import os
 import socket
 import time
 import tracemalloc
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from aetherflow_tui.engine.veille.sources import (
@@ -38,13 +37,6 @@ NO_VALIDATORS: dict[str, Validators] = {}
 def feeds() -> Iterator[FeedServer]:
     with FeedServer() as server:
         yield server
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    # trust_env=False: a proxy set in the environment must not intercept loopback traffic.
-    async with httpx.AsyncClient(trust_env=False) as c:
-        yield c
 
 
 @pytest.fixture

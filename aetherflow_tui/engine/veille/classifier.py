@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import EXIT_FAILED, OperatorError
+
 LABELS = ("price_change", "outage", "new_offer", "geopolitical_risk", "noise")
 
 MODEL_ID = "all-MiniLM-L6-v2-onnx-int8"
@@ -71,8 +73,10 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\uf
 _SPACES = re.compile(r"\s+")
 
 
-class ClassifierError(Exception):
+class ClassifierError(OperatorError):
     """The classifier cannot load or run; the message is one line and says what to do."""
+
+    exit_code = EXIT_FAILED  # an installation problem, not the operator's input
 
 
 @dataclass(frozen=True, slots=True)

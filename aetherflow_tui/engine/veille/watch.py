@@ -331,27 +331,33 @@ class VeilleWatch:
 
     # -- the report ------------------------------------------------------------------------
 
+    async def _month(self) -> list[dict[str, Any]]:
+        """Real traffic per provider and model over the last 30 days."""
+        return await self.engine.store.usage_since(
+            self.engine.clock.now() - MONTH_DAYS * DAY_S)
+
     async def usage(self) -> Usage:
-        now = self.engine.clock.now()
-        rows = await self.engine.store.usage_since(now - MONTH_DAYS * DAY_S)
+        return self._usage(await self._month())
+
+    def _usage(self, rows: list[dict[str, Any]]) -> Usage:
         if not rows:
             return Usage(0, 0, 0.0, MONTH_DAYS)
         first = min(r["first_ts"] for r in rows)
         return Usage(sum(r["input_tokens"] or 0 for r in rows),
                      sum(r["output_tokens"] or 0 for r in rows),
-                     sum(r["usd"] for r in rows), min(MONTH_DAYS, (now - first) / DAY_S))
+                     sum(r["usd"] for r in rows),
+                     min(MONTH_DAYS, (self.engine.clock.now() - first) / DAY_S))
 
     async def assess(self, quote: PriceQuote) -> Report | None:
-        usage = await self.usage()
-        baseline = await self._baseline(usage)
+        rows = await self._month()  # read once: usage and baseline come from the same rows
+        usage = self._usage(rows)
+        baseline = self._baseline(usage, rows)
         candidate = await self._candidate(quote)
         return assess(quote, usage, baseline, candidate,
                       min_saving_pct=self.spec.min_saving_pct)
 
-    async def _baseline(self, usage: Usage) -> Baseline:
+    def _baseline(self, usage: Usage, rows: list[dict[str, Any]]) -> Baseline:
         engine = self.engine
-        now = engine.clock.now()
-        rows = await engine.store.usage_since(now - MONTH_DAYS * DAY_S)
         api = [r for r in rows if _is_api(engine, r["provider"])]
         tokens = sum((r["input_tokens"] or 0) + (r["output_tokens"] or 0) for r in api)
         busiest = max(api, key=lambda r: r["calls"], default=None)

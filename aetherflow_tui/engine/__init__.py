@@ -974,9 +974,23 @@ class Engine:
         if provider_id is not None:
             spec = self.provider_spec(provider_id)
             if model_id is not None:
-                return spec, self.model_spec(spec, model_id)
+                model = self.model_spec(spec, model_id)
+                # An undeclared model is fine if its price is known (the budget can bound
+                # it); otherwise it is a typo far more often than a model to call unpriced.
+                if spec.model(model_id) is None and self.prices.rates(spec, model) is None:
+                    raise UsageError(
+                        f"unknown model {model_id!r} for {spec.id}",
+                        fix=f"use one of: {', '.join(m.id for m in spec.models)} "
+                            "(see `aetherflow providers`)")
+                return spec, model
             chat = [m for m in spec.models if "chat" in m.roles]
             return spec, (chat or list(spec.models))[0]
+        if model_id is not None and not any(
+                spec.model(model_id) for spec in self.bouquet.providers.values()):
+            known = ", ".join(f"{spec.id}/{m.id}" for spec in self.bouquet.providers.values()
+                              if spec.enabled for m in spec.models)
+            raise UsageError(f"unknown model {model_id!r}: no provider declares it",
+                             fix=f"use one of: {known} (see `aetherflow providers`)")
         routable = [v for v in await self.provider_views() if v.routable]
         # An open circuit takes a provider out of automatic choice until its cool-down ends.
         views = [v for v in routable if self.health.circuit(v.id).allows_traffic()]

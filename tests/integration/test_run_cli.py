@@ -197,6 +197,18 @@ def test_the_daily_budget_stops_a_hundred_steps_with_exit_3(cli_env, configure, 
     assert spent <= 0.0105 and spent == pytest.approx(0.010)
 
 
+def test_a_pinned_step_says_it_is_pinned(cli_env, configure, server, tmp_path):
+    configure(bouquet(provider("alpha", server.url, roles=("cheap", "chat")),
+                      provider("beta", server.url, "coder", roles=("code",))))
+    plan = write_plan(tmp_path / "plan.json", step("a", "@@ok@@ survey", provider="beta"))
+    done = run(cli_env, "run", plan, "--json")
+    assert done.returncode == 0, done.stderr
+    (item,) = as_json(done)["steps"]
+    assert item["provider"] == "beta"
+    assert "no cheap model available" not in item["route"]
+    assert "→ beta/coder (pinned to beta, which has no cheap model):" in item["route"]
+
+
 def test_double_check_flags_show_in_run_json(cli_env, configure, server, tmp_path):
     configure(bouquet(provider("worker", server.url, "w", price_in=0.01),
                       provider("auditor", server.url, "a", price_in=0.5)))

@@ -544,12 +544,13 @@ class CockpitApp(App[None]):
             "are failing until their calls and probes say otherwise; every light turns "
             "orange until calls pass again."), answered)
 
-    def action_emergency_stop(self) -> None:
+    async def action_emergency_stop(self) -> None:
         if self.engine.held is not None:
             self.notify(f"dispatch is already held: {excerpt(self.engine.held, 120)}; "
                         "R resumes it", severity="warning", markup=False)
             return
-        runs = len(self.engine.active_runs())
+        # Every live process's runs: a CLI run started elsewhere is stopped too.
+        runs = len(await self.engine.runs_in_flight())
 
         def answered(yes: bool | None) -> None:
             if yes:

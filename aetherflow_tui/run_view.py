@@ -50,9 +50,11 @@ async def run_plan(engine: Engine, args: argparse.Namespace) -> int:
                                  metrics_host=args.metrics_host)
     first = run.view()
     verb = "resuming" if args.resume else "started"
+    # What an earlier execution did, not what this one finished while vigilance started.
+    done = f" ({run.restored} already done)" if args.resume else ""
     modes = engine.modes
-    err.print(Text(f"run {run.run_id} {verb}: {first.task_id}, {first.total} steps "
-                   f"({first.done} already done), mode {first.mode}, "
+    err.print(Text(f"run {run.run_id} {verb}: {first.task_id}, {first.total} steps{done}, "
+                   f"mode {first.mode}, "
                    f"{modes.mode.value.upper()} ({modes.reason}); outputs in "
                    f"{run.output_dir}", style="dim"))
     interrupted = False
@@ -83,7 +85,8 @@ async def run_plan(engine: Engine, args: argparse.Namespace) -> int:
         console.print(_table(view, steps, limit=None))
         console.print(_headline(view))
     if view.status is not RunStatus.DONE:
-        if view.status in (RunStatus.BUDGET, RunStatus.CANCELLED) or view.pending:
+        if view.status in (RunStatus.BUDGET, RunStatus.HELD, RunStatus.CANCELLED) \
+                or view.pending:
             err.print(Text(f"resume with: aetherflow run {args.plan} --resume {run.run_id}",
                            style="dim"))
         if view.detail:

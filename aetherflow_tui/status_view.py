@@ -41,9 +41,17 @@ async def dispatch(engine: Engine, args: argparse.Namespace) -> int:
         _confirm(args, "EMERGENCY STOP: cancel every run, stop local generation and hold all "
                        "dispatch until `aetherflow resume`?")
         reason = args.reason or "emergency stop from the command line"
-        return await _control(engine, "emergency_stop", {"reason": reason},
+        in_flight = await engine.runs_in_flight()  # in every live process
+        code = await _control(engine, "emergency_stop", {"reason": reason},
                               f"emergency stop recorded: dispatch is held ({reason}); "
                               "`aetherflow resume` lifts it")
+        stopped = await engine.wait_runs_stopped(in_flight)
+        line = f"{len(stopped)} run(s) cancelled"
+        if len(stopped) < len(in_flight):
+            line += (f"; {len(in_flight) - len(stopped)} still running (its process did not "
+                     "answer)")
+        Console(highlight=False).print(Text(line))
+        return code
     if command == "resume":
         return await _control(engine, "resume", {}, "dispatch resumed")
     if command == "throttle":
@@ -282,8 +290,11 @@ async def _control(engine: Engine, action: str, params: dict[str, Any], done: st
     console = Console(highlight=False)
     console.print(Text(done))
     answered = {a["pid"] for a in acks}
+    # A run that the control ended may have left the process table before its ack is read.
+    roles = {p["pid"]: p["role"] for p in live}
     for ack in acks:
-        console.print(Text(f"  pid {ack['pid']} ({ack.get('role') or '?'}): {ack['detail']}"))
+        role = ack.get("role") or roles.get(ack["pid"]) or "?"
+        console.print(Text(f"  pid {ack['pid']} ({role}): {ack['detail']}"))
     for process in live:
         if process["pid"] not in answered:
             console.print(Text(f"  pid {process['pid']} ({process['role']}): no answer "

@@ -576,6 +576,8 @@ class Engine:
         """Cancel every run, stop local generation, hold all dispatch until resume().
         broadcast: every other live process (runs started elsewhere) stops too."""
         runs = list(self._runs.values())
+        elsewhere = [r for r in await self.runs_in_flight() if r not in self._runs] \
+            if broadcast else []
         self.held = reason
         await self.store.set_setting(HOLD_SETTING, {"reason": reason}, self.clock.now())
         if broadcast:
@@ -583,14 +585,29 @@ class Engine:
                                          {"reason": reason}, _origin())
         self.pause_local(True)
         for run in runs:
-            run.cancel()
+            run.cancel(held=reason)
         for run in runs:
             with contextlib.suppress(Exception):
                 await run.wait()
+        stopped = len(runs) + len(await self.wait_runs_stopped(elsewhere))
         self.bus.publish(DispatchHoldChanged(self.clock.now(), True, reason))
-        detail = f"{len(runs)} run(s) cancelled, local generation stopped, dispatch held"
+        detail = f"{stopped} run(s) cancelled, local generation stopped, dispatch held"
+        if stopped < len(runs) + len(elsewhere):
+            detail += (f"; {len(runs) + len(elsewhere) - stopped} run(s) in another process "
+                       "not stopped yet")
         self.raise_alert("error", "EMERGENCY STOP", f"{reason}: {detail}", "operator")
         return detail
+
+    async def wait_runs_stopped(self, run_ids: list[str], wait_s: float = 3.0) -> list[str]:
+        """Wait until the processes running these runs have stopped them (they apply a
+        control within a second); returns the ones that did."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            statuses = await self.store.run_statuses(run_ids)
+            stopped = [r for r in run_ids if statuses.get(r) != RunStatus.RUNNING]
+            if len(stopped) == len(run_ids) or time.monotonic() >= deadline:
+                return stopped
+            await asyncio.sleep(0.1)
 
     async def resume_dispatch(self, origin: str = "the operator", *,
                               broadcast: bool = True) -> str:
@@ -974,9 +991,23 @@ class Engine:
         if provider_id is not None:
             spec = self.provider_spec(provider_id)
             if model_id is not None:
-                return spec, self.model_spec(spec, model_id)
+                model = self.model_spec(spec, model_id)
+                # An undeclared model is fine if its price is known (the budget can bound
+                # it); otherwise it is a typo far more often than a model to call unpriced.
+                if spec.model(model_id) is None and self.prices.rates(spec, model) is None:
+                    raise UsageError(
+                        f"unknown model {model_id!r} for {spec.id}",
+                        fix=f"use one of: {', '.join(m.id for m in spec.models)} "
+                            "(see `aetherflow providers`)")
+                return spec, model
             chat = [m for m in spec.models if "chat" in m.roles]
             return spec, (chat or list(spec.models))[0]
+        if model_id is not None and not any(
+                spec.model(model_id) for spec in self.bouquet.providers.values()):
+            known = ", ".join(f"{spec.id}/{m.id}" for spec in self.bouquet.providers.values()
+                              if spec.enabled for m in spec.models)
+            raise UsageError(f"unknown model {model_id!r}: no provider declares it",
+                             fix=f"use one of: {known} (see `aetherflow providers`)")
         routable = [v for v in await self.provider_views() if v.routable]
         # An open circuit takes a provider out of automatic choice until its cool-down ends.
         views = [v for v in routable if self.health.circuit(v.id).allows_traffic()]
@@ -1170,12 +1201,13 @@ class Engine:
             restored = {s["step_id"]: s for s in await self.store.steps(resume)}
             run_id = resume
             await self.store.update_run(run_id, status=RunStatus.RUNNING.value,
-                                        mode=mode.value, finished=None, detail=None)
+                                        mode=mode.value, finished=None, detail=None,
+                                        pid=os.getpid())
         else:
             run_id = self._new_run_id()
             await self.store.create_run(run_id, plan.task_id, str(plan_path), mode.value,
                                         self.clock.now(), plan.digest(),
-                                        plan_path.read_text("utf-8"))
+                                        plan_path.read_text("utf-8"), os.getpid())
         await self.provider_views()  # which providers have a usable, tested key now
         await self.sync_budget()
         if not self._energy_ready:
@@ -1191,6 +1223,18 @@ class Engine:
 
     def active_runs(self) -> list[PlanRun]:
         return list(self._runs.values())
+
+    async def runs_in_flight(self) -> list[str]:
+        """The ids of the runs going on now, here or in any other live process (a CLI run
+        while the cockpit is open): what an emergency stop cancels."""
+        from .vigilance import ALIVE_WITHIN_S
+
+        live = {p["pid"] for p in await self.store.processes(self.clock.now() - ALIVE_WITHIN_S)}
+        live.discard(os.getpid())  # this process's runs are the ones it holds
+        ids = list(self._runs)
+        ids += [row["id"] for row in await self.store.running_runs()
+                if row["pid"] in live and row["id"] not in self._runs]
+        return ids
 
     def _run_finished(self, run: PlanRun) -> None:
         self._runs.pop(run.run_id, None)

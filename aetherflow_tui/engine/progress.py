@@ -35,11 +35,13 @@ class RunStatus(StrEnum):
     FAILED = "failed"  # some step failed or was skipped
     BUDGET = "stopped-by-budget"  # a hard limit refused a call; the rest is pending
     CANCELLED = "cancelled"
+    HELD = "stopped-by-hold"  # an emergency stop cancelled it or held its next call
     INTERRUPTED = "interrupted"  # the process died mid-run; resume it
 
     @property
     def exit_code(self) -> int:
-        return {RunStatus.DONE: 0, RunStatus.BUDGET: 3, RunStatus.CANCELLED: 130}.get(self, 1)
+        return {RunStatus.DONE: 0, RunStatus.BUDGET: 3, RunStatus.HELD: 3,
+                RunStatus.CANCELLED: 130}.get(self, 1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,13 +83,15 @@ class Route:
     them (the scheduler reads the first one and one line of reason).
     """
 
-    __slots__ = ("_candidates", "_ranked", "excluded", "heavy", "prefer", "response",
-                 "roles", "step_type")
+    __slots__ = ("_candidates", "_ranked", "excluded", "heavy", "pinned", "prefer",
+                 "response", "roles", "step_type")
 
     def __init__(self, step_type: str, roles: tuple[str, ...], prefer: str, heavy: bool,
                  ranked: list[tuple], excluded: list[tuple[str, str]],
-                 response: ResponseMode = ResponseMode.BOUQUET) -> None:
+                 response: ResponseMode = ResponseMode.BOUQUET,
+                 pinned: str | None = None) -> None:
         self.response = response
+        self.pinned = pinned  # the provider and/or model the step was pinned to
         self.step_type = step_type
         self.roles = roles
         self.prefer = prefer
@@ -126,7 +128,12 @@ class Route:
             return f"{head}; no candidate ({why or 'no model'})"
         latency = (f"p50 {chosen.latency_s:.2f} s" if chosen.latency_measured
                    else f"~{chosen.latency_s:.0f} s assumed")
-        fit = "" if chosen.adequate else f" (no {wanted} model available)"
+        if self.pinned is not None:
+            # The pin chose, not the bouquet: other providers may well have the role.
+            fit = f" (pinned to {self.pinned}" + ("" if chosen.adequate
+                                                  else f", which has no {wanted} model") + ")"
+        else:
+            fit = "" if chosen.adequate else f" (no {wanted} model available)"
         tail = f"{len(self._ranked) - 1} fallback(s)"
         if self.excluded:
             tail += f", {len(self.excluded)} excluded"
@@ -234,7 +241,8 @@ class Router:
                 est = (input_tokens * rates.input + out_tokens * rates.output) / 1_000_000
                 rows.append((entry, est, latency, measured, success))  # type: ignore[arg-type]
         ranked = self._rank(rows, frozenset(roles), prefer, rule, local_first)
-        return Route(step_type, roles, prefer, heavy, ranked, excluded, response)
+        pinned = "/".join(p for p in (provider, model) if p is not None) or None
+        return Route(step_type, roles, prefer, heavy, ranked, excluded, response, pinned)
 
     def _rank(self, rows: list[tuple[_Entry, float, float, bool, float]],
               wanted: frozenset[str], prefer: str, rule: RuleSpec, local_first: bool

@@ -28,7 +28,7 @@ from .events import RunUpdated, StepUpdated
 from .plan import Plan, StepSpec, context_text
 from .progress import RunStatus, RunView, StepState, StepView
 from .providers.base import ChatMessage, ChatRequest, RateLimited, Unreachable
-from .router import Candidate, Mode
+from .router import PRIOR_LATENCY_FAST_S, PRIOR_LATENCY_S, Candidate, Mode
 from .store import INSERT_ROUTE, UPSERT_STEP
 from .text import excerpt
 
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from . import CallOutcome, Engine
 
 MAX_BACKOFF_S = 8.0
+# The ETA walks the remaining critical path at most this often; in between it counts down.
+ETA_EVERY_S = 0.25
 
 AUDIT_PROMPT = """You audit another model's work. The step it was given:
 
@@ -98,14 +100,14 @@ class PlanRun:
         self.detail: str | None = None
         self.started = engine.clock.now()
         self.finished: float | None = None
-        self._clock_started = time.perf_counter()
         self._steps: dict[str, _Step] = {s.id: _Step(s) for s in plan.steps}
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._stopping = False  # no new steps: budget, cancel
         self._cancelled = False
         self._budget_stop = False
-        self._finished_here = 0  # steps this execution finished (for the ETA)
+        self._held = False  # an emergency stop cancelled the run or held its next call
+        self._eta: tuple[float, float] | None = None  # (perf_counter, seconds) last walked
         self._context: dict[str, str] = {}
         self._counts = dict.fromkeys(StepState, 0)
         self._counts[StepState.PENDING] = len(self._steps)
@@ -117,6 +119,8 @@ class PlanRun:
             if row["status"] == StepState.DONE and step_id in self._steps:
                 self._restore(self._steps[step_id], row)
                 self._usd += row["usd"] or 0.0
+        # What an earlier execution finished: only a resume has any.
+        self.restored = self._counts[StepState.DONE]
         for step in self._steps.values():
             step.waiting_for = sum(1 for d in step.spec.depends_on
                                    if self._steps[d].state is not StepState.DONE)
@@ -137,11 +141,15 @@ class PlanRun:
         assert self._task is not None
         return await asyncio.shield(self._task)
 
-    def cancel(self) -> None:
-        """Stop now: in-flight calls are cancelled and recorded, pending steps stay pending."""
+    def cancel(self, *, held: str | None = None) -> None:
+        """Stop now: in-flight calls are cancelled and recorded, pending steps stay pending.
+        held: the emergency stop's reason; the run then ends stopped-by-hold (exit 3)."""
         if self.status is not RunStatus.RUNNING:
             return
         self._cancelled = self._stopping = True
+        if held is not None:
+            self._held = True
+            self.detail = f"cancelled by an emergency stop: {held}"
         for task in list(self._tasks):
             task.cancel()
         if not self._tasks:
@@ -166,15 +174,72 @@ class PlanRun:
         usd = self._usd
         total = len(self._steps)
         finished = counts[StepState.DONE] + counts[StepState.FAILED] + counts[StepState.SKIPPED]
-        eta = None
-        if self.status is RunStatus.RUNNING and self._finished_here:
-            elapsed = time.perf_counter() - self._clock_started
-            eta = elapsed / self._finished_here * (total - finished)
+        eta = self._eta_s() if self.status is RunStatus.RUNNING and finished < total else None
         return RunView(self.run_id, self.plan.task_id, self.mode.value, self.status, total,
                        counts[StepState.DONE], counts[StepState.FAILED],
                        counts[StepState.SKIPPED], counts[StepState.RUNNING],
                        counts[StepState.CANCELLED], self.started, self.finished, usd, eta,
                        self.detail)
+
+    def _eta_s(self) -> float:
+        now = time.perf_counter()
+        if self._eta is not None and now - self._eta[0] < ETA_EVERY_S:
+            return max(0.0, self._eta[1] - (now - self._eta[0]))
+        eta = self._remaining_s()
+        self._eta = (now, eta)
+        return eta
+
+    def _remaining_s(self) -> float:
+        """The remaining critical path: each unfinished step takes its routed model's live
+        latency (p50, or the router's prior), chained along its dependencies; and no less
+        than the remaining work spread over the calls allowed in flight."""
+        engine = self.engine
+        now = engine.clock.now()
+        routed: dict[tuple[Any, ...], float] = {}
+        ends: dict[str, float] = {}
+        work = end = 0.0
+        for step in self._launch_order:  # by height: every step after its dependencies
+            if step.state.finished or step.state is StepState.CANCELLED:
+                continue
+            if step.state is StepState.RUNNING and step.provider and step.model:
+                left = max(0.0, self._latency(step.provider, step.model)
+                           - (now - (step.started or now)))
+            else:
+                left = self._expected_s(step.spec, routed)
+            if self.mode is Mode.DOUBLE_CHECK:
+                left *= 2  # the audit is a second call after the work
+            start = max((ends.get(d, 0.0) for d in step.spec.depends_on), default=0.0)
+            ends[step.spec.id] = start + left
+            end = max(end, start + left)
+            work += left
+        return max(end, work / max(1, engine.concurrency.limit))
+
+    def _latency(self, provider: str, model: str) -> float:
+        measured = self.engine.health.stats(provider).latency_p50_s
+        if measured is not None:
+            return measured
+        spec = self.engine.bouquet.providers.get(provider)
+        declared = spec.model(model) if spec is not None else None
+        fast = declared is not None and "fast" in declared.roles
+        return PRIOR_LATENCY_FAST_S if fast else PRIOR_LATENCY_S
+
+    def _expected_s(self, spec: StepSpec, routed: dict[tuple[Any, ...], float]) -> float:
+        """The latency of the model the router would pick for this step now (one decision
+        per kind of step, not per step: big plans repeat a few kinds)."""
+        key = (spec.type, spec.provider, spec.model, spec.complexity, spec.estimated_tokens,
+               spec.max_tokens)
+        latency = routed.get(key)
+        if latency is None:
+            engine = self.engine
+            tokens = len(spec.prompt) // 4 + 1
+            best = engine.router.route(
+                spec.type, input_tokens=tokens, worst_input_tokens=len(spec.prompt) + 1,
+                max_tokens=spec.max_tokens, complexity=spec.complexity,
+                estimated_tokens=spec.estimated_tokens, provider=spec.provider,
+                model=spec.model, mode=Mode.BUILD if self.mode is Mode.DOUBLE_CHECK
+                else self.mode, response=engine.response_mode).best
+            latency = routed[key] = 0.0 if best is None else best.latency_s
+        return latency
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -210,6 +275,8 @@ class PlanRun:
         return self.view()
 
     def _final_status(self) -> RunStatus:
+        if self._held:
+            return RunStatus.HELD
         if self._cancelled:
             return RunStatus.CANCELLED
         if self._budget_stop:
@@ -231,7 +298,6 @@ class PlanRun:
 
     def _step_finished(self, step: _Step) -> None:
         """Called synchronously when a step ends: launch or skip what waited for it."""
-        self._finished_here += 1
         if step.state is StepState.DONE:
             for dependent in step.dependents:
                 dependent.waiting_for -= 1
@@ -251,7 +317,6 @@ class PlanRun:
             self._set_state(step, StepState.SKIPPED)
             step.finished = now
             step.error = f"skipped: {failed.spec.id} failed"
-            self._finished_here += 1
             self._persist(step)
             self._publish(step)
             stack.extend(step.dependents)
@@ -276,8 +341,9 @@ class PlanRun:
             self._set_state(step, StepState.PENDING)
             step.started = None
             step.error = str(held)
-            self._budget_stop = self._stopping = True
-            self.detail = f"stopped at step {step.spec.id}: {held}"
+            if not self._held:  # an emergency stop's cancel already said why
+                self.detail = f"stopped at step {step.spec.id}: {held}"
+            self._held = self._stopping = True
         except asyncio.CancelledError:
             self._set_state(step, StepState.CANCELLED)
             step.finished = engine.clock.now()

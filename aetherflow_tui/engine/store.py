@@ -274,6 +274,11 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (provider, model)
     );
     """,
+    # 7: which process runs a run, so an emergency stop can count the runs in flight in
+    # every live process (a run still marked running whose process is gone was cut short).
+    """
+    ALTER TABLE runs ADD COLUMN pid INTEGER;
+    """,
 )
 
 _CALL_COLUMNS = (
@@ -546,17 +551,33 @@ class Store:
     # -- runs --------------------------------------------------------------------------------
 
     async def create_run(self, run_id: str, task_id: str, plan_path: str, mode: str,
-                         started: float, digest: str, plan_text: str) -> None:
+                         started: float, digest: str, plan_text: str,
+                         pid: int | None = None) -> None:
         await self._write(
             "INSERT INTO runs (id, task_id, plan_path, mode, status, started, plan_digest, "
-            "plan_text) VALUES (?, ?, ?, ?, 'running', ?, ?, ?)",
-            (run_id, task_id, plan_path, mode, started, digest, plan_text))
+            "plan_text, pid) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?)",
+            (run_id, task_id, plan_path, mode, started, digest, plan_text, pid))
 
     async def update_run(self, run_id: str, *, status: str, mode: str,
-                         finished: float | None, detail: str | None) -> None:
+                         finished: float | None, detail: str | None,
+                         pid: int | None = None) -> None:
+        """pid: the process that takes the run over (a resume); None leaves it."""
         await self.flush()  # the run's last step rows land before its final status
-        await self._write("UPDATE runs SET status = ?, mode = ?, finished = ?, detail = ? "
-                          "WHERE id = ?", (status, mode, finished, detail, run_id))
+        await self._write("UPDATE runs SET status = ?, mode = ?, finished = ?, detail = ?, "
+                          "pid = COALESCE(?, pid) WHERE id = ?",
+                          (status, mode, finished, detail, pid, run_id))
+
+    async def running_runs(self) -> list[dict[str, Any]]:
+        """Runs marked running, with the process that runs them (None: not recorded)."""
+        return await self._dicts("SELECT id, pid FROM runs WHERE status = 'running'", ())
+
+    async def run_statuses(self, run_ids: Sequence[str]) -> dict[str, str]:
+        if not run_ids:
+            return {}
+        cursor = await self._db.execute(
+            f"SELECT id, status FROM runs WHERE id IN ({', '.join('?' * len(run_ids))})",
+            tuple(run_ids))
+        return {row[0]: row[1] for row in await cursor.fetchall()}
 
     async def run(self, run_id: str) -> dict[str, Any] | None:
         rows = await self._dicts("SELECT * FROM runs WHERE id = ?", (run_id,))

@@ -176,6 +176,23 @@ def test_unknown_provider_is_exit_2(cli_env):
     assert "unknown provider 'nope'" in done.stderr
 
 
+def test_an_unknown_model_is_exit_2_naming_the_models_there_are(cli_env, tmp_path, scripted):
+    path = tmp_path / "keyless.toml"
+    path.write_text(scripted_bouquet(scripted.url, key="none"))
+    cli_env["AETHERFLOW_CONFIG"] = str(path)
+    done = run(cli_env, "ask", "hi", "-p", "scripted", "-m", "gpt-nope")
+    assert done.returncode == 2, done.stderr
+    error = done.stderr.strip()
+    assert "\n" not in error and "no known price" not in error
+    assert error.startswith("aetherflow: error: unknown model 'gpt-nope' for scripted")
+    assert "use one of: echo, status:503" in error
+    anywhere = run(cli_env, "ask", "hi", "-m", "gpt-nope")
+    assert anywhere.returncode == 2, anywhere.stderr
+    assert "unknown model 'gpt-nope'" in anywhere.stderr
+    assert "scripted/echo, scripted/status:503" in anywhere.stderr
+    assert not scripted.requests  # refused before any call
+
+
 def test_untrusted_answer_text_is_neutralised(cli_env, tmp_path):
     path = tmp_path / "b.toml"
     with ScriptedServer() as keyless:

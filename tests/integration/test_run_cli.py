@@ -197,6 +197,29 @@ def test_the_daily_budget_stops_a_hundred_steps_with_exit_3(cli_env, configure, 
     assert spent <= 0.0105 and spent == pytest.approx(0.010)
 
 
+def test_a_new_run_says_no_step_is_already_done(cli_env, configure, server, tmp_path):
+    configure(bouquet(provider("alpha", server.url)))
+    plan = write_plan(tmp_path / "plan.json", *(step(f"s{i}", f"@@ok@@ {i}") for i in range(9)))
+    done = run(cli_env, "run", plan, "--json")
+    assert done.returncode == 0, done.stderr
+    started = next(line for line in done.stderr.splitlines() if " started: " in line)
+    # The steps that finished while the run was starting are not from an earlier run.
+    assert ": test-task, 9 steps, mode build, " in started, started
+    assert "already done" not in started
+
+
+def test_a_pinned_step_says_it_is_pinned(cli_env, configure, server, tmp_path):
+    configure(bouquet(provider("alpha", server.url, roles=("cheap", "chat")),
+                      provider("beta", server.url, "coder", roles=("code",))))
+    plan = write_plan(tmp_path / "plan.json", step("a", "@@ok@@ survey", provider="beta"))
+    done = run(cli_env, "run", plan, "--json")
+    assert done.returncode == 0, done.stderr
+    (item,) = as_json(done)["steps"]
+    assert item["provider"] == "beta"
+    assert "no cheap model available" not in item["route"]
+    assert "→ beta/coder (pinned to beta, which has no cheap model):" in item["route"]
+
+
 def test_double_check_flags_show_in_run_json(cli_env, configure, server, tmp_path):
     configure(bouquet(provider("worker", server.url, "w", price_in=0.01),
                       provider("auditor", server.url, "a", price_in=0.5)))
@@ -343,3 +366,69 @@ def test_kill_9_mid_run_then_resume_finishes_without_redoing_work(cli_env, tmp_p
     # One call per step: what was done before the kill was not asked again (and the
     # calls the kill cut were never recorded).
     assert calls == dict.fromkeys(everything, 1)
+
+
+# -- an emergency stop from another process ------------------------------------------------
+
+
+def run_in_flight(env: dict[str, str], plan: Path, tmp_path: Path, server: ScriptedServer
+                   ) -> tuple[subprocess.Popen[str], str]:
+    """A real `aetherflow run --json` whose slow call has reached the server, once its
+    process is live in the store (what every other process counts it by)."""
+    stderr = tmp_path / "run.stderr"
+    with stderr.open("w") as err:
+        proc = subprocess.Popen([*aetherflow_cmd(), "run", str(plan), "--json"], env=env,
+                                stdout=subprocess.PIPE, stderr=err, text=True)
+    home = Path(env["AETHERFLOW_HOME"])
+
+    def live() -> bool:
+        try:
+            with _read_only(home) as conn:
+                return conn.execute("SELECT 1 FROM processes WHERE pid = ?",
+                                    (proc.pid,)).fetchone() is not None
+        except sqlite3.OperationalError:  # no database, or no table, yet
+            return False
+
+    try:
+        run_id = _poll("the run id on stderr", lambda: re.search(
+            r"^run (\S+) started: ", stderr.read_text(), re.MULTILINE))[1]
+        assert server.wait_for(lambda s: s.in_flight >= 1, 30), "the call never arrived"
+        _poll("the run's process to be live", live)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, run_id
+
+
+def held_plan(tmp_path: Path) -> Path:
+    return write_plan(tmp_path / "plan.json", step("slow", "@@slow:30@@ wait"),
+                      step("after", "@@ok@@ then", "slow"))
+
+
+def ended(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    try:
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return json.loads(out)
+
+
+def test_stop_counts_and_holds_a_run_in_another_process(cli_env, configure, server, tmp_path):
+    configure(bouquet(provider("alpha", server.url)))
+    proc, run_id = run_in_flight(cli_env, held_plan(tmp_path), tmp_path, server)
+    stop = run(cli_env, "stop", "--yes", "--reason", "drill")
+    summary = ended(proc)
+    assert stop.returncode == 0, stop.stderr
+    assert "emergency stop recorded" in stop.stdout
+    assert "\n1 run(s) cancelled\n" in stop.stdout, stop.stdout
+    # Held, not interrupted: exit 3, as for the budget, and the run can be resumed.
+    assert proc.returncode == 3
+    assert f"  pid {proc.pid} (run): 1 run(s) cancelled" in stop.stdout, stop.stdout
+    assert summary["run_id"] == run_id and summary["status"] == "stopped-by-hold"
+    assert summary["detail"] == "cancelled by an emergency stop: drill"
+    assert {s["id"]: s["status"] for s in summary["steps"]} == {"slow": "cancelled",
+                                                                "after": "pending"}
+

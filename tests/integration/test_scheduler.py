@@ -252,6 +252,30 @@ async def test_a_provider_max_concurrency_is_honoured(server, tmp_path):
     assert server.max_in_flight == 2
 
 
+async def test_the_eta_is_the_remaining_chain_at_the_live_latency(server, tmp_path):
+    # A chain of six 0.4 s calls, and eight 0.4 s calls fanning out of its second step.
+    # When c3 starts, 1.6 s of chained work is left; the fan-out adds 3.2 s of work, but
+    # all of it in parallel with the chain.
+    chain = [f"c{i}" for i in range(1, 7)]
+    steps = [step(c, f"@@slow:0.4@@ link {c}", *chain[i - 1:i]) for i, c in enumerate(chain)]
+    steps += [step(f"p{i}", f"@@slow:0.4@@ part {i}", "c2") for i in range(8)]
+    async with engine_on(tmp_path, bouquet(provider("alpha", server.url))) as engine:
+        events = engine.bus.subscribe()
+        run = await engine.start_run(write_plan(tmp_path / "plan.json", *steps))
+        async with asyncio.timeout(10):
+            while True:
+                event = await events.get()
+                if (isinstance(event, StepUpdated) and event.step.step_id == "c3"
+                        and event.step.state is StepState.RUNNING):
+                    break
+        eta, at = run.view().eta_s, time.perf_counter()
+        await run.wait()
+        left = time.perf_counter() - at
+    assert run.view().status is RunStatus.DONE
+    assert left >= 4 * 0.4
+    assert eta is not None and 0.6 * left <= eta <= 1.4 * left, (eta, left)
+
+
 async def test_a_provider_rpm_holds_the_calls_over_its_quota(server, tmp_path):
     text = bouquet(provider("alpha", server.url, rpm=2))
     async with engine_on(tmp_path, text) as engine:

@@ -297,7 +297,7 @@ async def test_emergency_stop_cancels_runs_holds_dispatch_and_survives_a_restart
         await asyncio.to_thread(alpha.wait_for, lambda s: s.in_flight >= 1)
         detail = await engine.emergency_stop("drill")
         assert "1 run(s) cancelled" in detail
-        assert (await run.wait()).status is RunStatus.CANCELLED
+        assert (await run.wait()).status is RunStatus.HELD
         with pytest.raises(DispatchHeld, match="drill"):
             await engine.ask("hello", provider="alpha", model="sum")
     async with engine_on(tmp_path, text) as engine:  # another process, later

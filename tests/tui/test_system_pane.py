@@ -8,6 +8,7 @@ ScriptedServer on 127.0.0.1.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +18,7 @@ from keyrings.alt.file import PlaintextKeyring
 from textual.widgets import DataTable, Input, Sparkline
 
 from aetherflow_tui.app import CockpitApp
-from aetherflow_tui.engine import Engine
+from aetherflow_tui.engine import Engine, config
 from aetherflow_tui.engine.events import AlertRaised, ProviderHealthChanged
 from aetherflow_tui.engine.health import CircuitState, ProbeResult, StatusSignal
 from aetherflow_tui.engine.keys import KeyVault, Secret
@@ -29,6 +30,7 @@ from aetherflow_tui.widgets.providers import COLUMNS, NARROW_COLUMNS
 from aetherflow_tui.widgets.system import NO_TEMPERATURE, NOT_RUNNING, SystemPane
 from aetherflow_tui.widgets.throttle_modal import ThrottleModal
 from tests.conftest import TEST_KEY
+from tests.integration.test_run_cli import ended, held_plan, run_in_flight
 from tests.support.cockpit_fixture import (
     FIXED_NOW,
     fixture_engine,
@@ -36,6 +38,7 @@ from tests.support.cockpit_fixture import (
     stressed_decision,
     system_samples,
 )
+from tests.support.plans import bouquet, provider
 from tests.support.scripted_server import ScriptedServer
 from tests.tui.screen import screen_text, settle, until
 from tests.tui.test_pilot import SIZE, Notes, engine_on, select, table
@@ -241,7 +244,7 @@ async def test_bang_asks_then_holds_dispatch_and_cancels_runs_and_R_resumes(keye
         await pilot.press("exclamation_mark", "y")
         await until(pilot, lambda: engine.held is not None, what="dispatch to be held")
         await settle(pilot)
-        assert run.view().status is RunStatus.CANCELLED
+        assert run.view().status is RunStatus.HELD
         assert engine.active_runs() == []
         assert notes.any("1 run(s) cancelled, local generation stopped, dispatch held",
                          "error")
@@ -322,6 +325,35 @@ async def test_shift_c_resets_every_circuit_after_asking(cockpit_engine):
 
 
 # -- h, o: throttle and force optimisation ------------------------------------------------
+
+
+async def test_bang_counts_and_stops_a_cli_run_in_another_process(cli_env, tmp_path):
+    # The cockpit is this process; the run is a real `aetherflow run` in another one.
+    with ScriptedServer() as server:
+        text = bouquet(provider("alpha", server.url))
+        path = tmp_path / "bouquet.toml"
+        path.write_text(text)
+        cli_env["AETHERFLOW_CONFIG"] = str(path)
+        proc, _ = await asyncio.to_thread(run_in_flight, cli_env, held_plan(tmp_path),
+                                          tmp_path, server)
+        engine = Engine(config.parse(text, path), Path(cli_env["AETHERFLOW_HOME"]))
+        notes = Notes()
+        app = CockpitApp(engine)
+        try:
+            async with app.run_test(size=SIZE, message_hook=notes) as pilot:
+                await settle(pilot)
+                await pilot.press("exclamation_mark")
+                await until(pilot, lambda: isinstance(app.screen, ConfirmScreen),
+                            what="the dialog")
+                assert "Cancel 1 run(s) in progress" in screen_text(app)
+                await pilot.press("y")
+                await until(pilot, lambda: notes.any("run(s) cancelled"),
+                            what="the stop's alert")
+                assert notes.any("1 run(s) cancelled, local generation stopped, dispatch "
+                                 "held", "error"), notes.texts()
+        finally:
+            summary = await asyncio.to_thread(ended, proc)
+    assert proc.returncode == 3 and summary["status"] == "stopped-by-hold"
 
 
 async def test_h_sets_and_lifts_the_emergency_throttle(cockpit_engine):

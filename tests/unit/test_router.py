@@ -310,11 +310,23 @@ def test_models_without_a_wanted_role_come_last() -> None:
 
 
 def test_with_no_wanted_role_available_the_reason_says_so() -> None:
-    route = Fixture(SEED).route("code_generation", complexity=0.9, provider="beta")
+    route = Fixture(BUDGET + BETA_FREE + GAMMA).route("code_generation", complexity=0.9)
 
     assert route.candidates
     assert not route.candidates[0].adequate
     assert "(no quality model available)" in route.reason()
+
+
+def test_a_pinned_step_is_said_to_be_pinned_not_short_of_a_role() -> None:
+    # alpha-max has the quality role; the pin to beta is why it is not used.
+    route = Fixture(SEED).route("code_generation", complexity=0.9, provider="beta")
+
+    assert not route.candidates[0].adequate
+    reason = route.reason()
+    assert "no quality model available" not in reason
+    assert "(pinned to beta, which has no quality model)" in reason
+    pinned = Fixture(SEED).route("analysis", provider="alpha", model="alpha-mini")
+    assert "→ alpha/alpha-mini (pinned to alpha/alpha-mini):" in pinned.reason()
 
 
 def test_fallbacks_try_another_provider_before_another_model() -> None:

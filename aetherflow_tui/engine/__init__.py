@@ -216,7 +216,7 @@ class Engine:
         self.vault = vault or KeyVault()
         self.clock = clock or SystemClock()
         self.bus = EventBus()
-        self.prices = PriceTable()
+        self.prices = PriceTable(self.clock.now)
         self.energy = EnergyEstimator()
         self.health = HealthBook(self.clock, bouquet.health)
         self._store: Store | None = None

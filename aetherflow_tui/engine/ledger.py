@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -89,7 +90,10 @@ class PriceTable:
     wins over the config's and the table's.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, now: Callable[[], float] = time.time) -> None:
+        # Table prices can depend on the hour (DeepSeek's off-peak discount): read them at
+        # the engine's clock, so a fixed clock gives the same prices at any time of day.
+        self._now = now
         self._flat: dict[tuple[str, str], tuple[float, Rates | None, Any]] = {}
         self._approved: dict[tuple[str, str], Rates] = {}
 
@@ -122,15 +126,17 @@ class PriceTable:
         if provider.kind == "llama_cpp":
             return LOCAL_RATES, None
         key = (provider.id, model.id)
-        hour = time.time() // 3600
+        now = self._now()
+        hour = now // 3600
         hit = self._flat.get(key)
         if hit is None or hit[0] != hour:
-            rates, tiered = _table_rates(provider, model.id)
+            rates, tiered = _table_rates(provider, model.id, now)
             self._flat[key] = hit = (hour, rates, tiered)
         return hit[1], hit[2]
 
 
-def _table_rates(provider: ProviderSpec, model_id: str) -> tuple[Rates | None, Any]:
+def _table_rates(provider: ProviderSpec, model_id: str, now: float
+                 ) -> tuple[Rates | None, Any]:
     """Flat rates from genai-prices, or (base rates, model) when prices are tiered."""
     from genai_prices import data_snapshot
     from genai_prices.types import TieredPrices
@@ -147,7 +153,7 @@ def _table_rates(provider: ProviderSpec, model_id: str) -> tuple[Rates | None, A
     except LookupError:
         return None, None
     model_info = found[1]
-    prices = model_info.get_prices(datetime.now(tz=UTC))
+    prices = model_info.get_prices(datetime.fromtimestamp(now, tz=UTC))
     values = [getattr(prices, name, None) for name in ("input_mtok", "output_mtok",
                                                         "cache_read_mtok")]
     if values[0] is None and values[1] is None:

@@ -434,3 +434,22 @@ def test_negative_tokens_and_zero_latency_do_not_fail_the_estimate():
 
     assert energy.method == ENERGY_SIZE
     assert energy.wh is not None and energy.wh >= 0
+
+
+def test_table_prices_are_read_at_the_engines_clock_not_the_wall_clock():
+    # DeepSeek's table prices halve off-peak (16:30-00:30 UTC): a table on a fixed clock
+    # must give that hour's prices whatever time the test runs at.
+    from datetime import UTC, datetime
+
+    bouquet = config.load(None)
+    provider = bouquet.providers["deepseek"]
+    model = provider.models[0]
+    peak = datetime(2026, 12, 7, 10, 0, tzinfo=UTC).timestamp()
+    off_peak = datetime(2026, 12, 7, 20, 0, tzinfo=UTC).timestamp()
+
+    at_peak = PriceTable(lambda: peak).rates(provider, model)
+    at_night = PriceTable(lambda: off_peak).rates(provider, model)
+
+    assert at_peak is not None and at_night is not None
+    assert at_night.input < at_peak.input
+    assert PriceTable(lambda: peak).rates(provider, model) == at_peak

@@ -298,8 +298,12 @@ def _config_init(paths: Paths, force: bool) -> int:
     if paths.config.exists() and not force:
         raise UsageError(f"{paths.config} already exists",
                          fix="edit it, or pass --force to overwrite it with the default")
-    paths.config.parent.mkdir(parents=True, exist_ok=True)
-    paths.config.write_text(default_text(), encoding="utf-8")
+    try:
+        paths.config.parent.mkdir(parents=True, exist_ok=True)
+        paths.config.write_text(default_text(), encoding="utf-8")
+    except OSError as exc:  # e.g. a symlink loop, which exists() does not see
+        raise UsageError(f"cannot write {paths.config}: {exc.strerror or exc}",
+                         fix="give --config a path you can write") from None
     print(f"wrote {paths.config}")
     return 0
 

@@ -186,3 +186,9 @@ def test_deeply_nested_plan_json_is_one_line_exit_2(cli_env, tmp_path, nested):
     plan.write_text(nested)
     for args in (("plan", "check", plan), ("run", plan)):
         one_line_error(run(cli_env, *args), "nested more than 32 deep")
+
+
+def test_config_init_onto_a_symlink_loop_is_one_line_exit_2(cli_env, tmp_path):
+    path = special("symlink_loop", tmp_path)
+    done = run(cli_env, "config", "init", "--config", path)
+    one_line_error(done, f"cannot write {path}: Too many levels of symbolic links")

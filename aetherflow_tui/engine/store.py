@@ -441,7 +441,8 @@ class Store:
         if prepare is not None and any(row.energy is None for row in rows):
             # EcoLogits takes a fraction of a millisecond a row: keep it off the event loop.
             rows = await asyncio.to_thread(
-                lambda: [prepare(row) if row.energy is None else row for row in rows])
+                lambda: [_check_finite(prepare(row)) if row.energy is None else row
+                         for row in rows])
         totals: dict[tuple[str, str], list[float]] = {}
         for row in rows:
             acc = totals.setdefault((row.day, row.provider), [0] * 9)
@@ -842,7 +843,7 @@ class NonFiniteValue(ValueError):
     """A call row whose cost or energy is inf or NaN: a bug upstream, never stored."""
 
 
-def _check_finite(r: CallRecord) -> None:
+def _check_finite(r: CallRecord) -> CallRecord:
     values = {"usd": r.cost.usd}
     if r.energy is not None:
         values |= {"wh": r.energy.wh, "gco2e": r.energy.gco2e}
@@ -850,6 +851,7 @@ def _check_finite(r: CallRecord) -> None:
         if value is not None and not math.isfinite(value):
             raise NonFiniteValue(f"refusing to store a call of {r.provider}/{r.model} with "
                                  f"{name} = {value}: costs and energy must be finite numbers")
+    return r
 
 
 def _call_params(r: CallRecord) -> tuple[Any, ...]:

@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -152,5 +153,21 @@ async def test_a_non_finite_cost_or_energy_is_refused_before_sqlite(tmp_path: Pa
         assert [c.id for c in await store.recent_calls(10)] == [written.id]
         (totals,) = await store.totals_for_day("2026-11-21")
         assert (totals.calls, totals.usd) == (1, pytest.approx(0.001))
+    finally:
+        await store.close()
+
+
+async def test_a_non_finite_energy_estimate_fails_its_batch_before_sqlite(tmp_path: Path):
+    from aetherflow_tui.engine.store import NonFiniteValue
+
+    store = await Store.open(tmp_path / "a.db")
+    try:
+        store.prepare = lambda r: r.with_energy(Energy(float("nan"), 0.5, "estimate:size"))
+        record = replace(_record(1), energy=None)
+        with pytest.raises(NonFiniteValue, match="wh = nan"):
+            await store.record_call(record)
+        store.prepare = lambda r: r.with_energy(Energy(1.5, 0.5, "estimate:size"))
+        written = await store.record_call(record)
+        assert [c.id for c in await store.recent_calls(10)] == [written.id]
     finally:
         await store.close()

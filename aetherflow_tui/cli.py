@@ -186,11 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     import asyncio
 
     from .engine.errors import EXIT_FAILED, OperatorError
+    from .engine.text import neutralise
 
     try:
         return asyncio.run(_dispatch(args))
     except OperatorError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        # The message may quote a plan or a config: their control characters stay inert.
+        print(f"{PROG}: error: {neutralise(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
@@ -296,8 +298,12 @@ def _config_init(paths: Paths, force: bool) -> int:
     if paths.config.exists() and not force:
         raise UsageError(f"{paths.config} already exists",
                          fix="edit it, or pass --force to overwrite it with the default")
-    paths.config.parent.mkdir(parents=True, exist_ok=True)
-    paths.config.write_text(default_text(), encoding="utf-8")
+    try:
+        paths.config.parent.mkdir(parents=True, exist_ok=True)
+        paths.config.write_text(default_text(), encoding="utf-8")
+    except OSError as exc:  # e.g. a symlink loop, which exists() does not see
+        raise UsageError(f"cannot write {paths.config}: {exc.strerror or exc}",
+                         fix="give --config a path you can write") from None
     print(f"wrote {paths.config}")
     return 0
 
@@ -575,14 +581,16 @@ async def _key(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def _plan_check(engine: Engine, args: argparse.Namespace) -> int:
+    from .engine.text import neutralise
+
     plan = engine.load_plan(args.plan)
     edges = sum(len(s.depends_on) for s in plan.steps)
     if args.json:
         _print_json({"valid": True, "task_id": plan.task_id, "steps": len(plan.steps),
                      "dependencies": edges, "digest": plan.digest()})
     else:
-        print(f"{args.plan}: valid — {plan.task_id}: {len(plan.steps)} steps, "
-              f"{edges} dependencies")
+        print(neutralise(f"{args.plan}: valid — {plan.task_id}: {len(plan.steps)} steps, "
+                         f"{edges} dependencies"))
     return 0
 
 
@@ -595,14 +603,18 @@ async def _runs(engine: Engine, as_json: bool) -> int:
 
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
+
+    from .engine.text import neutralise
 
     table = Table(title="Recent runs", title_justify="left")
     for column in ("run", "task", "mode", "status", "started", "plan"):
         table.add_column(column, no_wrap=column != "plan", overflow="fold")
     for row in rows:
         started = datetime.fromtimestamp(row["started"]).strftime("%m-%d %H:%M")
-        table.add_row(row["id"], row["task_id"] or "", row["mode"] or "", row["status"],
-                      started, row["plan_path"] or "")
+        # Text, not str: a task id of "[bold]" is shown as written, not as Rich markup.
+        table.add_row(row["id"], Text(neutralise(row["task_id"] or "")), row["mode"] or "",
+                      row["status"], started, Text(neutralise(row["plan_path"] or "")))
     Console(highlight=False).print(table)
     return 0
 
@@ -634,4 +646,10 @@ def _read_secret(provider: str) -> str:
 
 
 def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    import re
+
+    # json escapes C0 controls only; DEL and the C1 range (U+009B is a CSI to some
+    # terminals) are escaped too. They occur only inside strings, so the value is unchanged.
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    text = re.sub(r"[\x7f-\x9f]", lambda m: f"\\u{ord(m.group()):04x}", text)
+    sys.stdout.write(text + "\n")

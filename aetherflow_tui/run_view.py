@@ -22,6 +22,7 @@ from .cli import _print_json
 from .engine.events import ResponseModeChanged, RunUpdated, StepUpdated
 from .engine.progress import RunStatus, RunView, StepState, StepView
 from .engine.scheduler import run_summary
+from .engine.text import neutralise
 from .formatting import usd
 
 if TYPE_CHECKING:
@@ -53,8 +54,8 @@ async def run_plan(engine: Engine, args: argparse.Namespace) -> int:
     # What an earlier execution did, not what this one finished while vigilance started.
     done = f" ({run.restored} already done)" if args.resume else ""
     modes = engine.modes
-    err.print(Text(f"run {run.run_id} {verb}: {first.task_id}, {first.total} steps{done}, "
-                   f"mode {first.mode}, "
+    err.print(Text(f"run {run.run_id} {verb}: {neutralise(first.task_id)}, {first.total} steps"
+                   f"{done}, mode {first.mode}, "
                    f"{modes.mode.value.upper()} ({modes.reason}); outputs in "
                    f"{run.output_dir}", style="dim"))
     interrupted = False

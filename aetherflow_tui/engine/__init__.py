@@ -27,7 +27,6 @@ from .clock import Clock, SystemClock, local_day
 from .config import Bouquet, ModelSpec, ProviderSpec
 from .errors import (
     BudgetRefused,
-    ConfigError,
     DispatchHeld,
     OperatorError,
     PlanError,
@@ -202,10 +201,7 @@ def _freeze_long_lived() -> None:
 
 
 def load_bouquet(paths: Paths) -> Bouquet:
-    if paths.config_explicit and not paths.config.exists():
-        raise ConfigError("config file not found", path=str(paths.config),
-                          fix=f"create it with `aetherflow config init --config {paths.config}`")
-    return config_mod.load(paths.config)
+    return config_mod.load(paths.config, required=paths.config_explicit)
 
 
 class Engine:
@@ -1182,7 +1178,9 @@ class Engine:
         rest runs. output_dir: each step's output is written there as it finishes, plus
         run.json at the end (default: runs/RUN_ID under the data dir).
         """
-        plan_path = plan_path.expanduser().resolve()
+        # realpath, not resolve(): on a symlink loop 3.11's resolve() raises RuntimeError,
+        # where the read below gives the operator one line.
+        plan_path = Path(os.path.realpath(plan_path.expanduser()))
         plan = await asyncio.to_thread(self.load_plan, plan_path)
         self.check_dispatch()
         mode = Mode(mode or self.bouquet.routing.mode)
@@ -1207,7 +1205,7 @@ class Engine:
             run_id = self._new_run_id()
             await self.store.create_run(run_id, plan.task_id, str(plan_path), mode.value,
                                         self.clock.now(), plan.digest(),
-                                        plan_path.read_text("utf-8"), os.getpid())
+                                        plan_mod.read_text(plan_path), os.getpid())
         await self.provider_views()  # which providers have a usable, tested key now
         await self.sync_budget()
         if not self._energy_ready:

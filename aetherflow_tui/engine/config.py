@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from . import gguf
 from .errors import ConfigError
+from .paths import FileRefused, read_bounded
 
 ROLES = frozenset(
     {
@@ -29,6 +30,9 @@ ROLES = frozenset(
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ZONE = re.compile(r"^[A-Z]{3}$")
 _PROVIDER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+# The default bouquet is 12 KB; 1 MB holds three thousand providers. Loading is linear
+# (tomllib ~0.6 s a MB), so the cap keeps even a mistaken file to a second or two.
+MAX_CONFIG_BYTES = 1024 * 1024
 
 
 class _FieldProblem(ValueError):
@@ -40,7 +44,9 @@ class _FieldProblem(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # TOML has inf and nan: a price of inf turns a cost into NaN, which the store cannot
+    # hold. Every number is finite; a limit is lifted by raising it, never by inf.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelSpec(_Strict):
@@ -508,6 +514,10 @@ def parse(text: str, source: Path | None) -> Bouquet:
         line = _decode_error_line(exc)
         reason = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
         raise ConfigError(f"malformed TOML: {reason}", path=label, line=line) from None
+    except RecursionError:  # tomllib recurses once per level of nested arrays and tables
+        raise ConfigError("malformed TOML: arrays or inline tables nested too deeply",
+                          path=label, fix="a bouquet nests a few levels, not hundreds"
+                          ) from None
     try:
         model = _BouquetFile.model_validate(raw)
     except ValidationError as exc:
@@ -521,15 +531,28 @@ def parse(text: str, source: Path | None) -> Bouquet:
                    regulator=model.regulator, veille=model.veille)
 
 
-def load(path: Path | None) -> Bouquet:
-    """Load the config at path, or the embedded default if path is None or absent."""
+def load(path: Path | None, *, required: bool = False) -> Bouquet:
+    """Load the config at path, or the embedded default if path is None or absent.
+
+    required: the operator named the path, so an absent file is an error.
+    """
     if path is None:
         return parse(default_text(), None)
     try:
-        text = path.read_text("utf-8")
+        text = read_bounded(path, MAX_CONFIG_BYTES).decode("utf-8")
     except FileNotFoundError:
+        if required:
+            raise ConfigError("config file not found", path=str(path),
+                              fix=f"create it with `aetherflow config init --config {path}`"
+                              ) from None
         return parse(default_text(), None)
-    except (OSError, UnicodeDecodeError) as exc:
+    except FileRefused as exc:
+        raise ConfigError(f"the config is {exc}", path=str(path),
+                          fix="point --config or AETHERFLOW_CONFIG at a TOML file") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config: {exc.strerror or exc}", path=str(path)
+                          ) from None
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"cannot read config: {exc}", path=str(path)) from None
     return parse(text, path)
 
@@ -548,6 +571,9 @@ def _describe(error: dict[str, Any]) -> str:
     if kind == "extra_forbidden":
         return f"unknown setting {loc}"
     msg = error["msg"].removeprefix("Value error, ")
+    if kind == "finite_number":
+        return (f"{loc}: must be a finite number, not {error['input']!r} (no setting takes "
+                "inf or nan: to lift a limit, write a large number)")
     if kind == "literal_error" and error["loc"][-1] == "kind":
         return f"{loc}: unknown provider kind {error['input']!r}; use \"openai\" or \"llama_cpp\""
     return f"{loc}: {msg}"

@@ -17,15 +17,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from . import jsonpos
 from .config import STEP_TYPES
 from .errors import PlanError
+from .paths import FileRefused, read_bounded
 
 OUTPUTS = ("text", "code", "json")
 MAX_CONTEXT_BYTES = 256 * 1024  # per context file: a plan is not a way to upload a repo
+MAX_PLAN_BYTES = 32 * 1024 * 1024  # ten thousand steps with 2 KB prompts fit in 20 MB
+# A plan nests four levels (plan, steps, step, context_files); the validator, the line
+# finder and the error messages all recurse, so anything much deeper is refused first.
+MAX_DEPTH = 32
 
 StepType = Literal[STEP_TYPES]  # type: ignore[valid-type]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class StepSpec(_Strict):
@@ -74,15 +79,25 @@ def schema() -> dict[str, Any]:
 
 def load(path: Path, *, known_providers: dict[str, tuple[str, ...]] | None = None) -> Plan:
     """Read and validate a plan file. known_providers: provider id -> model ids, for pins."""
+    return parse(read_text(path), path, known_providers=known_providers)
+
+
+def read_text(path: Path) -> str:
+    """A plan file's text: a regular file of at most MAX_PLAN_BYTES, in UTF-8."""
     try:
-        text = path.read_text("utf-8")
+        return read_bounded(path, MAX_PLAN_BYTES).decode("utf-8")
     except FileNotFoundError:
         raise PlanError("plan file not found", path=str(path),
                         fix="check the path, or write one (see the README's plan format)"
                         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except FileRefused as exc:
+        raise PlanError(f"the plan is {exc}", path=str(path),
+                        fix="give the path of a plan.json file") from None
+    except OSError as exc:
+        raise PlanError(f"cannot read the plan: {exc.strerror or exc}", path=str(path)
+                        ) from None
+    except UnicodeDecodeError as exc:
         raise PlanError(f"cannot read the plan: {exc}", path=str(path)) from None
-    return parse(text, path, known_providers=known_providers)
 
 
 def parse(text: str, path: Path, *, known_providers: dict[str, tuple[str, ...]] | None = None
@@ -94,6 +109,14 @@ def parse(text: str, path: Path, *, known_providers: dict[str, tuple[str, ...]] 
         line = getattr(exc, "lineno", None)
         reason = getattr(exc, "msg", str(exc))
         raise PlanError(f"not valid JSON: {reason}", path=label, line=line) from None
+    except RecursionError:  # json recurses once per level of nested arrays and objects
+        too_deep = True
+    else:
+        too_deep = _deeper_than(raw, MAX_DEPTH)
+    if too_deep:
+        raise PlanError(f"arrays or objects nested more than {MAX_DEPTH} deep",
+                        path=label, fix="a plan nests four levels: plan, steps, step, "
+                        "context_files")
     positions = jsonpos.lines(text)
     try:
         plan = Plan.model_validate(raw)
@@ -111,9 +134,22 @@ def parse(text: str, path: Path, *, known_providers: dict[str, tuple[str, ...]] 
     return plan
 
 
+def _deeper_than(node: Any, limit: int) -> bool:
+    """Whether node nests arrays and objects more than limit deep; iterative on purpose."""
+    stack = [(node, 1)] if isinstance(node, dict | list) else []
+    while stack:
+        node, depth = stack.pop()
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, dict | list):
+                if depth >= limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
 def context_text(plan_dir: Path, name: str) -> str:
     """A context file's text as given to the model; undecodable bytes are replaced."""
-    data = (plan_dir / name).read_bytes()[:MAX_CONTEXT_BYTES]
+    data = read_bounded(plan_dir / name, MAX_CONTEXT_BYTES, truncate=True)
     return data.decode("utf-8", errors="replace")
 
 
@@ -186,14 +222,23 @@ def _context_problem(plan: Plan, plan_dir: Path) -> Problem | None:
     inside = plan_dir.resolve()
     for i, step in enumerate(plan.steps):
         for j, name in enumerate(step.context_files):
+            at = ("steps", i, "context_files", j)
             file = plan_dir / name
+            try:
+                resolved = file.resolve()
+            except (OSError, RuntimeError):  # 3.11 raises RuntimeError on a symlink loop
+                return (at, f"context file {name!r} is a symlink loop",
+                        "point the link at a file, or copy the file next to the plan")
             # A planner (often a model) writes plans: it must not send ~/.ssh to a provider.
-            if not file.resolve().is_relative_to(inside):
-                return (("steps", i, "context_files", j), f"context file {name!r} is outside "
-                        f"the plan's folder {inside}", "copy it next to the plan")
+            if not resolved.is_relative_to(inside):
+                return (at, f"context file {name!r} is outside the plan's folder {inside}",
+                        "copy it next to the plan")
+            if not file.exists():
+                return (at, f"context file {name!r} not found (looked in {plan_dir})",
+                        "paths are relative to the plan file")
             if not file.is_file():
-                return (("steps", i, "context_files", j), f"context file {name!r} not found "
-                        f"(looked in {plan_dir})", "paths are relative to the plan file")
+                return (at, f"context file {name!r} is not a regular file",
+                        "give a file: not a directory, a FIFO or a device")
     return None
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from .errors import UsageError
 from .records import CallRecord
 from .store import Store
+from .text import neutralise
 
 
 async def markdown(store: Store, run_id: str, *, live_status: str | None = None) -> str:
@@ -39,7 +40,7 @@ def render(run: dict[str, Any], steps: list[dict[str, Any]], calls: list[CallRec
     usd = sum(c.cost.usd or 0.0 for c in calls)
     wh = sum((c.energy.wh or 0.0) for c in calls if c.energy)
     lines = [
-        f"# Run {run['id']} — {run['task_id']}",
+        f"# Run {run['id']} — {neutralise(run['task_id'] or '')}",  # plan text: inert
         "",
         f"- plan: `{run['plan_path']}`",
         f"- mode: {run['mode']}; status: **{status}**"

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -377,7 +378,12 @@ class Store:
         await self._db.close()
 
     def record_call(self, record: CallRecord) -> asyncio.Future[CallRecord]:
-        """Queue a call row; the future resolves with the written row after its commit."""
+        """Queue a call row; the future resolves with the written row after its commit.
+
+        A non-finite cost or energy is refused here (NonFiniteValue): SQLite would store a
+        NaN as NULL, and the NOT NULL daily totals would fail the whole batch with it.
+        """
+        _check_finite(record)
         future: asyncio.Future[CallRecord] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((record, future))
         return future
@@ -440,7 +446,8 @@ class Store:
         if prepare is not None and any(row.energy is None for row in rows):
             # EcoLogits takes a fraction of a millisecond a row: keep it off the event loop.
             rows = await asyncio.to_thread(
-                lambda: [prepare(row) if row.energy is None else row for row in rows])
+                lambda: [_check_finite(prepare(row)) if row.energy is None else row
+                         for row in rows])
         totals: dict[tuple[str, str], list[float]] = {}
         for row in rows:
             acc = totals.setdefault((row.day, row.provider), [0] * 9)
@@ -851,6 +858,21 @@ async def _migrate(db: aiosqlite.Connection) -> None:
         except BaseException:
             await db.execute("ROLLBACK")
             raise
+
+
+class NonFiniteValue(ValueError):
+    """A call row whose cost or energy is inf or NaN: a bug upstream, never stored."""
+
+
+def _check_finite(r: CallRecord) -> CallRecord:
+    values = {"usd": r.cost.usd}
+    if r.energy is not None:
+        values |= {"wh": r.energy.wh, "gco2e": r.energy.gco2e}
+    for name, value in values.items():
+        if value is not None and not math.isfinite(value):
+            raise NonFiniteValue(f"refusing to store a call of {r.provider}/{r.model} with "
+                                 f"{name} = {value}: costs and energy must be finite numbers")
+    return r
 
 
 def _call_params(r: CallRecord) -> tuple[Any, ...]:

@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,41 @@ def test_kill_9_loses_no_committed_row(tmp_path: Path):
     assert not missing, f"{len(missing)} committed rows lost"
     # The rollup is written in the same transaction as the rows: never out of step.
     assert calls_in_totals == len(present)
+
+
+@pytest.mark.parametrize(("usd", "energy", "what"), [
+    (float("nan"), None, "usd = nan"),
+    (float("inf"), None, "usd = inf"),
+    (0.001, Energy(float("nan"), 0.003, "ecologits"), "wh = nan"),
+])
+async def test_a_non_finite_cost_or_energy_is_refused_before_sqlite(tmp_path: Path, usd,
+                                                                     energy, what):
+    from aetherflow_tui.engine.store import NonFiniteValue
+
+    store = await Store.open(tmp_path / "a.db")
+    try:
+        with pytest.raises(NonFiniteValue, match=f"groq/m with {what}: .* finite"):
+            store.record_call(_record(1, usd=usd, energy=energy))
+        # The store goes on: the next finite row is written, the refused one never was.
+        written = await store.record_call(_record(2))
+        assert [c.id for c in await store.recent_calls(10)] == [written.id]
+        (totals,) = await store.totals_for_day("2026-11-21")
+        assert (totals.calls, totals.usd) == (1, pytest.approx(0.001))
+    finally:
+        await store.close()
+
+
+async def test_a_non_finite_energy_estimate_fails_its_batch_before_sqlite(tmp_path: Path):
+    from aetherflow_tui.engine.store import NonFiniteValue
+
+    store = await Store.open(tmp_path / "a.db")
+    try:
+        store.prepare = lambda r: r.with_energy(Energy(float("nan"), 0.5, "estimate:size"))
+        record = replace(_record(1), energy=None)
+        with pytest.raises(NonFiniteValue, match="wh = nan"):
+            await store.record_call(record)
+        store.prepare = lambda r: r.with_energy(Energy(1.5, 0.5, "estimate:size"))
+        written = await store.record_call(record)
+        assert [c.id for c in await store.recent_calls(10)] == [written.id]
+    finally:
+        await store.close()

@@ -587,3 +587,124 @@ def test_a_status_page_must_be_an_http_url():
     err = config_error(text)
 
     assert_points_at(err, line_of(text, "status_page"), "is not an http(s) URL")
+
+
+# --- values and files that would break the parser or the store ----------------------------
+
+
+@pytest.mark.parametrize("value", ["inf", "+inf", "-inf", "nan"])
+@pytest.mark.parametrize(("setting", "where"), [
+    ("price_in", "price_in = 1.0"),
+    ("daily_usd", "daily_usd = 2.5"),
+])
+def test_inf_and_nan_are_refused_where_a_price_or_limit_goes(setting, where, value):
+    text = GOOD.replace(where, f"{setting} = {value}")
+    err = config_error(text)
+    assert_points_at(err, line_of(GOOD, where), f"{setting}: must be a finite number",
+                     "inf or nan")
+
+
+@pytest.mark.parametrize("setting", ["max_usd_per_request", "max_usd_per_1k_tokens"])
+def test_an_infinite_ceiling_is_refused(setting):
+    text = GOOD.replace("daily_usd = 2.5", f"daily_usd = 2.5\n{setting} = inf")
+    err = config_error(text)
+    assert_points_at(err, line_of(text, setting), f"budget.{setting}: must be a finite number")
+
+
+def test_a_large_finite_limit_is_how_a_limit_is_lifted():
+    text = GOOD.replace("daily_usd = 2.5", "daily_usd = 1e12\nmax_usd_per_request = 1e9")
+    budget = config.parse(text, SOURCE).budget
+    assert (budget.daily_usd, budget.max_usd_per_request) == (1e12, 1e9)
+
+
+@pytest.mark.parametrize("nested", [
+    "x = " + "[" * 5000 + "]" * 5000,
+    "x = " + "{a = " * 5000 + "1" + "}" * 5000,
+    "x = " + "[" * 5000,  # unclosed as well: the depth is what fails first
+], ids=["array", "table", "unclosed"])
+def test_deeply_nested_toml_is_one_line_not_a_recursion_traceback(nested):
+    err = config_error(f"[budget]\n{nested}\n")
+    message = str(err)
+    assert "\n" not in message and err.exit_code == EXIT_INVALID
+    assert message.startswith(f"{SOURCE}: malformed TOML: arrays or inline tables nested "
+                              "too deeply"), message
+
+
+def _special(kind: str, tmp_path: Path) -> Path:
+    """A path that is not a plain small file: the same set for config and plan tests."""
+    import os
+
+    if kind == "dev_zero":
+        return Path("/dev/zero")
+    path = tmp_path / f"special-{kind}"
+    if kind == "symlink_loop":
+        os.symlink(path, path)
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "sparse_1gb":
+        with path.open("wb") as file:
+            file.truncate(1 << 30)
+    return path
+
+
+@pytest.mark.parametrize(("kind", "reason"), [
+    ("dev_zero", "the config is a character device, not a regular file"),
+    ("symlink_loop", "cannot read config: Too many levels of symbolic links"),
+    ("directory", "the config is a directory, not a regular file"),
+    ("sparse_1gb", "the config is 1,073,741,824 bytes, over the 1,048,576-byte limit"),
+])
+def test_a_config_that_is_not_a_small_regular_file_is_refused(tmp_path, kind, reason):
+    # (A FIFO is tested through the CLI, in a subprocess with a timeout: it could hang.)
+    path = _special(kind, tmp_path)
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert str(info.value).startswith(f"{path}: {reason}"), str(info.value)
+    assert info.value.exit_code == EXIT_INVALID
+
+
+def _many_providers(count: int) -> str:
+    blocks = []
+    for i in range(count):
+        blocks.append(textwrap.dedent(f"""\
+            [providers.p{i}]
+            kind = "openai"
+            base_url = "https://api{i}.example/v1"
+            key = "env:KEY_{i}"
+            [[providers.p{i}.models]]
+            id = "small-{i}"
+            roles = ["fast", "cheap"]
+            price_in = 0.1
+            price_out = 0.2
+            [[providers.p{i}.models]]
+            id = "large-{i}"
+            roles = ["quality"]
+            price_in = 1.0
+            price_out = 2.0
+            """))
+    return "\n".join(blocks)
+
+
+def test_a_config_of_three_thousand_providers_loads_whole(tmp_path):
+    # How fast: benchmarks/config_load.py and docs/benchmarks.md; not timed here.
+    text = _many_providers(3000)
+    assert len(text.encode()) < config.MAX_CONFIG_BYTES
+    path = tmp_path / "bouquet.toml"
+    path.write_text(text, encoding="utf-8")
+    bouquet = config.load(path)
+    assert len(bouquet.providers) == 3000
+    last = bouquet.providers["p2999"]
+    assert [m.id for m in last.models] == ["small-2999", "large-2999"]
+    assert last.base_url == "https://api2999.example/v1" and last.key_env == "KEY_2999"
+
+
+def test_an_error_at_the_end_of_a_big_config_still_points_at_its_line():
+    text = _many_providers(3000) + textwrap.dedent("""\
+        [providers.last]
+        kind = "openai"
+        base_url = "https://last.example/v1"
+        zone = "france"
+        [[providers.last.models]]
+        id = "m"
+        """)
+    err = config_error(text)
+    assert_points_at(err, line_of(text, 'zone = "france"'), "zone 'france'")

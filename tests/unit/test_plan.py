@@ -397,3 +397,97 @@ def test_example_plans_are_valid_under_the_schema(example: dict[str, Any]) -> No
     jsonschema = pytest.importorskip("jsonschema")
 
     jsonschema.validate(example, plan.schema())
+
+
+# --- files and nesting that would hang, exhaust memory or crash the reader -----------------
+
+
+def _special(kind: str, tmp_path: Path) -> Path:
+    import os
+
+    if kind == "dev_zero":
+        return Path("/dev/zero")
+    path = tmp_path / f"special-{kind}"
+    if kind == "symlink_loop":
+        os.symlink(path, path)
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "sparse":
+        with path.open("wb") as file:
+            file.truncate(plan.MAX_PLAN_BYTES + 1)
+    return path
+
+
+@pytest.mark.parametrize(("kind", "reason"), [
+    ("dev_zero", "the plan is a character device, not a regular file"),
+    ("symlink_loop", "cannot read the plan: Too many levels of symbolic links"),
+    ("directory", "the plan is a directory, not a regular file"),
+    ("sparse", f"the plan is {plan.MAX_PLAN_BYTES + 1:,} bytes, over the "
+               f"{plan.MAX_PLAN_BYTES:,}-byte limit"),
+])
+def test_a_plan_that_is_not_a_bounded_regular_file_is_refused(tmp_path: Path, kind: str,
+                                                              reason: str) -> None:
+    path = _special(kind, tmp_path)
+    with pytest.raises(PlanError) as info:
+        plan.load(path)
+    assert str(info.value).startswith(f"{path}: {reason}"), str(info.value)
+    assert info.value.exit_code == EXIT_INVALID
+
+
+@pytest.mark.parametrize("nested", ["[" * 100_000 + "]" * 100_000,
+                                    '{"a": ' * 100_000 + "1" + "}" * 100_000],
+                         ids=["array", "object"])
+def test_deeply_nested_json_is_one_line_not_a_recursion_traceback(nested: str) -> None:
+    err = plan_error(nested)
+    assert err.exit_code == EXIT_INVALID
+    assert str(err) == ("plan.json: arrays or objects nested more than 32 deep; a plan nests "
+                        "four levels: plan, steps, step, context_files")
+
+
+def test_json_nested_past_the_plan_depth_is_refused_before_validation() -> None:
+    # Deep enough for the validator, the line finder and the messages to recurse a lot,
+    # shallow enough for json.loads: refused on its depth, not on whatever breaks first.
+    text = '{"task_id": "t", "steps": [], "description": ' + "[" * 900 + "]" * 900 + "}"
+    assert str(plan_error(text)).startswith("plan.json: arrays or objects nested more than 32")
+    shallow = text.replace("[" * 900, "[" * 30).replace("]" * 900, "]" * 30)
+    assert "description: Input should be a valid string" in str(plan_error(shallow))
+
+
+@pytest.mark.parametrize(("kind", "reason"), [
+    ("symlink_loop", "is a symlink loop"),
+    ("directory", "is not a regular file"),
+    ("fifo", "is not a regular file"),
+])
+def test_a_context_file_that_is_not_a_regular_file_is_refused(tmp_path: Path, kind: str,
+                                                              reason: str) -> None:
+    import os
+
+    if kind == "fifo":
+        os.mkfifo(tmp_path / "special-fifo")  # is_file() never opens it: no hang here
+    else:
+        _special(kind, tmp_path)
+    text = plan_text(step("a", context_files=[f"special-{kind}"]))
+    path = tmp_path / "plan.json"
+    path.write_text(text, "utf-8")
+    with pytest.raises(PlanError) as info:
+        plan.load(path)
+    assert_points_at(info.value, line_of(text, f'"special-{kind}"'),
+                     'steps[0] "a".context_files[0]', f"context file 'special-{kind}' {reason}",
+                     path=path)
+
+
+def test_a_huge_context_file_is_read_only_up_to_its_cut(tmp_path: Path) -> None:
+    import tracemalloc
+
+    huge = tmp_path / "huge.log"
+    with huge.open("wb") as file:
+        file.write(b"head\n")
+        file.truncate(64 << 20)  # sparse: 64 MB on paper, nothing on disk
+    tracemalloc.start()
+    try:
+        text = plan.context_text(tmp_path, "huge.log")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(text) == plan.MAX_CONTEXT_BYTES and text.startswith("head\n")
+    assert peak < 4 * plan.MAX_CONTEXT_BYTES, f"reading it took {peak:,} bytes"

@@ -311,7 +311,7 @@ class PlanRun:
             step.started = None
             step.error = str(down)
             self._halt(f"stopped at step {step.spec.id}: {down}")
-        except _Faulted:  # launched before the fault: left for the resume, unpaid
+        except _Faulted:  # launched before the fault: left pending for the resume
             self._set_state(step, StepState.PENDING)
             step.started = None
         except asyncio.CancelledError:

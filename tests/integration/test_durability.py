@@ -15,6 +15,7 @@ The faults are real and work as root (these tests run as root, and root ignores 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import resource
@@ -28,7 +29,10 @@ from typing import Any
 
 import pytest
 
-from aetherflow_tui.engine.store import GIVE_UP_S, MIGRATIONS
+from aetherflow_tui.engine.errors import StoreUnavailable
+from aetherflow_tui.engine.ledger import Cost, Energy
+from aetherflow_tui.engine.records import CallRecord
+from aetherflow_tui.engine.store import BUSY_TIMEOUT_MS, GIVE_UP_S, MIGRATIONS, Store
 from tests.conftest import REPO_ROOT, aetherflow_cmd
 from tests.support.plans import bouquet, chat_requests, provider, step, write_plan
 from tests.support.scripted_server import ScriptedServer
@@ -225,3 +229,39 @@ def test_processes_opening_a_fresh_data_dir_together_migrate_it_once(tmp_path: P
             assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
             assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
             assert db.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
+
+
+async def test_a_lock_held_past_the_busy_timeout_holds_dispatch_until_it_is_released(
+        tmp_path: Path):
+    """Another process holding the write lock longer than the busy timeout: the same
+    failed commit as a full disk, and one that ends by itself."""
+    path = tmp_path / "aetherflow.db"
+    store = await Store.open(path)
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN EXCLUSIVE")
+        first = store.record_call(_call())
+
+        async def failing() -> None:  # the writer's first attempt waits out the timeout
+            while store.failure is None:
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(failing(), BUSY_TIMEOUT_MS / 1000 + 10)
+        assert "database is locked" in store.failure
+        with pytest.raises(StoreUnavailable, match="cannot be written"):
+            store.check_writable()
+        second = store.record_call(_call())  # queued while failing: kept, not dropped
+        other.execute("COMMIT")
+        rows = await asyncio.wait_for(asyncio.gather(first, second), GIVE_UP_S)
+        assert [row.id for row in rows] == [1, 2]
+        assert store.failure is None and store.unrecorded_calls == 0
+        store.check_writable()
+    finally:
+        other.close()
+        await store.close()
+
+
+def _call() -> CallRecord:
+    return CallRecord(ts=1_700_000_000.0, day="2026-11-21", provider="p", model="m",
+                      purpose="test", ok=True, input_tokens=1, output_tokens=1, duration_s=0.1,
+                      cost=Cost(0.001, "config"), energy=Energy(0.01, 0.002, "ecologits"))

@@ -365,8 +365,11 @@ class Store:
 
     @classmethod
     async def open(cls, path: Path, *, max_batch: int = 2000) -> Store:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = await aiosqlite.connect(path, isolation_level=None)
+        except (OSError, sqlite3.OperationalError) as exc:
+            raise _unavailable(path, getattr(exc, "strerror", None) or exc) from None
         try:
             # First: processes started together on a fresh file wait for each other below.
             await db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
@@ -933,8 +936,8 @@ async def _rollback(db: aiosqlite.Connection) -> None:
 def _unavailable(path: Path, reason: object) -> StoreUnavailable:
     return StoreUnavailable(
         f"the database {path} cannot be written ({reason})",
-        fix="free space on its disk or fix its permissions, then resume the run; nothing is "
-            "sent to a provider while calls cannot be recorded")
+        fix="make sure its disk has free space and its folder is writable, then resume the "
+            "run; nothing is sent to a provider while calls cannot be recorded")
 
 
 def _call_params(r: CallRecord) -> tuple[Any, ...]:

@@ -194,6 +194,18 @@ def test_an_output_path_through_a_file_is_refused_before_any_call(cli_env, tmp_p
     assert stdout.splitlines()[-1].endswith("· failed")
 
 
+def test_a_data_dir_that_cannot_be_created_is_one_line_not_a_traceback(cli_env, tmp_path):
+    home = tmp_path / "home"
+    home.write_text("a file where the data directory should be\n")
+    cli_env["AETHERFLOW_HOME"] = str(home / "sub")
+    done = subprocess.run([*aetherflow_cmd(), "runs"], capture_output=True, text=True,
+                          env=cli_env, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"aetherflow: error: the database {home}/sub/aetherflow.db "
+                                  "cannot be written (Not a directory)")
+    _assert_one_clear_error(done.stderr, "cannot be written")
+
+
 @pytest.mark.parametrize("processes", [2, 4])
 def test_processes_opening_a_fresh_data_dir_together_migrate_it_once(tmp_path: Path,
                                                                      processes: int):

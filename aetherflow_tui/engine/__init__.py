@@ -1048,6 +1048,7 @@ class Engine:
         otherwise); that worst case stays reserved until the call ends.
         """
         self.check_dispatch()
+        self.store.check_writable()  # a call the store could not record must not go out
         provider = await self._provider_for(spec)
         model = self.model_spec(spec, request.model)
         if request.max_tokens is None:

@@ -73,3 +73,9 @@ class BudgetRefused(LimitReached):
 
 class DispatchHeld(LimitReached):
     """An emergency stop holds every dispatch until the operator resumes (exit 3)."""
+
+
+class StoreUnavailable(OperatorError):
+    """The database cannot be written (a full or failing disk): dispatch holds (exit 1)."""
+
+    exit_code = EXIT_FAILED

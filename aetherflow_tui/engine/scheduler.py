@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import outputs
 from .budget import worst_input_tokens
-from .errors import BudgetRefused, DispatchHeld
+from .errors import BudgetRefused, DispatchHeld, StoreUnavailable
 from .events import RunUpdated, StepUpdated
 from .plan import Plan, StepSpec, context_text
 from .progress import RunStatus, RunView, StepState, StepView
@@ -53,6 +53,10 @@ Is the answer correct and does it do what the step asks? Reply with one JSON obj
 
 class _BudgetStop(Exception):
     """The daily budget refused this step's call: stop launching work."""
+
+
+class _Faulted(Exception):
+    """The run failed (its store or output folder) while this step waited for a slot."""
 
 
 @dataclass(slots=True)
@@ -108,6 +112,7 @@ class PlanRun:
         self._budget_stop = False
         self._held = False  # an emergency stop cancelled the run or held its next call
         self._eta: tuple[float, float] | None = None  # (perf_counter, seconds) last walked
+        self._faulted = False  # the store or the output folder failed: the run fails
         self._context: dict[str, str] = {}
         self._counts = dict.fromkeys(StepState, 0)
         self._counts[StepState.PENDING] = len(self._steps)
@@ -247,13 +252,18 @@ class PlanRun:
         engine = self.engine
         try:
             if self.output_dir is not None:
-                await asyncio.to_thread(self.output_dir.mkdir, parents=True, exist_ok=True)
-                for step in self._steps.values():
-                    if step.state is StepState.DONE:
-                        await self._write_output(step)
+                try:
+                    await asyncio.to_thread(self.output_dir.mkdir, parents=True,
+                                            exist_ok=True)
+                    for step in self._steps.values():
+                        if step.state is StepState.DONE:
+                            await self._write_output(step)
+                except OSError as exc:  # nothing is paid for that could not be kept
+                    self._halt(self._unwritable(exc))
             self._publish_run()
             for step in self._launch_order:
-                if step.state is not StepState.DONE and step.waiting_for == 0:
+                if (step.state is not StepState.DONE and step.waiting_for == 0
+                        and not self._stopping):
                     self._launch(step)
             if self._tasks:
                 await self._idle.wait()
@@ -265,9 +275,16 @@ class PlanRun:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
             self.status = self._final_status()
             self.finished = engine.clock.now()
-            await engine.store.update_run(self.run_id, status=self.status.value,
-                                          mode=self.mode.value, finished=self.finished,
-                                          detail=self.detail)
+            try:
+                await engine.store.update_run(self.run_id, status=self.status.value,
+                                              mode=self.mode.value, finished=self.finished,
+                                              detail=self.detail)
+            except StoreUnavailable as down:
+                self._halt(f"the run's end was not recorded: {down}")
+                self.status = self._final_status()
+            if self._faulted and engine.store.unrecorded_calls:
+                self.detail = (f"{self.detail}; {engine.store.unrecorded_calls} calls made "
+                               "could not be recorded (the provider may have billed them)")
             if self.output_dir is not None:
                 await self._write_summary()
             engine._run_finished(self)
@@ -279,12 +296,23 @@ class PlanRun:
             return RunStatus.HELD
         if self._cancelled:
             return RunStatus.CANCELLED
+        if self._faulted:
+            return RunStatus.FAILED
         if self._budget_stop:
             return RunStatus.BUDGET
         states = {s.state for s in self._steps.values()}
         if states == {StepState.DONE}:
             return RunStatus.DONE
         return RunStatus.FAILED
+
+    def _halt(self, reason: str) -> None:
+        """A fault that fails the run (the store, the output folder): no new steps."""
+        self._faulted = self._stopping = True
+        self.detail = self.detail or reason
+
+    def _unwritable(self, exc: OSError) -> str:
+        return (f"stopped: the output folder {self.output_dir} cannot be written "
+                f"({exc.strerror or exc}); make it a writable folder, then resume the run")
 
     def _launch(self, step: _Step) -> None:
         task = asyncio.create_task(self._run_step(step), name=f"step-{step.spec.id}")
@@ -344,6 +372,14 @@ class PlanRun:
             if not self._held:  # an emergency stop's cancel already said why
                 self.detail = f"stopped at step {step.spec.id}: {held}"
             self._held = self._stopping = True
+        except StoreUnavailable as down:  # the call could not have been recorded
+            self._set_state(step, StepState.PENDING)
+            step.started = None
+            step.error = str(down)
+            self._halt(f"stopped at step {step.spec.id}: {down}")
+        except _Faulted:  # launched before the fault: left pending for the resume
+            self._set_state(step, StepState.PENDING)
+            step.started = None
         except asyncio.CancelledError:
             self._set_state(step, StepState.CANCELLED)
             step.finished = engine.clock.now()
@@ -361,9 +397,21 @@ class PlanRun:
         durable = self._persist(step)
         if not pending:
             self._step_finished(step)
-        await durable  # reported only once it is on disk
+        try:
+            await durable  # reported only once it is on disk
+        except StoreUnavailable as down:
+            self._halt(f"stopped at step {step.spec.id}: {down}")
+            return
         if step.state is StepState.DONE and self.output_dir is not None:
-            await self._write_output(step)
+            try:
+                await self._write_output(step)
+            except OSError as exc:
+                self._set_state(step, StepState.FAILED)
+                step.error = (f"output not written: {self.output_dir / step.spec.id}."
+                              f"{step.extension}: {exc.strerror or exc}")
+                self._halt(self._unwritable(exc))
+                with contextlib.suppress(StoreUnavailable):
+                    await self._persist(step)
         self._publish(step)
 
     async def _work(self, step: _Step) -> None:
@@ -473,6 +521,8 @@ class PlanRun:
             # The provider's quota first: a call waiting for it must not hold a global
             # slot that a call to another provider could use.
             async with gate.slot(tokens), engine.concurrency.slot():
+                if self._faulted:
+                    raise _Faulted
                 outcome = await engine.call(candidate.provider, request, purpose="step",
                                             run_id=self.run_id, step_id=step.spec.id)
             self._account(step, outcome, audit=audit)

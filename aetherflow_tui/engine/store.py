@@ -5,6 +5,12 @@ so the call path never waits on the disk. A caller that must not report a result
 it is durable awaits the future `record_call` returns: it resolves after the commit.
 WAL with synchronous=FULL means a kill -9 (or a power cut) loses no committed row.
 
+When a commit fails (a full or failing disk, a lock held past the busy timeout), the writer
+keeps the rows and tries again; meanwhile `failure` says why and `check_writable()` holds
+every dispatch, so no call goes out that could not be recorded. After GIVE_UP_S of failing
+(or at close) it gives up: the futures raise StoreUnavailable and `unrecorded_calls` counts
+the call rows lost.
+
 Today's totals come from `daily_totals`, kept up to date in the same transaction as the
 calls, so the cockpit's once-a-second query reads a handful of rows, not the whole day.
 """
@@ -16,6 +22,8 @@ import contextlib
 import json
 import logging
 import math
+import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +31,7 @@ from typing import Any
 
 import aiosqlite
 
+from .errors import OperatorError, StoreUnavailable
 from .ledger import Cost, Energy
 from .records import CallRecord, ProviderTotals
 
@@ -327,6 +336,11 @@ Committed = Callable[[Sequence[CallRecord]], None]
 
 _STOP = object()
 
+BUSY_TIMEOUT_MS = 5000
+FIRST_RETRY_S = 0.05  # a failed commit is tried again after this, doubling...
+MAX_RETRY_S = 1.0  # ...up to this
+GIVE_UP_S = 10.0  # failing this long, the writer drops what it holds (counted)
+
 
 class _Write:
     """A queued row write other than a call (step states, routing decisions)."""
@@ -351,17 +365,27 @@ class Store:
         self._write_lock = asyncio.Lock()
         self.prepare: Prepare | None = None  # fills in energy just before the write
         self.on_committed: Committed | None = None  # publishes CallRecorded after commit
+        self.failure: str | None = None  # why the last commit failed; None once one works
+        self.unrecorded_calls = 0  # call rows given up on: made, possibly billed, not kept
+        self._failing_since = 0.0
 
     @classmethod
     async def open(cls, path: Path, *, max_batch: int = 2000) -> Store:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path, isolation_level=None)
         try:
-            await db.execute("PRAGMA journal_mode=WAL")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = await aiosqlite.connect(path, isolation_level=None)
+        except (OSError, sqlite3.OperationalError) as exc:
+            raise _unavailable(path, getattr(exc, "strerror", None) or exc) from None
+        try:
+            # First: processes started together on a fresh file wait for each other below.
+            await db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            await _when_free(lambda: db.execute("PRAGMA journal_mode=WAL"))
             await db.execute("PRAGMA synchronous=FULL")
             await db.execute("PRAGMA foreign_keys=ON")
-            await db.execute("PRAGMA busy_timeout=5000")
             await _migrate(db)
+        except sqlite3.OperationalError as exc:
+            await db.close()
+            raise _unavailable(path, exc) from None
         except Exception:
             await db.close()
             raise
@@ -376,6 +400,11 @@ class Store:
                 await self._writer
             self._writer = None
         await self._db.close()
+
+    def check_writable(self) -> None:
+        """StoreUnavailable while commits fail: a call made now could not be recorded."""
+        if self.failure is not None:
+            raise _unavailable(self.path, self.failure)
 
     def record_call(self, record: CallRecord) -> asyncio.Future[CallRecord]:
         """Queue a call row; the future resolves with the written row after its commit.
@@ -408,20 +437,37 @@ class Store:
     async def _write_loop(self) -> None:
         while True:
             batch = [await self._queue.get()]
-            while len(batch) < self._max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            calls = [item for item in batch if isinstance(item, tuple)]
-            writes = [item for item in batch if isinstance(item, _Write)]
-            try:
-                written = await self._write_batch(calls, writes) if calls or writes else []
-            except Exception as exc:
-                log.exception("writing %d call rows and %d others failed", len(calls),
-                              len(writes))
-                for future in [f for _, f in calls] + [w.future for w in writes]:
-                    if not future.done():
-                        future.set_exception(exc)
-                written = []
-            else:
+            self._take(batch)
+            retry_s = FIRST_RETRY_S
+            while True:
+                calls = [item for item in batch if isinstance(item, tuple)]
+                writes = [item for item in batch if isinstance(item, _Write)]
+                try:
+                    written = await self._write_batch(calls, writes) if calls or writes else []
+                except sqlite3.OperationalError as exc:  # the disk, not the code
+                    now = time.monotonic()
+                    if self.failure is None:
+                        self._failing_since = now
+                        log.warning("the database %s cannot be written (%s): no call goes "
+                                    "out until it can", self.path, exc)
+                    self.failure = str(exc)
+                    if (any(item is _STOP for item in batch)
+                            or now - self._failing_since >= GIVE_UP_S):
+                        self.unrecorded_calls += len(calls)
+                        self._fail(calls, writes, _unavailable(self.path, exc))
+                        break
+                    await asyncio.sleep(retry_s)
+                    retry_s = min(MAX_RETRY_S, retry_s * 2)
+                    self._take(batch)  # what came meanwhile joins the next attempt
+                    continue
+                except Exception as exc:
+                    log.exception("writing %d call rows and %d others failed", len(calls),
+                                  len(writes))
+                    self._fail(calls, writes, exc)
+                    break
+                if self.failure is not None and (calls or writes):
+                    log.warning("the database %s can be written again", self.path)
+                    self.failure = None
                 for (_, future), row in zip(calls, written, strict=True):
                     if not future.done():
                         future.set_result(row)
@@ -433,11 +479,26 @@ class Store:
                         self.on_committed(written)
                     except Exception:  # a subscriber's bug must not stop the writer
                         log.exception("publishing %d committed calls failed", len(written))
+                break
             for item in batch:
                 if isinstance(item, asyncio.Future) and not item.done():
                     item.set_result(None)
             if any(item is _STOP for item in batch):
                 return
+
+    def _take(self, batch: list[Any]) -> None:
+        while len(batch) < self._max_batch and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+
+    @staticmethod
+    def _fail(calls: list[tuple[CallRecord, Any]], writes: list[_Write],
+              exc: BaseException) -> None:
+        for future in [f for _, f in calls] + [w.future for w in writes]:
+            if not future.done():
+                future.set_exception(exc)
+                # Many writes are queued and never awaited (routes, step rows); the loss is
+                # reported once, by `failure` and `unrecorded_calls`, not by each of them.
+                future.exception()
 
     async def _write_batch(self, calls: list[tuple[CallRecord, Any]], writes: list[_Write]
                            ) -> list[CallRecord]:
@@ -483,7 +544,7 @@ class Store:
                 await self._db.executemany(sql, params)
             await self._db.execute("COMMIT")
         except BaseException:
-            await self._db.execute("ROLLBACK")
+            await _rollback(self._db)
             raise
         # One writer holds the database, so the new ids are the next ones in order.
         return [replace(row, id=last_id + i) for i, row in enumerate(rows, start=1)]
@@ -502,7 +563,10 @@ class Store:
 
     async def _write(self, sql: str, params: Sequence[Any]) -> aiosqlite.Cursor:
         async with self._write_lock:
-            return await self._db.execute(sql, params)
+            try:
+                return await self._db.execute(sql, params)
+            except sqlite3.OperationalError as exc:
+                raise _unavailable(self.path, exc) from None
 
     async def minute_series(self, since_ts: float) -> list[tuple[int, float, float, float]]:
         """(minute, usd, wh, gco2e) for each minute with calls since `since_ts`."""
@@ -836,27 +900,34 @@ class Store:
 
 
 async def _migrate(db: aiosqlite.Connection) -> None:
-    """Apply the migrations this file has not seen yet, each in its own transaction."""
-    cursor = await db.execute("PRAGMA user_version")
-    (version,) = await cursor.fetchone()  # type: ignore[misc]
-    if version > len(MIGRATIONS):
-        from .errors import OperatorError
+    """Apply the migrations this file has not seen yet, each in its own transaction.
 
-        raise OperatorError(
-            f"the database was written by a newer aetherflow (schema {version}, "
-            f"this one knows {len(MIGRATIONS)})",
-            fix="upgrade aetherflow, or point --home at another directory",
-        )
-    for number in range(version + 1, len(MIGRATIONS) + 1):
-        statements = [s.strip() for s in MIGRATIONS[number - 1].split(";") if s.strip()]
-        await db.execute("BEGIN IMMEDIATE")
+    Several processes may open a fresh file at once: each migration re-reads the version
+    under the write lock (BEGIN IMMEDIATE), so the first applies it and the others skip it.
+    """
+    if await _user_version(db) == len(MIGRATIONS):
+        return  # the usual open: no write lock taken
+    while True:
+        await _when_free(lambda: db.execute("BEGIN IMMEDIATE"))
         try:
-            for statement in statements:
-                await db.execute(statement)
+            version = await _user_version(db)
+            if version > len(MIGRATIONS):
+                raise OperatorError(
+                    f"the database was written by a newer aetherflow (schema {version}, "
+                    f"this one knows {len(MIGRATIONS)})",
+                    fix="upgrade aetherflow, or point --home at another directory",
+                )
+            if version == len(MIGRATIONS):
+                await db.execute("COMMIT")
+                return
+            number = version + 1
+            for statement in (s.strip() for s in MIGRATIONS[number - 1].split(";")):
+                if statement:
+                    await db.execute(statement)
             await db.execute(f"PRAGMA user_version = {number}")
             await db.execute("COMMIT")
         except BaseException:
-            await db.execute("ROLLBACK")
+            await _rollback(db)
             raise
 
 
@@ -873,6 +944,43 @@ def _check_finite(r: CallRecord) -> CallRecord:
             raise NonFiniteValue(f"refusing to store a call of {r.provider}/{r.model} with "
                                  f"{name} = {value}: costs and energy must be finite numbers")
     return r
+
+
+async def _user_version(db: aiosqlite.Connection) -> int:
+    cursor = await db.execute("PRAGMA user_version")
+    (version,) = await cursor.fetchone()  # type: ignore[misc]
+    return int(version)
+
+
+async def _when_free(statement: Callable[[], Any], *, tries: int = 20) -> None:
+    """Run a statement, again while another connection holds the lock it needs.
+
+    The busy timeout covers most waits, but some (turning a fresh file to WAL, a lock a
+    reader must upgrade) are refused at once with "database is locked".
+    """
+    for attempt in range(tries):
+        try:
+            await statement()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == tries - 1:
+                raise
+            await asyncio.sleep(0.01 * (attempt + 1))
+
+
+async def _rollback(db: aiosqlite.Connection) -> None:
+    # A failed COMMIT (a full disk) may have rolled back already; a failed ROLLBACK
+    # leaves nothing better to do than to let the next BEGIN find out.
+    if db.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            await db.execute("ROLLBACK")
+
+
+def _unavailable(path: Path, reason: object) -> StoreUnavailable:
+    return StoreUnavailable(
+        f"the database {path} cannot be written ({reason})",
+        fix="make sure its disk has free space and its folder is writable, then resume the "
+            "run; nothing is sent to a provider while calls cannot be recorded")
 
 
 def _call_params(r: CallRecord) -> tuple[Any, ...]:

@@ -81,8 +81,10 @@ async def test_a_failed_call_is_recorded_with_its_kind(engine):
 
 async def test_an_unpriced_model_is_refused_before_the_call(engine, scripted):
     # Its cost could be anything, so the hard limits cannot be guaranteed: no call goes out.
+    # (`ask -m` refuses a model the bouquet does not declare before this, with exit 2.)
+    spec = engine.provider_spec("scripted")
     with pytest.raises(BudgetRefused, match="no known price") as caught:
-        await engine.ask("x", provider="scripted", model="mystery-model-xyz")
+        await engine.call(spec, ChatRequest.ask("mystery-model-xyz", "x"), purpose="ask")
     assert caught.value.exit_code == 3
     assert "price_in" in str(caught.value)
     assert scripted.requests == []

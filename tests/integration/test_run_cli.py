@@ -343,3 +343,21 @@ def test_kill_9_mid_run_then_resume_finishes_without_redoing_work(cli_env, tmp_p
     # One call per step: what was done before the kill was not asked again (and the
     # calls the kill cut were never recorded).
     assert calls == dict.fromkeys(everything, 1)
+
+
+@pytest.mark.parametrize(("host", "warned"), [("0.0.0.0", True), ("127.0.0.1", False)])
+def test_a_metrics_host_outside_loopback_is_warned_in_one_line(cli_env, configure, server,
+                                                               tmp_path, host, warned):
+    configure(bouquet(provider("alpha", server.url)))
+    # The plan is missing, so the run stops (exit 2) before anything listens.
+    done = run(cli_env, "run", tmp_path / "missing.json", "--metrics-port", "9464",
+               "--metrics-host", host)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "not loopback" in line]
+    if warned:
+        assert lines == [f"aetherflow: warning: --metrics-host {host} is not loopback: "
+                         "/metrics (provider names, spending) is open to the network, "
+                         "without authentication; use 127.0.0.1 unless a firewall guards "
+                         "the port"]
+    else:
+        assert lines == []

@@ -289,6 +289,12 @@ def _check_metrics_port(args: argparse.Namespace) -> None:
     if port is not None and not 0 < port < 65536:
         raise UsageError(f"--metrics-port {port} is not a TCP port",
                          fix="give a port from 1 to 65535, e.g. --metrics-port 9464")
+    if port is not None:
+        from .engine.metrics import exposure_warning
+
+        warning = exposure_warning(args.metrics_host)
+        if warning is not None:
+            print(f"{PROG}: {warning}", file=sys.stderr)
 
 
 def _config_init(paths: Paths, force: bool) -> int:

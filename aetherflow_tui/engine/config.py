@@ -95,7 +95,9 @@ class ProviderSpec(_Strict):
     zone: str = "WOR"
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)
-    timeout_s: float = Field(default=60.0, gt=0)
+    timeout_s: float = Field(default=60.0, gt=0)  # with no byte from the provider
+    deadline_s: float = Field(default=300.0, gt=0)  # a whole call, however it streams
+    max_answer_bytes: int = Field(default=8 << 20, ge=1024)  # one answer as sent
     console_url: str | None = None
     price_id: str | None = None
     energy_id: str | None = None

@@ -9,7 +9,9 @@ renders, so importing this module costs nothing when the flag is off.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import ipaddress
 import math
 import socket
 import threading
@@ -25,10 +27,13 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_PORT",
+    "IDLE_TIMEOUT_S",
+    "MAX_CONNECTIONS",
     "MetricsExporter",
     "MetricsPortError",
     "MetricsSnapshot",
     "ProviderMetrics",
+    "exposure_warning",
     "render",
 ]
 
@@ -38,6 +43,12 @@ DEFAULT_PORT = 9464  # the port OpenTelemetry's Prometheus exporter uses by conv
 # How often the idle HTTP thread looks for a stop request, hence how long stop() can block.
 # prometheus_client.start_http_server keeps socketserver's 0.5 s, which stalled every stop.
 STOP_POLL_S = 0.05
+# A scrape takes milliseconds. Each open connection holds a thread and a file descriptor,
+# so one that sends nothing is closed after IDLE_TIMEOUT_S, and past MAX_CONNECTIONS the
+# oldest is closed to make room: a pile of idle sockets (about 97 exhausted the process's
+# descriptors) cannot lock the scraper out.
+IDLE_TIMEOUT_S = 5.0
+MAX_CONNECTIONS = 32
 
 # The values a one-hot gauge always lists, so a dashboard sees 0 for the states not held
 # (not just an absent series). They mirror health.Light, health.CircuitState,
@@ -250,11 +261,26 @@ class _SnapshotCollector:
         yield from families
 
 
-def _http_server(host: str, port: int, app: Any) -> WSGIServer:
+def exposure_warning(host: str) -> str | None:
+    """One line for stderr when host is not a loopback address, else None."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return None  # binding will fail and say so
+    addresses = {info[4][0] for info in infos}
+    if all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
+        return None
+    return (f"warning: --metrics-host {host} is not loopback: /metrics (provider names, "
+            "spending) is open to the network, without authentication; use 127.0.0.1 "
+            "unless a firewall guards the port")
+
+
+def _http_server(host: str, port: int, app: Any, *, idle_timeout_s: float,
+                 max_connections: int) -> WSGIServer:
     """A threaded WSGI server bound to host:port (OSError when it cannot bind).
 
     What prometheus_client.start_http_server builds, minus its thread: we run the loop
-    ourselves to choose the poll interval.
+    ourselves to choose the poll interval, and bound its connections in time and number.
     """
     from wsgiref.simple_server import WSGIRequestHandler, make_server
 
@@ -264,8 +290,33 @@ def _http_server(host: str, port: int, app: Any) -> WSGIServer:
 
     class Server(ThreadingWSGIServer):
         address_family = family  # "::1" needs an IPv6 socket
+        request_queue_size = 64  # socketserver's 5 refuses a burst of scrapers
+
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            self._open: dict[socket.socket, None] = {}  # insertion order: oldest first
+            self._open_lock = threading.Lock()
+            super().__init__(*args, **kw)
+
+        def process_request(self, request: Any, client_address: Any) -> None:
+            with self._open_lock:
+                self._open[request] = None
+                excess = list(self._open)[:max(0, len(self._open) - max_connections)]
+            for old in excess:
+                with contextlib.suppress(OSError):  # its handler sees EOF and ends
+                    old.shutdown(socket.SHUT_RDWR)
+            super().process_request(request, client_address)
+
+        def shutdown_request(self, request: Any) -> None:
+            with self._open_lock:
+                self._open.pop(request, None)
+            super().shutdown_request(request)
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            pass  # a timed-out or cut client: a traceback would draw over the cockpit
 
     class QuietHandler(WSGIRequestHandler):
+        timeout = idle_timeout_s  # per socket operation, so a slow reader is cut too
+
         def log_message(self, format: str, *args: Any) -> None:
             pass  # an access line on stderr per scrape would draw over the cockpit
 
@@ -278,9 +329,13 @@ class MetricsExporter:
     Loopback by default: the figures name providers and spending, not for the network.
     """
 
-    def __init__(self, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
+    def __init__(self, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+                 idle_timeout_s: float = IDLE_TIMEOUT_S,
+                 max_connections: int = MAX_CONNECTIONS) -> None:
         self.host = host
         self.port = port  # 0: any free port; start() returns the one bound
+        self.idle_timeout_s = idle_timeout_s
+        self.max_connections = max_connections
         self._snapshot: MetricsSnapshot | None = None
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -310,7 +365,9 @@ class MetricsExporter:
         registry = CollectorRegistry()
         registry.register(_SnapshotCollector(self))
         try:
-            server = _http_server(self.host, self.port, make_wsgi_app(registry))
+            server = _http_server(self.host, self.port, make_wsgi_app(registry),
+                                  idle_timeout_s=self.idle_timeout_s,
+                                  max_connections=self.max_connections)
         except OSError as exc:
             raise MetricsPortError(self._bind_failure(exc)) from exc
         thread = threading.Thread(target=server.serve_forever,

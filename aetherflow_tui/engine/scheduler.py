@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import random
 import time
@@ -27,13 +28,16 @@ from .errors import BudgetRefused, DispatchHeld, StoreUnavailable
 from .events import RunUpdated, StepUpdated
 from .plan import Plan, StepSpec, context_text
 from .progress import RunStatus, RunView, StepState, StepView
-from .providers.base import ChatMessage, ChatRequest, RateLimited, Unreachable
+from .providers.base import ChatMessage, ChatRequest, Unreachable
 from .router import PRIOR_LATENCY_FAST_S, PRIOR_LATENCY_S, Candidate, Mode
 from .store import INSERT_ROUTE, UPSERT_STEP
 from .text import excerpt
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from . import CallOutcome, Engine
+    from .router import Route
 
 MAX_BACKOFF_S = 8.0
 # The ETA walks the remaining critical path at most this often; in between it counts down.
@@ -490,8 +494,9 @@ class PlanRun:
                                max_tokens=spec.max_tokens, stream=request.stream,
                                json_mode=spec.output == "json" and candidate.provider.json_mode)
             try:
-                outcome = await self._attempt(step, candidate, call,
-                                              retries=engine.bouquet.routing.retries)
+                outcome = await self._attempt(
+                    step, candidate, call, retries=engine.bouquet.routing.retries,
+                    fallback=functools.partial(_other_provider, route, candidate))
             except BudgetRefused as refused:
                 if refused.refusal.daily:
                     raise _BudgetStop(refused.refusal.reason) from None
@@ -509,8 +514,11 @@ class PlanRun:
                       else candidate.provider.id)
 
     async def _attempt(self, step: _Step, candidate: Candidate, request: ChatRequest, *,
-                       retries: int, audit: bool = False) -> CallOutcome:
-        """One candidate, with backoff retries on transient failures."""
+                       retries: int, audit: bool = False,
+                       fallback: Callable[[], bool] = lambda: True) -> CallOutcome:
+        """One candidate, with backoff retries on transient failures. What would move the
+        step to the next candidate (an opening circuit, an unreachable provider) retries
+        in place instead when `fallback()` says there is no other provider to move to."""
         engine = self.engine
         routing = engine.bouquet.routing
         gate = engine.gate(candidate.provider)
@@ -529,14 +537,16 @@ class PlanRun:
             error = outcome.error
             if error is None or not error.retryable or retry >= retries:
                 return outcome
-            if isinstance(error, Unreachable):
+            if isinstance(error, Unreachable) and fallback():
                 return outcome  # the network or the provider is down: next candidate now
             wait = min(MAX_BACKOFF_S, routing.backoff_s * 2 ** retry) * random.uniform(0.8, 1.2)
-            if isinstance(error, RateLimited) and error.retry_after_s is not None:
-                if error.retry_after_s > routing.max_retry_wait_s:
+            retry_after = getattr(error, "retry_after_s", None)  # 429 and 503 may say
+            if retry_after is not None:
+                if retry_after > routing.max_retry_wait_s:
                     return outcome  # too long to wait here: let another provider take it
-                wait = max(wait, error.retry_after_s)
-            if not engine.health.circuit(candidate.provider.id).allows_traffic():
+                wait = max(wait, retry_after)
+            if (not engine.health.circuit(candidate.provider.id).allows_traffic()
+                    and fallback()):
                 return outcome
             retry += 1
             await asyncio.sleep(wait)
@@ -700,6 +710,11 @@ def _heights(plan: Plan) -> dict[str, int]:
     for sid in reversed(order):
         heights[sid] = 1 + max((heights[c] for c in dependents[sid]), default=0)
     return heights
+
+
+def _other_provider(route: Route, candidate: Candidate) -> bool:
+    """The route holds a candidate on another provider than this one."""
+    return any(c.provider.id != candidate.provider.id for c in route.candidates)
 
 
 def _verdict(text: str) -> tuple[bool, list[str]] | None:

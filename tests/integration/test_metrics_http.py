@@ -18,11 +18,13 @@ from aetherflow_tui.engine.health import CircuitState, Light
 from aetherflow_tui.engine.metrics import (
     CIRCUIT_STATES,
     LIGHTS,
+    MAX_CONNECTIONS,
     RESPONSE_MODES,
     MetricsExporter,
     MetricsPortError,
     MetricsSnapshot,
     ProviderMetrics,
+    exposure_warning,
 )
 from aetherflow_tui.engine.modes import ResponseMode
 from tests.conftest import REPO_ROOT
@@ -315,3 +317,54 @@ def test_listens_on_loopback_only(exporter: MetricsExporter) -> None:
         # when nothing listens there, accepted if the exporter listened on all interfaces.
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection((address, port), timeout=5.0).close()
+
+
+# -- idle connections and exposure -----------------------------------------------------------
+
+
+def _established_at(port: int) -> int:
+    """This process's accepted sockets on port that are still open (the server's side)."""
+    return sum(1 for c in psutil.Process().net_connections(kind="tcp")
+               if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED)
+
+
+def test_a_pile_of_idle_connections_is_bounded_and_scrapes_still_succeed(
+        exporter: MetricsExporter) -> None:
+    port = _port(exporter)
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=5.0) for _ in range(150)]
+    try:
+        # Accepted after the 150 (the backlog is first come, first served).
+        assert _get(port).status_code == 200
+        # Each connection the server holds is a thread and a descriptor: they stay bounded.
+        assert _established_at(port) <= MAX_CONNECTIONS
+        assert _scrape(port) == {}
+        # The oldest were closed to make room: they read the end of the stream.
+        assert idle[0].recv(1) == b""
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_an_idle_connection_is_closed_after_the_idle_timeout() -> None:
+    exp = MetricsExporter(port=0, idle_timeout_s=0.3)
+    port = exp.start()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5.0) as sock:
+            sock.sendall(b"GET /metr")  # a request that never ends
+            sock.settimeout(3.0)  # without the idle timeout this recv raises TimeoutError
+            assert sock.recv(1) == b""
+        assert _get(port).status_code == 200
+    finally:
+        exp.stop()
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "2001:db8::1"])
+def test_a_host_outside_loopback_gets_a_one_line_warning(host: str) -> None:
+    warning = exposure_warning(host)
+    assert warning is not None and "\n" not in warning
+    assert f"--metrics-host {host} is not loopback" in warning
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
+def test_loopback_hosts_get_no_warning(host: str) -> None:
+    assert exposure_warning(host) is None

@@ -451,6 +451,91 @@ async def test_stream_ending_cleanly_before_the_answer_is_connection_failed() ->
     assert "complete answer" in err.excerpt  # what did arrive, for the log
 
 
+# --- hostile providers: a deadline and a size cap on every call ----------------------------
+
+# Each would hang the call for minutes (or forever) without a deadline; the guard makes a
+# regression fail in seconds instead of hanging the suite.
+GUARD_S = 8.0
+
+
+@pytest.mark.parametrize(("model", "stream"), [
+    ("endless", True), ("keepalive", True), ("trickle", True), ("trickle", False),
+    ("trickle:0.2", True), ("trickle:0.2", False)])
+async def test_a_call_that_never_finishes_stops_at_its_deadline(
+        server: ScriptedServer, stream: bool, model: str) -> None:
+    provider = OpenAICompatProvider("scripted", server.url, key=Secret(KEY), timeout_s=5.0,
+                                    deadline_s=0.5)
+    try:
+        started = time.monotonic()
+        async with asyncio.timeout(GUARD_S):
+            err = await _fails(provider, _ask(model, stream=stream), ProviderTimeout)
+        elapsed = time.monotonic() - started
+    finally:
+        await provider.aclose()
+    # Bytes kept coming faster than the 5 s read timeout: only the deadline ended it.
+    assert 0.45 <= elapsed < 2.0, elapsed
+    assert "0.5 s deadline_s" in err.message
+    assert err.retryable is True and err.kind == "timeout"
+
+
+async def test_a_deadline_does_not_cut_an_answer_that_arrives_in_time(
+        server: ScriptedServer) -> None:
+    provider = OpenAICompatProvider("scripted", server.url, key=Secret(KEY), deadline_s=5.0)
+    try:
+        result = await provider.complete(_ask("trickle:0.001", stream=True))
+    finally:
+        await provider.aclose()
+    assert result.text == REPLY and result.finish_reason == "stop"
+
+
+async def test_a_stream_line_over_the_reader_limit_is_malformed(server: ScriptedServer,
+                                                                provider: OpenAICompatProvider
+                                                                ) -> None:
+    err = await _fails(provider, _ask("hugeline:4194304", stream=True), MalformedResponse)
+    assert "line too long" in err.message
+    assert err.retryable is False and err.kind == "malformed"
+
+
+@BOTH_MODES
+async def test_an_answer_over_max_answer_bytes_is_refused_unread(
+        server: ScriptedServer, stream: bool) -> None:
+    provider = OpenAICompatProvider("scripted", server.url, key=Secret(KEY),
+                                    max_answer_bytes=256 << 10)
+    try:
+        # Lines short enough for the reader, a stream far bigger than the cap.
+        model = "flood:100000" if stream else "hugeline:4194304"
+        async with asyncio.timeout(GUARD_S):
+            err = await _fails(provider, _ask(model, stream=stream), MalformedResponse)
+    finally:
+        await provider.aclose()
+    assert f"larger than {256 << 10} bytes (max_answer_bytes)" in err.message
+
+
+async def test_a_stream_past_max_tokens_stops_being_read_at_max_tokens(
+        provider: OpenAICompatProvider) -> None:
+    seen: list[str] = []
+    async with asyncio.timeout(GUARD_S):
+        result = await provider.complete(_ask("flood:200000", stream=True, max_tokens=8),
+                                         on_token=seen.append)
+    assert result.text == "flood" + " flood" * 7
+    assert len(seen) == 8
+    assert result.finish_reason == "length"
+    assert result.usage.output_tokens == 8 and result.usage.estimated
+
+
+async def test_an_endless_stream_stops_at_max_tokens(provider: OpenAICompatProvider) -> None:
+    async with asyncio.timeout(GUARD_S):
+        result = await provider.complete(_ask("endless:0.001", stream=True, max_tokens=5))
+    assert result.text == " more" * 5 and result.finish_reason == "length"
+
+
+@BOTH_MODES
+async def test_503_with_retry_after(provider: OpenAICompatProvider, stream: bool) -> None:
+    err = await _fails(provider, _ask("status:503:3", stream=stream), Overloaded)
+    assert isinstance(err, Overloaded)
+    assert err.retry_after_s == 3.0
+
+
 # --- Retry-After parsing -----------------------------------------------------------------
 
 

@@ -432,3 +432,20 @@ def test_stop_counts_and_holds_a_run_in_another_process(cli_env, configure, serv
     assert {s["id"]: s["status"] for s in summary["steps"]} == {"slow": "cancelled",
                                                                 "after": "pending"}
 
+
+@pytest.mark.parametrize(("host", "warned"), [("0.0.0.0", True), ("127.0.0.1", False)])
+def test_a_metrics_host_outside_loopback_is_warned_in_one_line(cli_env, configure, server,
+                                                               tmp_path, host, warned):
+    configure(bouquet(provider("alpha", server.url)))
+    # The plan is missing, so the run stops (exit 2) before anything listens.
+    done = run(cli_env, "run", tmp_path / "missing.json", "--metrics-port", "9464",
+               "--metrics-host", host)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "not loopback" in line]
+    if warned:
+        assert lines == [f"aetherflow: warning: --metrics-host {host} is not loopback: "
+                         "/metrics (provider names, spending) is open to the network, "
+                         "without authentication; use 127.0.0.1 unless a firewall guards "
+                         "the port"]
+    else:
+        assert lines == []

@@ -209,6 +209,71 @@ async def test_real_traffic_stops_at_the_first_outage_error(server, tmp_path):
                                                             "s3": "well"}
 
 
+async def test_a_lone_provider_is_retried_in_place_after_a_5xx(server, tmp_path):
+    # The 503 opens the circuit (passive_failures = 1), but there is nowhere to fall back
+    # to: the documented retries happen on the same candidate.
+    server.script("status:503")
+    async with engine_on(tmp_path, bouquet(provider("alone", server.url), retries=2)) as engine:
+        run = await finish(engine, tmp_path, step("only", "@@ok@@ go"))
+        calls = await engine.store.run_calls(run.run_id)
+    assert run.view().status is RunStatus.DONE
+    assert [(c.ok, c.error_kind) for c in calls] == [(False, "overloaded"), (True, None)]
+    assert run.step("only").attempts == 2
+    assert engine.health.circuit("alone").state is CircuitState.CLOSED
+
+
+async def test_a_lone_provider_retry_waits_for_a_503_retry_after(server, tmp_path):
+    server.script("status:503:1")
+    async with engine_on(tmp_path, bouquet(provider("alone", server.url))) as engine:
+        run = await finish(engine, tmp_path, step("only", "@@ok@@ go"))
+    assert run.view().status is RunStatus.DONE
+    first, second = chat_requests(server.requests)
+    assert second["received"] - first["received"] >= 0.95  # backoff_s alone is 0.01
+
+
+async def test_a_lone_provider_gives_up_after_its_retries(server, tmp_path):
+    server.script("status:503", "status:503", "status:503")
+    async with engine_on(tmp_path, bouquet(provider("alone", server.url), retries=2)) as engine:
+        run = await finish(engine, tmp_path, step("only", "@@ok@@ go"))
+    assert run.step("only").state is StepState.FAILED
+    assert "HTTP 503" in run.step("only").error
+    assert len(chat_requests(server.requests)) == 3
+
+
+@pytest.mark.parametrize(("behaviour", "kind", "reason"), [
+    ("endless", "timeout", "0.5 s deadline_s"),
+    ("keepalive", "timeout", "0.5 s deadline_s"),
+    ("trickle", "timeout", "0.5 s deadline_s"),
+    ("hugeline:4194304", "malformed", "line too long"),
+])
+async def test_a_hostile_provider_is_a_recorded_failure_and_the_step_falls_back(
+        server, tmp_path, behaviour, kind, reason):
+    text = bouquet(provider("hostile", server.url, behaviour, price_in=0.01, deadline_s=0.5),
+                   provider("well", server.url, price_in=0.5))
+    async with engine_on(tmp_path, text) as engine:
+        started = time.perf_counter()
+        async with asyncio.timeout(10):
+            run = await finish(engine, tmp_path, step("s", "summarise the notes"))
+        wall = time.perf_counter() - started
+        calls = await engine.store.run_calls(run.run_id)
+    s = run.step("s")
+    assert s.state is StepState.DONE and s.provider == "well"
+    assert [(c.provider, c.ok, c.error_kind) for c in calls] == [
+        ("hostile", False, kind), ("well", True, None)]
+    assert reason in calls[0].error
+    assert wall < 5
+
+
+async def test_a_stream_far_past_max_tokens_is_cut_at_max_tokens(server, tmp_path):
+    async with engine_on(tmp_path, bouquet(provider("alpha", server.url))) as engine:
+        run = await finish(engine, tmp_path,
+                           step("s", "@@flood:500000@@ go", max_tokens=16))
+        calls = await engine.store.run_calls(run.run_id)
+    assert run.view().status is RunStatus.DONE
+    assert run.outputs()["s"] == "flood" + " flood" * 15
+    assert [c.output_tokens for c in calls] == [16]
+
+
 # -- concurrency limits --------------------------------------------------------------------
 
 

@@ -132,6 +132,34 @@ def test_status_429_retry_after(server: ScriptedServer) -> None:
         assert client.post("/chat/completions", json=_chat("status:503")).status_code == 503
 
 
+def test_status_503_retry_after(server: ScriptedServer) -> None:
+    resp = httpx.post(f"{server.url}/chat/completions", json=_chat("status:503:4"))
+    assert resp.status_code == 503 and resp.headers["retry-after"] == "4"
+
+
+def test_hostile_modes(server: ScriptedServer) -> None:
+    with httpx.Client(base_url=server.url, timeout=5) as client:
+        flood = client.post("/chat/completions",
+                            json=_chat("flood:300", stream=True, max_tokens=2))
+        words = [json.loads(p)["choices"][0]["delta"].get("content", "")
+                 for p in _sse_payloads(flood.text)[:-1] if json.loads(p)["choices"]]
+        assert "".join(words).split() == ["flood"] * 300  # max_tokens ignored
+        huge = client.post("/chat/completions", json=_chat("hugeline:100000", stream=True))
+        assert max(len(line) for line in huge.text.splitlines()) == len("data: ") + 100000
+        body = client.post("/chat/completions", json=_chat("hugeline:100000"))
+        assert len(body.content) == 100000 and body.json()["choices"]
+        started = time.monotonic()
+        slow = client.post("/chat/completions", json=_chat("trickle:0.001"))
+        assert slow.json()["choices"][0]["message"]["content"] == "echo: hello there world"
+        assert time.monotonic() - started >= 0.001 * len(slow.content)
+        for model, marker in (("endless", "data: "), ("keepalive", ": keep-alive")):
+            with client.stream("POST", "/chat/completions",
+                               json=_chat(model, stream=True)) as resp:
+                lines = resp.iter_lines()
+                seen = [next(lines) for _ in range(6)]
+            assert sum(line.startswith(marker) for line in seen) >= 3
+
+
 def test_api_key_enforced() -> None:
     with ScriptedServer(api_key="sk-right") as srv:
         wrong = httpx.post(

@@ -11,7 +11,8 @@ Behaviour of each ``POST /v1/chat/completions`` comes from the next string queue
     slow:SECONDS             like ok, after a delay before the first byte
     cached:N                 like ok, reporting N cached prompt tokens
     billed:USD               like ok, reporting usage.cost = USD (as OpenRouter does)
-    status:CODE[:RETRY]      error status with an OpenAI-style body (429 + Retry-After)
+    status:CODE[:RETRY]      error status with an OpenAI-style body (429 or 503 +
+                             Retry-After)
     hang                     never answer until the server stops
     malformed                200 with a body that is not JSON (and carries markup)
     nochoices                200 with valid JSON lacking "choices"
@@ -22,6 +23,18 @@ Behaviour of each ``POST /v1/chat/completions`` comes from the next string queue
                              up to a closing "/SAY" if there is one
     sum                      answer "What is A + B?" in the last user message with the
                              sum, as a healthy provider answers Aetherflow's canary
+
+Hostile providers (each holds its connection until the client hangs up or stop()):
+
+    endless[:SECONDS]        stream: one word every SECONDS (default 0.01), never ending
+    keepalive[:SECONDS]      stream headers, then ": keep-alive" comments every SECONDS
+                             (default 0.05), never an event
+    trickle[:SECONDS]        a healthy answer (stream or not) sent one byte every SECONDS
+                             (default 1)
+    hugeline:BYTES           stream: one "data:" line of BYTES bytes; non-stream: a 200
+                             body of BYTES bytes (a JSON completion whose text fills it)
+    flood:WORDS              stream: WORDS words whatever max_tokens says, then a clean
+                             end with [DONE]
 
 A directive ``@@BEHAVIOUR@@`` in the last user message (e.g. ``@@slow:0.05@@``) takes
 precedence over the model, so concurrent requests can each carry their own behaviour;
@@ -42,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import itertools
 import json
 import os
@@ -101,6 +115,11 @@ def _parse_behaviour(raw: str) -> tuple[str, list[str]]:
         "drop",
         "say",
         "sum",
+        "endless",
+        "keepalive",
+        "trickle",
+        "hugeline",
+        "flood",
     }
     return (kind, args) if kind in known else ("ok", [])
 
@@ -295,6 +314,9 @@ class _Handler(BaseHTTPRequestHandler):
         if kind == "broken-stream" and not stream:
             self._abort()
             return
+        if kind in ("endless", "keepalive", "hugeline"):
+            self._hostile(kind, args, body, model, stream)
+            return
 
         cached = 0
         if kind == "slow":
@@ -316,6 +338,13 @@ class _Handler(BaseHTTPRequestHandler):
 
         words, usage = _reply_and_usage(body, cached, say=(kind == "say"),
                                         add=(kind == "sum"))
+        if kind == "flood":
+            words = ["flood"] * _count(args, 100_000)
+            usage["completion_tokens"] = len(words)
+        trickle = _seconds(args, 1.0) if kind == "trickle" else None
+        if trickle is not None:
+            # Compose the whole answer, then hand it out a byte at a time.
+            real, self.wfile = self.wfile, io.BytesIO()  # type: ignore[assignment]
         if kind == "billed":
             # OpenRouter-style: the provider reports what it charged, in usage.cost.
             with contextlib.suppress(IndexError, ValueError):
@@ -341,6 +370,51 @@ class _Handler(BaseHTTPRequestHandler):
                     "usage": usage,
                 },
             )
+        if trickle is not None:
+            answer, self.wfile = self.wfile.getvalue(), real  # type: ignore[attr-defined]
+            self._trickle(answer, trickle)
+
+    def _trickle(self, data: bytes, interval: float) -> None:
+        for i in range(len(data)):
+            if self.server.owner._stopping.wait(interval):
+                self._abort()
+                return
+            self.wfile.write(data[i:i + 1])
+            self.wfile.flush()
+
+    def _hostile(self, kind: str, args: list[str], body: dict[str, Any], model: str,
+                 stream: bool) -> None:
+        """endless, keepalive, hugeline: a provider that never finishes, or sends too much."""
+        stopping = self.server.owner._stopping
+        if kind == "hugeline" and not stream:
+            size = _count(args, 1 << 22)
+            head = json.dumps({"model": model, "choices": [{"index": 0, "message": {
+                "role": "assistant", "content": ""}, "finish_reason": "stop"}]})
+            at = head.index('"content": ""') + len('"content": "')
+            filler = b"x" * max(0, size - len(head))
+            self._send_json(200, None, raw=head[:at].encode() + filler + head[at:].encode())
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.close_connection = True
+        if kind == "hugeline":
+            self._write_chunk(b"data: " + b"x" * _count(args, 1 << 22) + b"\n\n")
+            self._write_chunk(b"data: [DONE]\n\n")
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+            return
+        interval = _seconds(args, 0.01 if kind == "endless" else 0.05)
+        chunk = {"model": model, "object": "chat.completion.chunk",
+                 "choices": [{"index": 0, "delta": {"content": " more"},
+                              "finish_reason": None}]}
+        while not stopping.wait(interval):
+            if kind == "endless":
+                self._sse(chunk)
+            else:
+                self._write_chunk(b": keep-alive\n\n")
+        self._abort()
 
     def _scripted_status(self, args: list[str]) -> None:
         try:
@@ -350,7 +424,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not 100 <= code <= 599:
             code = 500
         extra = {}
-        if code == 429 and len(args) > 1 and args[1]:
+        if code in (429, 503) and len(args) > 1 and args[1]:
             extra["Retry-After"] = args[1]
         self._send_json(
             code, {"error": {"message": f"scripted {code}", "type": "scripted"}}, extra=extra
@@ -409,6 +483,20 @@ class _Handler(BaseHTTPRequestHandler):
         self._sse("[DONE]")
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
+
+
+def _seconds(args: list[str], default: float) -> float:
+    try:
+        return max(0.0, float(args[0]))
+    except (IndexError, ValueError):
+        return default
+
+
+def _count(args: list[str], default: int) -> int:
+    try:
+        return max(1, int(args[0]))
+    except (IndexError, ValueError):
+        return default
 
 
 def _last_user_text(body: dict[str, Any]) -> str:

@@ -21,5 +21,7 @@ def build_provider(spec: ProviderSpec, key: Secret | None, *, models_dir: Path) 
         assert spec.base_url is not None  # the config validator guarantees it
         # The pool holds as many connections as the provider may have calls in flight.
         return OpenAICompatProvider(spec.id, spec.base_url, key=key, timeout_s=spec.timeout_s,
+                                    deadline_s=spec.deadline_s,
+                                    max_answer_bytes=spec.max_answer_bytes,
                                     max_connections=spec.max_concurrency)
     raise AssertionError(f"unknown provider kind {spec.kind!r}")  # config rejects it

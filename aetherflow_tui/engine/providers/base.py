@@ -116,8 +116,11 @@ class RateLimited(ProviderError):
         self.retryable = True
 
 
+@dataclass(eq=False)
 class Overloaded(ProviderError):
     """5xx or 529: the provider is failing or shedding load."""
+
+    retry_after_s: float | None = None  # a 503 may say when to come back
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -21,6 +21,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
+from aiohttp import http_exceptions
 
 from ..keys import Secret
 from .base import (
@@ -41,11 +42,16 @@ from .base import (
 
 _DRAIN_S = 1.0  # how long to wait for the end of a stream after [DONE]
 _MAX_LINE = 1 << 20  # one server-sent event line; a longer one is a broken stream
+_MAX_ERROR_BODY = 64 << 10  # of an error answer, only what its excerpt can show is read
+DEFAULT_DEADLINE_S = 300.0
+DEFAULT_MAX_ANSWER_BYTES = 8 << 20
 
 
 class OpenAICompatProvider:
     def __init__(self, provider_id: str, base_url: str, *, key: Secret | None = None,
-                 timeout_s: float = 60.0, max_connections: int = 32) -> None:
+                 timeout_s: float = 60.0, deadline_s: float = DEFAULT_DEADLINE_S,
+                 max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+                 max_connections: int = 32) -> None:
         self.id = provider_id
         self.base_url = base_url
         # A query in the base URL (some gateways take parameters there) stays at the end.
@@ -55,6 +61,10 @@ class OpenAICompatProvider:
         self._timeout = aiohttp.ClientTimeout(total=None, connect=None,
                                               sock_connect=min(10.0, timeout_s),
                                               sock_read=timeout_s)
+        # The whole call, as a provider that keeps sending (tokens, keep-alive comments,
+        # a byte a second) resets sock_read forever.
+        self._deadline_s = deadline_s
+        self._max_bytes = max_answer_bytes
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -95,14 +105,22 @@ class OpenAICompatProvider:
                        ) -> ChatResult:
         body = _body(request)
         started = time.perf_counter()
+        deadline = asyncio.timeout(self._deadline_s)
         try:
-            if request.stream:
-                return await self._stream(request, body, started, on_token)
-            return await self._once(request, body, started)
+            async with deadline:
+                if request.stream:
+                    return await self._stream(request, body, started, on_token, deadline)
+                return await self._once(request, body, started)
         except ProviderError:
             raise
         except TimeoutError as exc:  # aiohttp's socket timeouts are TimeoutErrors too
+            if deadline.expired():
+                raise ProviderTimeout(self.id, f"no complete answer within the call's "
+                                               f"{self._deadline_s:g} s deadline_s") from None
             raise ProviderTimeout(self.id, f"no answer in time ({type(exc).__name__})") from None
+        except http_exceptions.HttpProcessingError as exc:  # not aiohttp.ClientError
+            raise MalformedResponse(self.id, f"not valid HTTP ({type(exc).__name__})"
+                                    ) from None
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
             raise ConnectionFailed(self.id, f"connection cut ({type(exc).__name__})") from None
         except aiohttp.ClientConnectorError as exc:
@@ -119,10 +137,12 @@ class OpenAICompatProvider:
     async def _once(self, request: ChatRequest, body: dict[str, Any], started: float
                     ) -> ChatResult:
         async with self._post(body) as response:
-            raw = await response.read()
-            text_body = raw.decode("utf-8", "replace")
             if response.status != 200:
-                raise _http_error(self.id, response.status, response.headers, text_body)
+                raw = await _read(self.id, response, _MAX_ERROR_BODY, cut=True)
+                raise _http_error(self.id, response.status, response.headers,
+                                  raw.decode("utf-8", "replace"))
+            raw = await _read(self.id, response, self._max_bytes)
+            text_body = raw.decode("utf-8", "replace")
         duration = time.perf_counter() - started
         try:
             data = json.loads(raw)
@@ -140,7 +160,7 @@ class OpenAICompatProvider:
                           _billed(data.get("usage")))
 
     async def _stream(self, request: ChatRequest, body: dict[str, Any], started: float,
-                      on_token: OnToken | None) -> ChatResult:
+                      on_token: OnToken | None, deadline: asyncio.Timeout) -> ChatResult:
         pieces: list[str] = []
         chunks = 0
         ttft: float | None = None
@@ -151,12 +171,14 @@ class OpenAICompatProvider:
         done = False
         events = 0  # "data:" lines seen
         stray: list[str] = []  # lines that are not server-sent events at all
+        max_pieces = request.max_tokens if request.max_tokens is not None else math.inf
+        overrun = False
         async with self._post(body) as response:
             if response.status != 200:
-                raw = await response.read()
+                raw = await _read(self.id, response, _MAX_ERROR_BODY, cut=True)
                 raise _http_error(self.id, response.status, response.headers,
                                   raw.decode("utf-8", "replace"))
-            lines = _lines(self.id, response.content)
+            lines = _lines(self.id, response.content, self._max_bytes)
             async for line in lines:
                 if not line.startswith("data:"):
                     # SSE comments (": keep-alive"), event names, blank separators.
@@ -187,6 +209,11 @@ class OpenAICompatProvider:
                     delta = choice.get("delta") or {}
                     token = delta.get("content") or ""
                     thinking = delta.get("reasoning_content") or delta.get("reasoning") or ""
+                    if token and len(pieces) >= max_pieces:
+                        # Each piece is at least a token, so the provider is past
+                        # max_tokens: what was asked for is here, the rest is not read.
+                        finish, overrun = "length", True
+                        break
                     if token or thinking:
                         chunks += 1
                         if ttft is None:
@@ -198,8 +225,11 @@ class OpenAICompatProvider:
                             if pending is not None:
                                 await pending
                     finish = choice.get("finish_reason") or finish
+                if overrun:
+                    break
             ended = time.perf_counter()
             if done:
+                deadline.reschedule(None)  # the answer is in: only _DRAIN_S bounds the rest
                 await _drain(lines)
         if not done and finish is None:
             if not events and stray:
@@ -215,17 +245,43 @@ class OpenAICompatProvider:
                           ttft, duration, finish, billed)
 
 
-async def _lines(provider: str, content: aiohttp.StreamReader) -> AsyncIterator[str]:
-    """The body's lines, decoded, without their line ends."""
+async def _lines(provider: str, content: aiohttp.StreamReader, max_bytes: int
+                 ) -> AsyncIterator[str]:
+    """The body's lines, decoded, without their line ends; at most max_bytes of them."""
+    read = 0
     while True:
         try:
             raw = await content.readline()
-        except ValueError:  # aiohttp: longer than twice the read buffer
+        except (ValueError, http_exceptions.LineTooLong):  # over twice the read buffer
             raise MalformedResponse(provider, "stream line too long", status=200,
                                     excerpt="") from None
         if not raw:
             return
+        read += len(raw)
+        if read > max_bytes:
+            raise _too_large(provider, max_bytes)
         yield raw.decode("utf-8", "replace").rstrip("\r\n")
+
+
+async def _read(provider: str, response: aiohttp.ClientResponse, max_bytes: int, *,
+                cut: bool = False) -> bytes:
+    """The body, up to max_bytes: beyond that, the first max_bytes when `cut`, else an
+    error. Never more is held in memory, whatever the provider sends or announces."""
+    if not cut and (response.content_length or 0) > max_bytes:
+        raise _too_large(provider, max_bytes)
+    body = bytearray()
+    async for piece in response.content.iter_chunked(1 << 16):
+        body += piece
+        if len(body) > max_bytes:
+            if cut:
+                return bytes(body[:max_bytes])
+            raise _too_large(provider, max_bytes)
+    return bytes(body)
+
+
+def _too_large(provider: str, max_bytes: int) -> MalformedResponse:
+    return MalformedResponse(provider, f"answer larger than {max_bytes} bytes "
+                                       "(max_answer_bytes)", status=200)
 
 
 async def _drain(lines: AsyncIterator[str]) -> None:
@@ -297,7 +353,8 @@ def _http_error(provider: str, status: int, headers: Mapping[str, str], body: st
         return ProviderTimeout(provider, "the provider timed out", status=status,
                                excerpt=detail)
     if status >= 500:
-        return Overloaded(provider, "the provider is failing", status=status, excerpt=detail)
+        return Overloaded(provider, "the provider is failing", status=status, excerpt=detail,
+                          retry_after_s=_retry_after(headers.get("retry-after")))
     return Rejected(provider, "the request was refused", status=status, excerpt=detail)
 
 

@@ -79,6 +79,7 @@ class SystemSample:
     loop_lag_ms: float | None = None
     error_rate_pct: float | None = None
     latency_p50_s: float | None = None  # for information
+    own_cpu_pct: float | None = None  # the part of cpu_pct this process uses (all cores: 100)
 
     def metrics(self) -> dict[str, float]:
         """The readings the regulator judges, under the REGULATOR_METRICS names."""
@@ -91,6 +92,17 @@ class SystemSample:
             # A low battery only matters while it is what powers the machine.
             out.pop("battery_pct", None)
         return out
+
+    def others(self) -> SystemSample:
+        """The machine as the rest of it uses it: this process's own CPU taken out.
+
+        What local work follows. Local inference is this process's CPU: counting it would
+        throttle the local model for its own load, down to a thread at 25% duty on an
+        otherwise idle machine, when it may be the only provider left.
+        """
+        if self.cpu_pct is None or self.own_cpu_pct is None:
+            return self
+        return replace(self, cpu_pct=max(0.0, self.cpu_pct - self.own_cpu_pct))
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _SAMPLE_FIELDS}
@@ -136,6 +148,7 @@ class Sampler:
         self._temperature: float | None = None
         self._battery: tuple[float | None, bool | None] = (None, None)
         self._cpu_since = time.monotonic()
+        self._process: psutil.Process | None = None
         try:
             self.cores = psutil.cpu_count() or os.cpu_count() or 1
             # cpu_percent(interval=None) compares with the previous call: prime it so the
@@ -143,6 +156,11 @@ class Sampler:
             psutil.cpu_percent(interval=None)
         except _UNREADABLE:
             self.cores = os.cpu_count() or 1
+        try:
+            self._process = psutil.Process()
+            self._process.cpu_percent(interval=None)
+        except _UNREADABLE:
+            self._process = None
 
     def sample(self, ts: float, *, loop_lag_ms: float | None = None,
                error_rate_pct: float | None = None,
@@ -152,8 +170,10 @@ class Sampler:
             self._read_sensors()
         self._count += 1
         battery_pct, on_battery = self._battery
+        cpu_pct, own_cpu_pct = self._cpu_pct()
         return SystemSample(
-            ts=ts, cpu_pct=self._cpu_pct(), load_per_core=_read(self._load_per_core),
+            ts=ts, cpu_pct=cpu_pct, own_cpu_pct=own_cpu_pct,
+            load_per_core=_read(self._load_per_core),
             memory_pct=_read(_memory_pct), swap_pct=_read(_swap_pct),
             temperature_c=self._temperature, battery_pct=battery_pct, on_battery=on_battery,
             loop_lag_ms=loop_lag_ms, error_rate_pct=error_rate_pct,
@@ -175,12 +195,21 @@ class Sampler:
             plugged = battery.power_plugged  # None: the platform cannot tell
             self._battery = (float(battery.percent), None if plugged is None else not plugged)
 
-    def _cpu_pct(self) -> float | None:
+    def _cpu_pct(self) -> tuple[float | None, float | None]:
+        """The machine's CPU, and this process's part of it, over the same span."""
         now = time.monotonic()
         if now - self._cpu_since < MIN_CPU_SPAN_S:
-            return None  # too soon after the last reading (at start-up: the priming call)
+            # Too soon after the last reading (at start-up: the priming call).
+            return None, None
         self._cpu_since = now
-        return _read(_cpu_pct)
+        machine = _read(_cpu_pct)
+        own = None
+        if self._process is not None:
+            # Per core (100 = one core busy): the machine's figure is over all of them.
+            own = _read(lambda: self._process.cpu_percent(interval=None) / self.cores)
+        if machine is not None and own is not None:
+            own = min(own, machine)
+        return machine, own
 
     def _load_per_core(self) -> float:
         return os.getloadavg()[0] / self.cores

@@ -6,10 +6,12 @@ concurrency cap, local throttle and pause, the response mode, failing circuits. 
 decision is an event and a row, with its confidence, reasoning, metrics and actions.
 
 The state is judged twice: on every metric, and on the machine's own signals alone
-(everything but the error rate). Local work, the concurrency cap and the response mode
-follow the second; the error rate only opens failing circuits. A process records a state
-for the others (the decisions row, the alert) and opens circuits only once it has watched
-the machine for hold_s: a short command says nothing about the machine it did not see.
+(everything but the error rate, and the CPU less this process's own: local inference is
+not a reason to throttle local inference). Local work, the concurrency cap and the
+response mode follow the second; the error rate only opens failing circuits. A process
+records a state for the others (the decisions row, the alert) and opens circuits only once
+it has watched the machine for hold_s: a short command says nothing about the machine it
+did not see.
 
 It also applies the operator's controls written by other processes (`aetherflow stop`
 and friends go through the store: every live process applies them and acknowledges),
@@ -151,7 +153,8 @@ class Vigilance:
         engine.publish_sample(sample)
         force, self._force = self._force, False
         judgement = self.regulator.force(sample) if force else self.regulator.observe(sample)
-        machine = self.machine.force(sample) if force else self.machine.observe(sample)
+        others = sample.others()
+        machine = self.machine.force(others) if force else self.machine.observe(others)
         # Old enough to speak for the machine: what was only kept in this process so far
         # (a state other than OPTIMAL) is recorded now, and its circuits opened.
         sharing = (not self._shared and sample.ts - self._started >= self.spec.hold_s

@@ -209,6 +209,21 @@ def test_the_machine_regulator_does_not_judge_the_error_rate() -> None:
     assert set(MACHINE_METRICS) | {"error_rate_pct"} == set(REGULATOR_METRICS)
 
 
+def test_local_work_is_not_throttled_for_its_own_cpu() -> None:
+    # The machine at 100% CPU, 95 points of it this process (the local model generating):
+    # what the rest of the machine uses is 5%, and that is what local work follows.
+    machine = Regulator(RegulatorSpec(window=3), MACHINE_METRICS)
+    judged = [machine.observe(sample(t, cpu_pct=100, own_cpu_pct=95).others())
+              for t in range(3)]  # as vigilance feeds it
+    assert judged[-1].state is OPTIMAL
+    assert judged[-1].metrics["cpu_pct"] == pytest.approx(5.0)
+    loaded = SystemSample(0, cpu_pct=100, own_cpu_pct=10)  # others' load: it counts
+    assert loaded.others().cpu_pct == 90
+    assert SystemSample(0, cpu_pct=50).others().cpu_pct == 50  # own CPU unknown
+    assert Regulator(instant()).observe(sample(0, cpu_pct=100, own_cpu_pct=95)).state is (
+        CRITICAL)  # the displayed state still says how busy the machine is
+
+
 # --- worse at once, better after the hold and out of the deadband --------------------------
 
 
@@ -493,6 +508,7 @@ def test_the_sampler_reads_this_machine() -> None:
     assert got.memory_pct is not None and 0.0 < got.memory_pct <= 100.0
     assert got.swap_pct is not None and 0.0 <= got.swap_pct <= 100.0
     assert got.load_per_core is not None and got.load_per_core >= 0.0
+    assert got.own_cpu_pct is not None and 0.0 <= got.own_cpu_pct <= got.cpu_pct
     assert (got.loop_lag_ms, got.error_rate_pct, got.latency_p50_s) == (4.0, 0.0, 0.8)
     assert {"cpu_pct", "memory_pct", "swap_pct", "loop_lag_ms"} <= set(got.metrics())
 

@@ -87,7 +87,9 @@ async def status(engine: Engine, as_json: bool) -> int:
     sampler = Sampler()
     await asyncio.sleep(0.5)  # cpu_percent needs an interval between two readings
     sample = sampler.sample(now)
-    judged = Regulator(engine.bouquet.regulator).observe(sample)
+    # Judged on its own (a window of one): the regulator waits for a full window.
+    judged = Regulator(engine.bouquet.regulator.model_copy(update={"window": 1})
+                       ).observe(sample)
     decisions = await store.decisions(1)
     processes = await store.processes(now - ALIVE_WITHIN_S)
     alerts = await store.alerts(8)

@@ -50,9 +50,29 @@ generation thread, the queue back to the event loop, the throttle, the ledger ro
    sha256 is checked at load); the first trial is also the first local use in this
    process (it imports llama_cpp). For information, two more trials with the model
    loaded before the kill.
+6. A whole survival plan (issue 14): 10 steps of 12 tokens (type documentation, each
+   depending on the one before, so they run one after the other), in an engine watched
+   as `aetherflow run` watches it (start_vigilance(role="run", canaries="recovery"), the
+   default [regulator]: a sample a second, a window of 5, hold 15 s). The same 3 API
+   providers on a fast_server, and the local model loaded before the run. Two cases,
+   3 trials each, a fresh engine home and server per trial:
+   (a) the APIs dead from the start: the server is killed before anything, 10 calls
+       fail as earlier traffic would have (the error rate is 100% over enough calls),
+       and the plan starts once the regulator has decided from that (CRITICAL on the
+       error rate);
+   (b) killed mid-run: the plan starts with the APIs up (each answer 0.3 s late, the
+       fast server's @@slow@@ directive, so that step 4 is in flight); once step 3 is
+       done the server is killed (SIGKILL, reaped) and the rest falls back to the local
+       model.
+   Wall time runs from start_run to run.wait() returning. Each step's own generation
+   time is: for a step an API served, its call's duration; for the local model, the
+   time its generation thread evaluated the model plus the time the duty cycle (the
+   regulator's throttle for the machine's own load) made it rest, read from the
+   provider's counters before and after the run. What is neither is waiting: the local
+   queue paused, routing, failed attempts, the store. Target: wall <= 1.3x the sum.
 
 Run from the repo root: python benchmarks/local.py [--rounds 7] [--tokens 64]
-[--only fallback|lag|rates|cancel]
+[--only fallback|lag|rates|cancel|survival]
 """
 
 from __future__ import annotations
@@ -83,6 +103,7 @@ TARGET_RATIO = 0.90
 TARGET_DUTY = 0.55
 TARGET_CANCEL_S = 1.0
 TARGET_FALLBACK_S = 2.0
+TARGET_SURVIVAL_RATIO = 1.3
 
 MODEL = gguf.EMBEDDED_MODEL_ID  # "gemma-3-270m"
 THREADS = 2
@@ -99,6 +120,13 @@ PROMPT_TOKENS = 1500
 PROMPT_CANCEL_S = 0.100
 FALLBACK_TRIALS = 5
 WARM_TRIALS = 2
+SURVIVAL_STEPS = 10
+SURVIVAL_TOKENS = 12
+SURVIVAL_TRIALS = 3
+KILL_AFTER = 3  # steps done before the mid-run kill
+# The fast server answers a step this much later (its @@slow@@ directive): in milliseconds
+# the whole plan would be done before the kill; this way step 4 is in flight when it comes.
+API_STEP_S = 0.3
 FAST_SERVER = REPO_ROOT / "benchmarks" / "support" / "fast_server.py"
 
 PROMPT = "Explain in detail how a steam engine works, step by step."
@@ -555,6 +583,150 @@ async def fallback_part(models: Path) -> tuple[bool, list[str]]:
                 f"(target p50 <= {TARGET_FALLBACK_S:.0f} s) {'PASS' if ok else 'FAIL'}"]
 
 
+# -- 6. a whole survival plan ------------------------------------------------------------
+
+
+def survival_plan(path: Path) -> Path:
+    path.write_text(json.dumps({"task_id": "survival", "steps": [
+        {"id": f"s{i}", "type": "documentation", "max_tokens": SURVIVAL_TOKENS,
+         "prompt": f"@@slow:{API_STEP_S}@@ Name one colour of the sea ({i + 1}).",
+         "depends_on": [f"s{i - 1}"] if i else []} for i in range(SURVIVAL_STEPS)]}),
+        "utf-8")
+    return path
+
+
+@dataclass
+class SurvivalTrial:
+    wall_s: float
+    generation_s: float  # the steps' own: API call durations + local evaluation and rest
+    local_compute_s: float
+    local_rest_s: float
+    local_calls_s: float  # the local calls' durations, for information (they include waits)
+    served: str  # "3 api-a, 7 local"
+    regulator: str  # the regulator's states and the local throttle seen during the run
+
+    @property
+    def ratio(self) -> float:
+        return self.wall_s / self.generation_s
+
+
+async def survival_trial(models: Path, host: str, *, dead_from_start: bool) -> SurvivalTrial:
+    from aetherflow_tui.engine.events import RegulatorDecided, StepUpdated
+    from aetherflow_tui.engine.progress import StepState
+    from aetherflow_tui.engine.vigilance import MIN_ERROR_CALLS
+
+    proc, url = spawn_api_server(host)
+    try:
+        with tempfile.TemporaryDirectory(prefix="af-bench-") as tmp:
+            home = Path(tmp)
+            engine = await new_engine(bouquet(url), home, models).start()
+            try:
+                (local,) = await engine.local_providers()
+                await local.load(MODEL)
+                events = engine.bus.subscribe()
+                seen: list[str] = []
+                if dead_from_start:
+                    kill(proc)
+                    for n in range(MIN_ERROR_CALLS):
+                        pid = APIS[n % len(APIS)][0]
+                        outcome = await engine.ask("hello", provider=pid, model="echo-small")
+                        if outcome.ok:
+                            raise RuntimeError("a dead API answered")
+                vigilance = await engine.start_vigilance(role="run", canaries="recovery",
+                                                         status_pages=False)
+                if dead_from_start:
+                    async with asyncio.timeout(60):
+                        while True:
+                            event = await events.get()
+                            if (isinstance(event, RegulatorDecided)
+                                    and event.decision.state.value == "critical"):
+                                break
+                    seen.append(f"before the run: {event.decision.reasoning}")
+                throttle = local.throttle
+                computed0, rested0 = throttle.computed_s, throttle.rested_s
+                t0 = time.perf_counter()
+                run = await engine.start_run(survival_plan(home / "survival.json"))
+                done = asyncio.ensure_future(run.wait())
+                async with asyncio.timeout(600):
+                    while not done.done():
+                        waiter = asyncio.ensure_future(events.get())
+                        await asyncio.wait({done, waiter},
+                                           return_when=asyncio.FIRST_COMPLETED)
+                        if not waiter.done():
+                            waiter.cancel()
+                            continue
+                        event = waiter.result()
+                        if isinstance(event, RegulatorDecided):
+                            d = event.decision
+                            seen.append(f"{d.state.value} ({d.actions[1]})")
+                        elif (not dead_from_start and isinstance(event, StepUpdated)
+                              and event.step.step_id == f"s{KILL_AFTER - 1}"
+                              and event.step.state is StepState.DONE):
+                            kill(proc)  # the APIs die mid-run
+                view = await done
+                wall = time.perf_counter() - t0
+                steps = run.steps()
+                if view.status != "done":
+                    raise RuntimeError(f"survival run {view.status}: "
+                                       + "; ".join(str(s.error) for s in steps if s.error))
+                by: dict[str, int] = {}
+                for step in steps:
+                    by[step.provider or "?"] = by.get(step.provider or "?", 0) + 1
+                api_s = sum(s.duration_s or 0.0 for s in steps if s.provider != "local")
+                local_s = sum(s.duration_s or 0.0 for s in steps if s.provider == "local")
+                compute = throttle.computed_s - computed0
+                rest = throttle.rested_s - rested0
+                if by.get("local", 0) < SURVIVAL_STEPS - KILL_AFTER:
+                    raise RuntimeError(f"survival run served by {by}")
+                state = vigilance.regulator.state.value
+                during = [x for x in vigilance.samples
+                          if x.ts >= view.started and x.cpu_pct is not None
+                          and x.own_cpu_pct is not None]
+                if during:
+                    cpu = statistics.median(x.cpu_pct or 0.0 for x in during)
+                    own = statistics.median(x.own_cpu_pct or 0.0 for x in during)
+                    seen.append(f"machine CPU during the run p50 {cpu:.0f}%, this "
+                                f"process's part p50 {own:.0f}%")
+                seen.append(f"at the end {state}, machine {vigilance.machine.state.value}, "
+                            f"local duty {throttle.duty:.2f}, {throttle.threads} threads, "
+                            f"queue {'paused' if not local.paused.is_set() else 'open'}")
+                return SurvivalTrial(wall, api_s + compute + rest, compute, rest, local_s,
+                                     ", ".join(f"{n} {p}" for p, n in sorted(by.items())),
+                                     "; ".join(seen))
+            finally:
+                await engine.stop()
+    finally:
+        kill(proc)
+
+
+async def survival_part(models: Path) -> tuple[bool, list[str]]:
+    host = "127.0.0.1"
+    print(f"[6. a whole survival plan] {SURVIVAL_STEPS} chained steps of {SURVIVAL_TOKENS} "
+          f"tokens, vigilance as `aetherflow run` starts it, default [regulator]; wall "
+          f"(start_run -> run.wait()) over the steps' own generation time")
+    ok = True
+    lines = []
+    for dead, label in ((True, "APIs dead from the start"),
+                        (False, f"APIs killed after step {KILL_AFTER}")):
+        trials = []
+        for i in range(SURVIVAL_TRIALS):
+            trial = await survival_trial(models, host, dead_from_start=dead)
+            trials.append(trial)
+            print(f"  {label}, trial {i + 1}: wall {trial.wall_s:.2f} s, generation "
+                  f"{trial.generation_s:.2f} s (local: {trial.local_compute_s:.2f} s "
+                  f"evaluating + {trial.local_rest_s:.2f} s duty rest; local call durations "
+                  f"{trial.local_calls_s:.2f} s), ratio {trial.ratio:.3f}; served by "
+                  f"{trial.served}; regulator: {trial.regulator}")
+        ratio = statistics.median(t.ratio for t in trials)
+        passed = ratio <= TARGET_SURVIVAL_RATIO
+        ok &= passed
+        lines.append(f"survival plan, {label}: wall / generation p50 {ratio:.3f} over "
+                     f"{len(trials)} trials (max {max(t.ratio for t in trials):.3f}; wall p50 "
+                     f"{statistics.median(t.wall_s for t in trials):.2f} s) (target <= "
+                     f"{TARGET_SURVIVAL_RATIO:.1f}) {'PASS' if passed else 'FAIL'}")
+    return ok, lines
+
+
 # -- main ---------------------------------------------------------------------------------
 
 
@@ -603,7 +775,8 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--tokens", type=int, default=RATE_TOKENS)
-    parser.add_argument("--only", choices=("fallback", "lag", "rates", "cancel"), default=None)
+    parser.add_argument("--only", choices=("fallback", "lag", "rates", "cancel", "survival"),
+                        default=None)
     args = parser.parse_args()
     verdicts: list[bool] = []
     lines: list[str] = []
@@ -618,7 +791,11 @@ def main() -> int:
             ok, out = asyncio.run(fallback_part(models))
             verdicts.append(ok)
             lines += out
-        if args.only != "fallback":
+        if args.only in (None, "survival"):
+            ok, out = asyncio.run(survival_part(models))
+            verdicts.append(ok)
+            lines += out
+        if args.only not in ("fallback", "survival"):
             more, out = asyncio.run(local_parts(models, model_path, args.rounds, args.tokens,
                                                 args.only))
             verdicts += more
@@ -630,7 +807,8 @@ def main() -> int:
           f"during a local generation; engine tokens/s >= {TARGET_RATIO:.0%} of bare "
           f"llama-cpp-python; duty 0.5 <= {TARGET_DUTY:.0%} of unthrottled tokens/s; "
           f"cancellation <= {TARGET_CANCEL_S:.0f} s; all APIs down -> first local step p50 "
-          f"<= {TARGET_FALLBACK_S:.0f} s)")
+          f"<= {TARGET_FALLBACK_S:.0f} s; a survival plan's wall <= "
+          f"{TARGET_SURVIVAL_RATIO:.1f}x its steps' generation time)")
     return 0 if ok else 1
 
 

@@ -498,17 +498,20 @@ class Engine:
     def publish_sample(self, sample: SystemSample) -> None:
         self.bus.publish(SystemSampled(sample.ts, sample))
 
-    def recent_error_rate(self, window_s: float) -> tuple[float | None, float | None]:
-        """The share of real calls that failed in the last window_s, and their p50 latency."""
+    def recent_error_rate(self, window_s: float, *, min_calls: int = 1
+                          ) -> tuple[float | None, float | None]:
+        """The share of real calls that failed in the last window_s (None with fewer than
+        min_calls: one failure is not a rate), and their p50 latency."""
         since = self.clock.now() - window_s
         recent = self._recent
         while recent and recent[0][0] < since:
             recent.popleft()
-        if not recent:
-            return None, None
-        failed = sum(1 for _, ok, _ in recent if not ok)
         ok = [d for _, good, d in recent if good]
-        return 100.0 * failed / len(recent), statistics.median(ok) if ok else None
+        p50 = statistics.median(ok) if ok else None
+        if not recent or len(recent) < min_calls:
+            return None, p50
+        failed = len(recent) - len(ok)
+        return 100.0 * failed / len(recent), p50
 
     async def apply_regulation(self, actions: Actions, state: SystemState) -> list[str]:
         """The regulator's actions, done; returns what was done, in the operator's words."""
@@ -551,14 +554,19 @@ class Engine:
             if gate is not None:
                 gate.clear() if paused else gate.set()
 
-    async def record_decision(self, decision: RegulatorDecision) -> None:
+    async def record_decision(self, decision: RegulatorDecision, *, shared: bool = True
+                              ) -> None:
+        """Publish the regulator's decision; `shared`: also the row and the alert, which
+        every other process and `aetherflow status` read."""
+        self.bus.publish(RegulatorDecided(decision.ts, decision))
+        if not shared:
+            return
         import json
 
         await self.store.enqueue(INSERT_DECISION, (
             decision.ts, "manual" if decision.manual else "regulator", decision.state.value,
             decision.confidence, decision.reasoning, json.dumps(decision.metrics),
             json.dumps(list(decision.actions))))
-        self.bus.publish(RegulatorDecided(decision.ts, decision))
         if decision.state is not decision.previous:
             worse = decision.state.severity > decision.previous.severity
             self.raise_alert("warning" if worse else "information",
@@ -1063,6 +1071,8 @@ class Engine:
         if isinstance(reservation, Refusal):
             raise BudgetRefused(f"{spec.id}/{model.id}", reservation)
         real = purpose != "canary"  # a canary is judged on its answer (probes.py)
+        # A key test is not traffic either: one refused key is no error rate.
+        traffic = real and purpose != "sandbox"
         if real:
             self.health.circuit(spec.id).dispatching()
         started = time.perf_counter()
@@ -1083,7 +1093,7 @@ class Engine:
             durable = self.store.record_call(record)
             if real:
                 self.health.call_ended(spec.id, False, record.error_kind)
-                if not cancelled:
+                if not cancelled and traffic:
                     self._recent.append((now, False, record.duration_s))
             if cancelled:
                 raise
@@ -1092,6 +1102,7 @@ class Engine:
             self._in_flight -= 1
         if real:
             self.health.call_ended(spec.id, True, None)
+        if traffic:
             self._recent.append((now, True, result.duration_s))
         usage = result.usage
         cost = self.prices.cost(spec, model, usage)

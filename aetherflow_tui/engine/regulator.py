@@ -5,8 +5,9 @@ over a window and judges a `SystemState`: OPTIMAL, STRESSED, DEGRADED or CRITICA
 metric against the [regulator] thresholds. A worse state is entered at once; a better one
 only once every metric has been under the current state's thresholds, less a deadband,
 for hold_s (hysteresis), so a metric hovering around a threshold does not flap the
-factory. `actions_for` turns a state into what the engine does about it. Every judgement
-says why in the operator's words, and how sure it is.
+factory. No state is decided before the window is full: the first samples of a process
+only fill it. `actions_for` turns a state into what the engine does about it. Every
+judgement says why in the operator's words, and how sure it is.
 
 The regulator is pure and driven by its caller: time comes in with the samples.
 """
@@ -14,9 +15,10 @@ The regulator is pure and driven by its caller: time comes in with the samples.
 from __future__ import annotations
 
 import os
+import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -54,6 +56,12 @@ _WORDS = {
 }
 # With fewer metrics than this known, a judgement rests on too little to be fully sure.
 FULL_COVERAGE = 3
+# The machine's own signals: what may throttle or pause local work. The error rate is the
+# providers' health, not the machine's.
+MACHINE_METRICS = tuple(m for m in REGULATOR_METRICS if m != "error_rate_pct")
+# psutil.cpu_percent(interval=None) compares with its previous call; over a shorter span
+# than this the figure is noise (often 0% or 100%), so the sample has no CPU reading.
+MIN_CPU_SPAN_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +79,7 @@ class SystemSample:
     loop_lag_ms: float | None = None
     error_rate_pct: float | None = None
     latency_p50_s: float | None = None  # for information
+    own_cpu_pct: float | None = None  # the part of cpu_pct this process uses (all cores: 100)
 
     def metrics(self) -> dict[str, float]:
         """The readings the regulator judges, under the REGULATOR_METRICS names."""
@@ -83,6 +92,17 @@ class SystemSample:
             # A low battery only matters while it is what powers the machine.
             out.pop("battery_pct", None)
         return out
+
+    def others(self) -> SystemSample:
+        """The machine as the rest of it uses it: this process's own CPU taken out.
+
+        What local work follows. Local inference is this process's CPU: counting it would
+        throttle the local model for its own load, down to a thread at 25% duty on an
+        otherwise idle machine, when it may be the only provider left.
+        """
+        if self.cpu_pct is None or self.own_cpu_pct is None:
+            return self
+        return replace(self, cpu_pct=max(0.0, self.cpu_pct - self.own_cpu_pct))
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _SAMPLE_FIELDS}
@@ -127,6 +147,8 @@ class Sampler:
         self._count = 0
         self._temperature: float | None = None
         self._battery: tuple[float | None, bool | None] = (None, None)
+        self._cpu_since = time.monotonic()
+        self._process: psutil.Process | None = None
         try:
             self.cores = psutil.cpu_count() or os.cpu_count() or 1
             # cpu_percent(interval=None) compares with the previous call: prime it so the
@@ -134,6 +156,11 @@ class Sampler:
             psutil.cpu_percent(interval=None)
         except _UNREADABLE:
             self.cores = os.cpu_count() or 1
+        try:
+            self._process = psutil.Process()
+            self._process.cpu_percent(interval=None)
+        except _UNREADABLE:
+            self._process = None
 
     def sample(self, ts: float, *, loop_lag_ms: float | None = None,
                error_rate_pct: float | None = None,
@@ -143,8 +170,10 @@ class Sampler:
             self._read_sensors()
         self._count += 1
         battery_pct, on_battery = self._battery
+        cpu_pct, own_cpu_pct = self._cpu_pct()
         return SystemSample(
-            ts=ts, cpu_pct=_read(_cpu_pct), load_per_core=_read(self._load_per_core),
+            ts=ts, cpu_pct=cpu_pct, own_cpu_pct=own_cpu_pct,
+            load_per_core=_read(self._load_per_core),
             memory_pct=_read(_memory_pct), swap_pct=_read(_swap_pct),
             temperature_c=self._temperature, battery_pct=battery_pct, on_battery=on_battery,
             loop_lag_ms=loop_lag_ms, error_rate_pct=error_rate_pct,
@@ -165,6 +194,22 @@ class Sampler:
         else:
             plugged = battery.power_plugged  # None: the platform cannot tell
             self._battery = (float(battery.percent), None if plugged is None else not plugged)
+
+    def _cpu_pct(self) -> tuple[float | None, float | None]:
+        """The machine's CPU, and this process's part of it, over the same span."""
+        now = time.monotonic()
+        if now - self._cpu_since < MIN_CPU_SPAN_S:
+            # Too soon after the last reading (at start-up: the priming call).
+            return None, None
+        self._cpu_since = now
+        machine = _read(_cpu_pct)
+        own = None
+        if self._process is not None:
+            # Per core (100 = one core busy): the machine's figure is over all of them.
+            own = _read(lambda: self._process.cpu_percent(interval=None) / self.cores)
+        if machine is not None and own is not None:
+            own = min(own, machine)
+        return machine, own
 
     def _load_per_core(self) -> float:
         return os.getloadavg()[0] / self.cores
@@ -199,12 +244,13 @@ class Judgement:
     reasoning: str  # one or two sentences, in the operator's words
     metrics: dict[str, float]  # the smoothed values judged
     driver: str | None  # the metric that decided, None when none did
+    warming: bool = False  # the window is not full yet: no state decided
 
     def to_dict(self) -> dict[str, Any]:
         return {"ts": self.ts, "state": str(self.state), "previous": str(self.previous),
                 "changed": self.changed, "confidence": self.confidence,
                 "reasoning": self.reasoning, "metrics": dict(self.metrics),
-                "driver": self.driver}
+                "driver": self.driver, "warming": self.warming}
 
 
 class Regulator:
@@ -212,8 +258,11 @@ class Regulator:
 
     Each metric is the mean of its readings in the last `window` samples (a sample that
     lacks a metric adds nothing to it; the battery counts only while the latest sample
-    says the machine runs on it). A metric's level is the worst state whose threshold it
-    reaches (at or above; the battery at or below). The state wanted is the worst level.
+    says the machine runs on it). Until `window` samples have come, the regulator is
+    warming up: it stays OPTIMAL and says so, with no confidence. `metrics` narrows what
+    is judged (MACHINE_METRICS: the machine's own signals). A metric's level is the worst
+    state whose threshold it reaches (at or above; the battery at or below). The state
+    wanted is the worst level.
 
     A worse state is entered at once. A better one needs every metric clear of the
     current state: under its threshold less deadband_pct (the battery above it plus
@@ -222,8 +271,11 @@ class Regulator:
     the lower state's deadband too. `since` is when the current state began.
     """
 
-    def __init__(self, spec: RegulatorSpec) -> None:
+    def __init__(self, spec: RegulatorSpec,
+                 metrics: tuple[str, ...] = REGULATOR_METRICS) -> None:
         self.spec = spec
+        self.judged = frozenset(metrics)
+        self.seen = 0  # samples observed since start-up
         self.state = SystemState.OPTIMAL
         self.since = 0.0  # set to the first sample's ts: the regulator starts with it
         self.last: Judgement | None = None
@@ -250,8 +302,17 @@ class Regulator:
         ts = sample.ts
         if self.last is None:
             self.since = ts
-        self._window.append(sample.metrics())
+        self.seen += 1
+        self._window.append({m: v for m, v in sample.metrics().items() if m in self.judged})
         smoothed = self._smoothed(sample)
+        if not self.ready:
+            judgement = Judgement(
+                ts=ts, state=self.state, previous=self.state, changed=False, confidence=0.0,
+                reasoning=(f"Warming up: {self.seen} of the {self.spec.window} samples a "
+                           f"judgement needs; no state decided yet."),
+                metrics=smoothed, driver=None, warming=True)
+            self.last = judgement
+            return judgement
         wanted, driver = self._wanted(smoothed)
         previous = self.state
         clear_for = 0.0
@@ -286,6 +347,11 @@ class Regulator:
             metrics=smoothed, driver=driver)
         self.last = judgement
         return judgement
+
+    @property
+    def ready(self) -> bool:
+        """A full window of samples has come since start-up: states may be decided."""
+        return self.seen >= self.spec.window
 
     def _move(self, state: SystemState, ts: float) -> None:
         if state is not self.state:
@@ -349,7 +415,8 @@ class Regulator:
                     smoothed: dict[str, float]) -> float:
         """How many raw samples in the window, taken alone, back the state: a fraction.
 
-        confidence = agreeing / n * min(1, k / FULL_COVERAGE), k = metrics judged.
+        confidence = agreeing / max(n, window) * min(1, k / FULL_COVERAGE), k = metrics
+        judged: a metric read in fewer samples than the window holds is less evidence.
 
         - OPTIMAL: n = samples in the window; agreeing = those with every metric under its
           STRESSED threshold (the battery above it).
@@ -374,7 +441,7 @@ class Regulator:
                      for s in self._window]
         if not votes:
             return 0.0
-        return sum(votes) / len(votes) * coverage
+        return sum(votes) / max(len(votes), self.spec.window) * coverage
 
     def _reasoning(self, state: SystemState, previous: SystemState, driver: str | None,
                    basis: str, smoothed: dict[str, float], clear_for: float,
@@ -484,8 +551,20 @@ class Actions:
         return tuple(lines)
 
 
-def actions_for(state: SystemState, *, max_concurrency: int, cores: int) -> Actions:
-    """The engine's response to a state: the worse the state, the less it asks of the box."""
+def actions_for(state: SystemState, *, max_concurrency: int, cores: int,
+                machine: SystemState | None = None) -> Actions:
+    """The engine's response to a state: the worse the state, the less it asks of the box.
+
+    `machine` is the state the machine's own signals call for (MACHINE_METRICS), when it is
+    better than `state`: the difference is the error rate, the providers' health. Then the
+    concurrency cap, the local throttle and pause and the response mode follow `machine`,
+    and `state` only opens the circuits of failing providers: a provider failing is no
+    reason to hold back the local models, which may be all that is left.
+    """
+    if machine is not None and machine.severity < state.severity:
+        actions = actions_for(machine, max_concurrency=max_concurrency, cores=cores)
+        return replace(actions, open_failing_circuits=actions_for(
+            state, max_concurrency=max_concurrency, cores=cores).open_failing_circuits)
     top, cores = max(1, max_concurrency), max(1, cores)
     if state is SystemState.OPTIMAL:
         return Actions(top, None, 1.0, False, False, False)

@@ -5,6 +5,14 @@ event-loop lag, judges the state (regulator.Regulator) and, when the state chang
 concurrency cap, local throttle and pause, the response mode, failing circuits. Each
 decision is an event and a row, with its confidence, reasoning, metrics and actions.
 
+The state is judged twice: on every metric, and on the machine's own signals alone
+(everything but the error rate, and the CPU less this process's own: local inference is
+not a reason to throttle local inference). Local work, the concurrency cap and the
+response mode follow the second; the error rate only opens failing circuits. A process
+records a state for the others (the decisions row, the alert) and opens circuits only once
+it has watched the machine for hold_s: a short command says nothing about the machine it
+did not see.
+
 It also applies the operator's controls written by other processes (`aetherflow stop`
 and friends go through the store: every live process applies them and acknowledges),
 keeps this process's heartbeat, runs the canary and status-page schedules (probes.py),
@@ -22,7 +30,16 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from .probes import Prober
-from .regulator import Actions, Regulator, Sampler, SystemSample, SystemState, actions_for
+from .regulator import (
+    MACHINE_METRICS,
+    Actions,
+    Judgement,
+    Regulator,
+    Sampler,
+    SystemSample,
+    SystemState,
+    actions_for,
+)
 
 if TYPE_CHECKING:
     from . import Engine
@@ -32,6 +49,8 @@ HISTORY = 120  # samples kept for the cockpit's sparklines
 HEARTBEAT_S = 5.0
 ALIVE_WITHIN_S = 15.0  # a process whose heartbeat is older is gone
 ERROR_WINDOW_S = 60.0  # the engine's error rate and latency, over the last minute
+# Fewer real calls than this in the window: no error rate (one refused call is not 100%).
+MIN_ERROR_CALLS = 10
 Canaries = Literal["periodic", "recovery", "off"]
 
 
@@ -60,6 +79,7 @@ class Vigilance:
         self.spec = engine.bouquet.regulator
         self.sampler = Sampler()
         self.regulator = Regulator(self.spec)
+        self.machine = Regulator(self.spec, MACHINE_METRICS)  # what local work follows
         self.samples: deque[SystemSample] = deque(maxlen=HISTORY)
         self.decision: RegulatorDecision | None = None
         self.actions: Actions | None = None
@@ -69,6 +89,8 @@ class Vigilance:
         self._started = engine.clock.now()
         self._pid = os.getpid()
         self._force = False
+        self._shared = False  # watched for hold_s: decisions go to the store
+        self._recorded = SystemState.OPTIMAL  # the last state the store has from us
 
     async def start(self) -> None:
         engine = self.engine
@@ -124,41 +146,60 @@ class Vigilance:
     async def tick(self, lag_ms: float | None = None) -> RegulatorDecision | None:
         """One sample, one judgement, the actions if the state changed; then the controls."""
         engine = self.engine
-        error_pct, p50 = engine.recent_error_rate(ERROR_WINDOW_S)
+        error_pct, p50 = engine.recent_error_rate(ERROR_WINDOW_S, min_calls=MIN_ERROR_CALLS)
         sample = self.sampler.sample(engine.clock.now(), loop_lag_ms=lag_ms,
                                      error_rate_pct=error_pct, latency_p50_s=p50)
         self.samples.append(sample)
         engine.publish_sample(sample)
         force, self._force = self._force, False
         judgement = self.regulator.force(sample) if force else self.regulator.observe(sample)
+        others = sample.others()
+        machine = self.machine.force(others) if force else self.machine.observe(others)
+        # Old enough to speak for the machine: what was only kept in this process so far
+        # (a state other than OPTIMAL) is recorded now, and its circuits opened.
+        sharing = (not self._shared and sample.ts - self._started >= self.spec.hold_s
+                   and self.regulator.ready)
+        self._shared = self._shared or sharing
         decision = None
-        if judgement.changed or self.actions is None or force:
-            decision = await self._act(judgement.state, judgement.previous,
-                                       judgement.confidence, judgement.reasoning,
-                                       judgement.metrics, judgement.driver, manual=force)
+        if (judgement.changed or machine.changed or self.actions is None or force
+                or (sharing and judgement.state is not SystemState.OPTIMAL)):
+            decision = await self._act(judgement, machine, manual=force)
         with contextlib.suppress(Exception):  # a busy database: next tick
             await self._apply_controls()
         await self._export()
         return decision
 
-    async def _act(self, state: SystemState, previous: SystemState, confidence: float,
-                   reasoning: str, metrics: dict[str, float], driver: str | None, *,
+    async def _act(self, judgement: Judgement, machine: Judgement, *,
                    manual: bool) -> RegulatorDecision:
         engine = self.engine
+        state = judgement.state
         actions = actions_for(state, max_concurrency=engine.bouquet.routing.max_concurrency,
-                              cores=self.sampler.cores)
-        if actions.local_paused and driver == "cpu_pct":
+                              cores=self.sampler.cores, machine=machine.state)
+        if actions.local_paused and machine.driver == "cpu_pct":
             # Local inference is itself CPU load: pausing it would drop the load, release
             # the pause after the hold, and start again. Throttled to one thread instead.
             actions = replace(actions, local_paused=False)
+        if not self._shared:
+            # A process this young does not cut providers off for every other process.
+            actions = replace(actions, open_failing_circuits=False)
         first = self.actions is None
         self.actions = actions
         done = list(await engine.apply_regulation(actions, state))
-        decision = RegulatorDecision(engine.clock.now(), state, previous, confidence,
-                                     reasoning, dict(metrics), tuple(done), manual)
+        reasoning = judgement.reasoning
+        if machine.state.severity < state.severity:
+            reasoning += (f" Local work follows the machine's own signals: "
+                          f"{machine.state.name}.")
+        # Once shared, a decision moves from what the store last had from this process:
+        # the state reached while too young to share is announced when it is shared.
+        previous = self._recorded if self._shared else judgement.previous
+        decision = RegulatorDecision(engine.clock.now(), state, previous,
+                                     judgement.confidence, reasoning,
+                                     dict(judgement.metrics), tuple(done), manual)
         self.decision = decision
         if not first or state is not SystemState.OPTIMAL or manual:
-            await engine.record_decision(decision)
+            await engine.record_decision(decision, shared=self._shared)
+            if self._shared:
+                self._recorded = state
         return decision
 
     def force(self) -> None:

@@ -21,7 +21,7 @@ from textual.widgets import Label, Sparkline, Static
 
 from ..engine import Engine
 from ..engine.regulator import SystemSample, SystemState
-from ..engine.vigilance import HISTORY, RegulatorDecision
+from ..engine.vigilance import HISTORY, MIN_ERROR_CALLS, RegulatorDecision
 from ..formatting import percent
 from .pane import Pane
 from .safe import literal
@@ -86,7 +86,8 @@ def figures(sample: SystemSample) -> Text:
         machine.append(("battery", f"{sample.battery_pct:.0f}%{where}"))
     engine = [("loop lag", "—" if sample.loop_lag_ms is None
                else f"{sample.loop_lag_ms:.0f} ms"),
-              ("errors", "— (no calls this minute)" if sample.error_rate_pct is None
+              ("errors", f"— (under {MIN_ERROR_CALLS} calls this minute)"
+               if sample.error_rate_pct is None
                else f"{sample.error_rate_pct:.1f}%")]
     if sample.latency_p50_s is not None:
         engine.append(("p50", f"{sample.latency_p50_s * 1000:.0f} ms"

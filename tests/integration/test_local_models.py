@@ -276,3 +276,66 @@ def _drain(subscription) -> list[object]:
     while (event := subscription.get_nowait()) is not None:
         events.append(event)
     return events
+
+
+async def test_a_survival_plan_never_waits_on_the_regulator(embedded_gguf: Path,
+                                                            tmp_path: Path):
+    """Every API unreachable, a 3-step plan of 12-token steps: step 2 waited 77 s, because
+    the APIs' failures made the error rate 100%, the regulator CRITICAL, and its actions
+    paused the local queue. Provider failures are provider health: they open circuits,
+    and the local model serves at the speed the machine allows."""
+    from aetherflow_tui.engine.events import RegulatorDecided, StepUpdated
+    from aetherflow_tui.engine.progress import StepState
+    from aetherflow_tui.engine.regulator import actions_for
+    from aetherflow_tui.engine.vigilance import MIN_ERROR_CALLS
+
+    apis = "".join(
+        f'[providers.api{n}]\nkind = "openai"\nbase_url = "http://127.0.0.1:{port}/v1"\n'
+        f'key = "none"\n[[providers.api{n}.models]]\nid = "m"\n'
+        'roles = ["cheap", "chat", "quality"]\n'
+        "price_in = 0.1\nprice_out = 0.2\n"
+        for n, port in ((1, _closed_port()), (2, _closed_port())))
+    # The regulator acts on every tick and speaks for the machine at once.
+    text = ("[routing]\nbackoff_s = 0.01\n[modes]\nrecover_s = 600\n"
+            "[regulator]\ninterval_s = 0.1\nwindow = 1\nhold_s = 0\n" + apis
+            + local_provider(embedded_gguf))
+    plan = write_plan(tmp_path / "plan.json", *(
+        step(f"s{i}", f"Name a colour ({i}).", *([f"s{i - 1}"] if i else []),
+             type="documentation", max_tokens=12) for i in range(3)))
+    async with Engine(config.parse(text, None), tmp_path / "home",
+                      vault=KeyVault(environ={})) as engine:
+        for n in range(MIN_ERROR_CALLS):  # the APIs' failures: enough to be a rate
+            assert not (await engine.ask("hi", provider=f"api{n % 2 + 1}", model="m")).ok
+        (local,) = await engine.local_providers()
+        events = engine.bus.subscribe()
+        vigilance = await engine.start_vigilance(role="run", canaries="recovery",
+                                                 status_pages=False)
+        while True:
+            event = await asyncio.wait_for(events.get(), 10)
+            if (isinstance(event, RegulatorDecided)
+                    and event.decision.state.value == "critical"):
+                break
+        decision = event.decision
+        assert "Error rate 100%" in decision.reasoning
+        machine = actions_for(vigilance.machine.state, max_concurrency=64,
+                              cores=vigilance.sampler.cores)
+        assert (local.throttle.duty, not local.paused.is_set()) == (
+            machine.local_duty, machine.local_paused)
+        run = await engine.start_run(plan)
+        done = asyncio.ensure_future(run.wait())
+        paused_while_running: list[bool] = []  # the local queue, as each step starts
+        async with asyncio.timeout(120):
+            while not done.done():
+                waiter = asyncio.ensure_future(events.get())
+                await asyncio.wait({done, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                if not waiter.done():
+                    waiter.cancel()
+                    continue
+                event = waiter.result()
+                if isinstance(event, StepUpdated) and event.step.state is StepState.RUNNING:
+                    paused_while_running.append(not local.paused.is_set())
+        view = done.result()
+    assert view.status == "done", [s.error for s in run.steps()]
+    assert {s.provider for s in run.steps()} == {"local"}
+    assert paused_while_running and not any(paused_while_running)
+    assert "local queue paused" not in decision.actions

@@ -262,12 +262,16 @@ async def test_a_status_page_outage_holds_traffic_until_a_probe_passes(alpha, be
 # -- the regulator -------------------------------------------------------------------------
 
 
+# Memory in use is always above 0.3%: with these thresholds the machine is CRITICAL, for
+# certain, as soon as the regulator may say so.
+ALWAYS_CRITICAL = ("[regulator.stressed]\nmemory_pct = 0.1\n[regulator.degraded]\n"
+                   "memory_pct = 0.2\n[regulator.critical]\nmemory_pct = 0.3\n")
+
+
 async def test_a_critical_machine_acts_and_the_decision_is_explained(alpha, tmp_path):
-    # Memory in use is always above 0.3%: the first sample is CRITICAL, for certain.
-    extra = ("[regulator.stressed]\nmemory_pct = 0.1\n[regulator.degraded]\n"
-             "memory_pct = 0.2\n[regulator.critical]\nmemory_pct = 0.3\n")
-    text = VIGILANT + extra + bouquet(provider("alpha", alpha.url, "sum"),
-                                      max_concurrency=64)
+    # hold_s = 0: this process may speak for the machine as soon as its window is full.
+    text = VIGILANT + "hold_s = 0\n" + ALWAYS_CRITICAL + bouquet(
+        provider("alpha", alpha.url, "sum"), max_concurrency=64)
     async with engine_on(tmp_path, text) as engine:
         events = Events(engine)
         await engine.start_vigilance(role="test", canaries="off", status_pages=False)
@@ -283,6 +287,144 @@ async def test_a_critical_machine_acts_and_the_decision_is_explained(alpha, tmp_
     with engine_db(tmp_path) as db:
         state, actions = db.execute("SELECT state, actions FROM decisions").fetchone()
     assert state == "critical" and "concurrency cap 4" in json.loads(actions)
+
+
+async def test_the_first_samples_after_start_up_decide_nothing(alpha, tmp_path):
+    """A new cockpit showed CRITICAL beside "CPU 2%": psutil's first reading, taken as the
+    process started, judged alone with confidence 1.0. Now the window fills first."""
+    text = VIGILANT + "hold_s = 0\nwindow = 4\n" + ALWAYS_CRITICAL + bouquet(
+        provider("alpha", alpha.url, "sum"))
+    async with engine_on(tmp_path, text) as engine:
+        events = Events(engine)
+        vigilance = await engine.start_vigilance(role="test", canaries="off",
+                                                 status_pages=False)
+        event = await events.until(lambda e: isinstance(e, RegulatorDecided))
+        samples = list(vigilance.samples)
+    assert event.decision.state.value == "critical"
+    assert len(samples) >= 4  # the window, as configured
+    assert event.decision.ts >= samples[3].ts
+    assert samples[0].cpu_pct is None  # too soon after psutil's priming call to mean a thing
+    assert "4-sample mean" in event.decision.reasoning
+
+
+async def test_a_process_speaks_for_the_machine_only_after_the_hold(alpha, tmp_path):
+    """Before hold_s, the state acts in this process (its cap) and is published, but it is
+    no row for `aetherflow status` or other processes, no alert, and opens no circuit."""
+    text = VIGILANT + "hold_s = 1\nwindow = 1\n" + ALWAYS_CRITICAL + bouquet(
+        provider("alpha", alpha.url, "sum"), max_concurrency=64)
+    async with engine_on(tmp_path, text) as engine:
+        events = Events(engine)
+        await engine.start_vigilance(role="test", canaries="off", status_pages=False)
+        early = (await events.until(lambda e: isinstance(e, RegulatorDecided))).decision
+        await engine.store.flush()
+        assert early.state.value == "critical" and engine.concurrency.limit == 4
+        assert await engine.store.decisions() == []
+        assert not [e for e in events.seen if isinstance(e, AlertRaised)]
+        assert not [a for a in early.actions if "circuits" in a]
+        shared = (await events.until(lambda e: isinstance(e, RegulatorDecided))).decision
+        await events.until(lambda e: isinstance(e, AlertRaised) and e.source == "regulator")
+        await engine.store.flush()
+        (row,) = await engine.store.decisions()
+    assert shared.ts - early.ts >= 1.0 - 0.25  # the hold, less one tick
+    assert shared.previous.value == "optimal"  # what the store knew from this process
+    assert row["state"] == "critical"
+    assert "no failing provider to cut off" in row["actions"]
+
+
+async def test_a_short_command_records_no_state_and_opens_no_circuit(alpha, beta, tmp_path,
+                                                                     cli_env):
+    """A 0.2 s `aetherflow run` left "regulator CRITICAL ... opened circuits: flakyco" in
+    `aetherflow status`, on one sample. A process that lives less than hold_s (15 s) keeps
+    what it judged to itself."""
+    health = "[health]\nfailure_threshold = 10\n"  # flakyco's history alone is not red
+    text = (VIGILANT.replace("[regulator]\ninterval_s = 0.2\n",
+                             "[regulator]\ninterval_s = 0.05\nwindow = 1\n")
+            .replace("[health]\nfailure_threshold = 2\n", health)
+            + ALWAYS_CRITICAL
+            + bouquet(provider("steady", alpha.url, "echo", price_in=0.1, price_out=0.2),
+                      provider("flakyco", beta.url, "echo", price_in=1.0, price_out=2.0)))
+    (tmp_path / "bouquet.toml").write_text(text)
+    cli_env["AETHERFLOW_CONFIG"] = str(tmp_path / "bouquet.toml")
+    cli_env["AETHERFLOW_HOME"] = str(tmp_path / "home")
+    beta.script("status:503", "status:503", "status:503")
+    async with engine_on(tmp_path, text) as engine:  # earlier traffic: flakyco failing
+        for _ in range(3):
+            outcome = await engine.ask("hello", provider="flakyco", model="echo")
+            assert not outcome.ok
+    plan = write_plan(tmp_path / "plan.json", step("s1", "hello"))
+    done = await aetherflow(cli_env, "run", str(plan), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["steps"][0]["provider"] == "steady"
+    status = json.loads((await aetherflow(cli_env, "status", "--json")).stdout)
+    assert status["regulator"] is None
+    with engine_db(tmp_path) as db:
+        assert db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0] == 0
+        assert db.execute("SELECT COUNT(*) FROM alerts WHERE source = 'regulator'"
+                          ).fetchone()[0] == 0
+    async with engine_on(tmp_path, text) as engine:
+        assert engine.health.circuit("flakyco").allows_traffic()
+
+
+async def test_a_refused_key_test_is_not_traffic(tmp_path, keyring_backend):
+    """One refused key test made the error rate 100%, the machine CRITICAL and the cap 4."""
+    from aetherflow_tui.engine.keys import KeyVault
+    from aetherflow_tui.engine.regulator import actions_for
+
+    with ScriptedServer(api_key="sk-test-right-key-0000000000") as server:
+        text = (VIGILANT + "hold_s = 0\nwindow = 1\n"
+                + bouquet(provider("keyed", server.url, "echo"), max_concurrency=64)
+                .replace('key = "none"', 'key = "keyring"'))
+        bq = config.parse(text, tmp_path / "bouquet.toml")
+        async with Engine(bq, tmp_path / "home",
+                          vault=KeyVault(backend=keyring_backend)) as engine:
+            vigilance = await engine.start_vigilance(role="test", canaries="off",
+                                                     status_pages=False)
+            check = await engine.inject_key("keyed", "sk-wrong-key-000000000000")
+            assert check.reason.startswith("the key was refused")
+            await vigilance.tick()
+            sample = vigilance.samples[-1]
+            judged = vigilance.regulator.last
+            machine = vigilance.machine.state
+            limit = engine.concurrency.limit
+    assert sample.error_rate_pct is None
+    assert judged is not None and judged.driver != "error_rate_pct"
+    assert "error_rate_pct" not in judged.metrics
+    assert limit == actions_for(machine, max_concurrency=64,
+                                cores=vigilance.sampler.cores).concurrency
+
+
+async def test_an_error_rate_needs_ten_calls_and_never_throttles_local_work(alpha, tmp_path):
+    """Real failing traffic: nine calls are no rate; ten at 100% make the state CRITICAL,
+    which opens failing circuits, while the cap and the local throttle follow the
+    machine's own signals."""
+    from aetherflow_tui.engine.regulator import actions_for
+    from aetherflow_tui.engine.vigilance import MIN_ERROR_CALLS
+
+    text = VIGILANT + "hold_s = 0\nwindow = 1\n" + bouquet(
+        provider("alpha", alpha.url, "echo"), max_concurrency=64)
+    async with engine_on(tmp_path, text) as engine:
+        vigilance = await engine.start_vigilance(role="test", canaries="off",
+                                                 status_pages=False)
+        alpha.script(*["status:503"] * MIN_ERROR_CALLS)
+        for _ in range(MIN_ERROR_CALLS - 1):
+            assert not (await engine.ask("hello", provider="alpha", model="echo")).ok
+        await vigilance.tick()
+        assert vigilance.samples[-1].error_rate_pct is None
+        assert not (await engine.ask("hello", provider="alpha", model="echo")).ok
+        decision = await vigilance.tick()
+        while decision is None or decision.state.value != "critical":
+            decision = await vigilance.tick()  # a busy machine may have moved first
+        machine = vigilance.machine.state
+        actions = vigilance.actions
+    assert vigilance.samples[-1].error_rate_pct == 100.0
+    assert "Error rate 100%" in decision.reasoning
+    expected = actions_for(machine, max_concurrency=64, cores=vigilance.sampler.cores)
+    assert actions is not None
+    assert (actions.concurrency, actions.local_threads, actions.local_duty,
+            actions.local_paused, actions.prefer_apis) == (
+        expected.concurrency, expected.local_threads, expected.local_duty,
+        expected.local_paused, expected.prefer_apis)
+    assert actions.open_failing_circuits
 
 
 # -- manual actions ------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from aetherflow_tui.engine.providers.base import ChatRequest  # noqa: E402
 from aetherflow_tui.engine.records import CallRecord  # noqa: E402
 from aetherflow_tui.engine.router import Mode  # noqa: E402
 
-TARGET_US = 50.0
+TARGET_US = 40.0
 PROVIDERS = 20
 ROLE_POOL = ("fast", "cheap", "code", "reasoning", "quality", "prototyping", "qa", "chat",
              "logic", "fim")

@@ -374,6 +374,14 @@ class HealthBook:
     def circuit(self, provider: str) -> CircuitBreaker:
         return self._track(provider).circuit
 
+    def routing(self, provider: str) -> LiveStats | None:
+        """What a routing decision reads, in one look-up: the live stats, or None while
+        the circuit holds new work back."""
+        track = self._tracks.get(provider)
+        if track is None:
+            return NO_STATS
+        return track.stats if track.circuit.allows_traffic() else None
+
     def providers(self) -> list[str]:
         return list(self._tracks)
 

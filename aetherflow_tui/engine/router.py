@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from .budget import BudgetGuard
-from .config import Bouquet, ModelSpec, ProviderSpec, RuleSpec
+from .config import Bouquet, BudgetSpec, ModelSpec, ProviderSpec, WeightsSpec
 from .health import HealthBook
 from .ledger import PriceTable, Rates
 from .modes import ResponseMode
@@ -61,8 +61,8 @@ def _free(provider: ProviderSpec, rates: Rates | None) -> bool:
 class _Entry:
     """A (provider, model) pair with what routing reads about it precomputed."""
 
-    __slots__ = ("fast", "free", "label", "local", "model", "provider", "rates", "roles",
-                 "wh_per_1k")
+    __slots__ = ("fast", "free", "label", "local", "model", "provider", "rates", "refused",
+                 "roles", "wh_per_1k")
 
     def __init__(self, provider: ProviderSpec, model: ModelSpec, rates: Rates | None) -> None:
         self.provider = provider
@@ -74,6 +74,16 @@ class _Entry:
         self.local = provider.local
         self.label = f"{provider.id}/{model.id}"
         self.wh_per_1k: float | None = None
+        # The last per-call refusal, keyed by the request's size: a pure function of the
+        # rates, the size and the limits, and steps of a plan ask the same sizes again.
+        self.refused: tuple[tuple[int, int, BudgetSpec], str | None] | None = None
+
+
+# A ranked row: [sort key, entry, est $, latency s, latency measured, success]. The sort
+# key starts with the group (0 where the response mode wants the work and the role fits,
+# 1 wrong role, +2 on the other side of local/API), then the free-tier rank, then the
+# rule's preference.
+_Row = tuple
 
 
 class Route:
@@ -83,13 +93,13 @@ class Route:
     them (the scheduler reads the first one and one line of reason).
     """
 
-    __slots__ = ("_candidates", "_ranked", "excluded", "heavy", "pinned", "prefer",
-                 "response", "roles", "step_type")
+    __slots__ = ("_candidates", "_ranked", "_weights", "excluded", "heavy", "pinned",
+                 "prefer", "response", "roles", "step_type")
 
     def __init__(self, step_type: str, roles: tuple[str, ...], prefer: str, heavy: bool,
-                 ranked: list[tuple], excluded: list[tuple[str, str]],
+                 ranked: list[_Row], excluded: list[tuple[str, str]],
                  response: ResponseMode = ResponseMode.BOUQUET,
-                 pinned: str | None = None) -> None:
+                 weights: WeightsSpec | None = None, pinned: str | None = None) -> None:
         self.response = response
         self.pinned = pinned  # the provider and/or model the step was pinned to
         self.step_type = step_type
@@ -97,13 +107,15 @@ class Route:
         self.prefer = prefer
         self.heavy = heavy
         self._ranked = ranked
+        self._weights = weights or WeightsSpec()
         self.excluded = excluded  # (provider/model, why)
         self._candidates: tuple[Candidate, ...] | None = None
 
     @property
     def candidates(self) -> tuple[Candidate, ...]:
         if self._candidates is None:
-            self._candidates = tuple(Candidate(*row[1:]) for row in self._ranked)
+            norm = _norms(self._ranked)
+            self._candidates = tuple(self._candidate(row, norm) for row in self._ranked)
         return self._candidates
 
     @property
@@ -111,7 +123,14 @@ class Route:
         """The first candidate, built alone (what a dispatch needs)."""
         if self._candidates is not None:
             return self._candidates[0] if self._candidates else None
-        return Candidate(*self._ranked[0][1:]) if self._ranked else None
+        return self._candidate(self._ranked[0], _norms(self._ranked)) if self._ranked else None
+
+    def _candidate(self, row: _Row, norm: tuple[float, float, float]) -> Candidate:
+        key, entry, est, latency, measured, success = row
+        wh = entry.wh_per_1k
+        return Candidate(entry.provider, entry.model, entry.rates, not key[0] & 1, entry.free,
+                         est, latency, measured, success, wh,
+                         _score(self._weights, norm, est, latency, success, wh))
 
     def __len__(self) -> int:
         return len(self._ranked)
@@ -162,6 +181,7 @@ class Router:
         for entry in self._entries:
             entry.rates = prices.rates(entry.provider, entry.model)
             entry.free = _free(entry.provider, entry.rates)
+            entry.refused = None
 
     def estimate_energy(self, wh_per_1k: Callable[[ProviderSpec, ModelSpec], float | None]
                         ) -> None:
@@ -193,12 +213,21 @@ class Router:
         limits = self.guard.limits
         cap = min(limits.max_usd_per_request,
                   limits.max_usd_per_1k_tokens * max(1, worst_input_tokens + max_tokens) / 1000)
+        size = (worst_input_tokens, max_tokens, limits)
+        wanted = frozenset(roles)
+        free_first = rule.free_first and prefer != "fastest"  # FAST: speed before price
+        by_price = prefer == "cheapest"
+        by_speed = prefer == "fastest"
+        max_usd = max_latency = max_wh = 0.0
         excluded: list[tuple[str, str]] = []
-        rows: list[tuple[_Entry, float, float, bool, float]] = []
+        rows: list[_Row] = []
+        add = rows.append
         health = self.health
         routable = self.routable
         tried = ("already tried for this step" if mode is not Mode.DOUBLE_CHECK
                  else "produced the result under audit")
+        # Rank as the rows are built: one pass, one tuple per candidate. The balanced score
+        # needs every row's figures first, so it keys the rows afterwards.
         for spec, entries in self._by_provider:
             pid = spec.id
             if provider is not None and pid != provider:
@@ -209,7 +238,7 @@ class Router:
                 why = "SURVIVAL: local models only"
             elif pid not in routable:
                 why = "no tested key"
-            elif not health.circuit(pid).allows_traffic():
+            elif (stats := health.routing(pid)) is None:
                 why = "circuit open"
             else:
                 why = None
@@ -217,8 +246,9 @@ class Router:
                 excluded.extend((entry.label, why) for entry in entries
                                 if model is None or entry.model.id == model)
                 continue
-            stats = health.stats(pid)
             measured = stats.latency_p50_s is not None
+            if measured:
+                live_latency, live_success = stats.latency_p50_s, stats.success
             for entry in entries:
                 if model is not None and entry.model.id != model:
                     continue
@@ -228,83 +258,98 @@ class Router:
                 rates = entry.rates
                 if rates is None or (worst_input_tokens * rates.input
                                      + max_tokens * rates.output) / 1_000_000 > cap:
-                    refusal = self.guard.per_call(rates, worst_input_tokens, max_tokens)
-                    if refusal is not None:
-                        excluded.append((entry.label, refusal.reason))
+                    refused = entry.refused
+                    if refused is None or refused[0] != size:
+                        refusal = self.guard.per_call(rates, worst_input_tokens, max_tokens)
+                        refused = entry.refused = (size, refusal and refusal.reason)
+                    if refused[1] is not None:
+                        excluded.append((entry.label, refused[1]))
                         continue
                     assert rates is not None
                 if measured:
-                    latency, success = stats.latency_p50_s, stats.success
+                    latency, success = live_latency, live_success
                 else:
                     latency = PRIOR_LATENCY_FAST_S if entry.fast else PRIOR_LATENCY_S
                     success = PRIOR_SUCCESS
                 est = (input_tokens * rates.input + out_tokens * rates.output) / 1_000_000
-                rows.append((entry, est, latency, measured, success))  # type: ignore[arg-type]
-        ranked = self._rank(rows, frozenset(roles), prefer, rule, local_first)
-        pinned = "/".join(p for p in (provider, model) if p is not None) or None
-        return Route(step_type, roles, prefer, heavy, ranked, excluded, response, pinned)
-
-    def _rank(self, rows: list[tuple[_Entry, float, float, bool, float]],
-              wanted: frozenset[str], prefer: str, rule: RuleSpec, local_first: bool
-              ) -> list[tuple]:
-        """Rows of (sort key, *Candidate fields), best first: by where the response mode
-        wants the work (API or local), then role fit, then the rule's preference."""
-        if not rows:
-            return []
-        free_first = rule.free_first and prefer != "fastest"  # FAST: speed before price
+                group = (0 if entry.local is local_first else 2) + (
+                    0 if not wanted or not wanted.isdisjoint(entry.roles) else 1)
+                free_rank = 0 if free_first and entry.free else 1
+                # A failing provider costs a retry: divide by the success rate.
+                if by_price:
+                    key: tuple[float, ...] = (group, free_rank,
+                                              est / (success if success > 0.05 else 0.05),
+                                              latency)
+                elif by_speed:
+                    key = (group, free_rank, latency / (success if success > 0.05 else 0.05),
+                           est)
+                else:
+                    key = (group, free_rank)
+                    # The scale of the balanced score, gathered on the way.
+                    max_usd = est if est > max_usd else max_usd
+                    max_latency = latency if latency > max_latency else max_latency
+                    wh = entry.wh_per_1k
+                    max_wh = wh if wh is not None and wh > max_wh else max_wh
+                add((key, entry, est, latency, measured, success))
         weights = self.bouquet.routing.weights
-        max_usd = max_latency = max_wh = 0.0
-        for entry, est, latency, _, _ in rows:
-            max_usd = est if est > max_usd else max_usd
-            max_latency = latency if latency > max_latency else max_latency
-            wh = entry.wh_per_1k or 0.0
-            max_wh = wh if wh > max_wh else max_wh
-        max_usd, max_latency, max_wh = max_usd or 1.0, max_latency or 1.0, max_wh or 1.0
-        ranked: list[tuple] = []
-        for entry, est, latency, measured, success in rows:
-            adequate = not wanted or not wanted.isdisjoint(entry.roles)
-            wh = entry.wh_per_1k
-            score = (weights.price * est / max_usd + weights.latency * latency / max_latency
-                     + weights.success * (1.0 - success)
-                     + weights.energy * (wh or 0.0) / max_wh)
-            # A failing provider costs a retry: divide by the success rate.
-            if prefer == "cheapest":
-                key: tuple[float, ...] = (est / max(success, 0.05), latency)
-            elif prefer == "fastest":
-                key = (latency / max(success, 0.05), est)
-            else:
-                key = (score,)
-            free_rank = 0.0 if (free_first and entry.free) else 1.0
-            place = 0.0 if entry.local is local_first else 1.0
-            ranked.append(((place, 0.0 if adequate else 1.0, free_rank, *key), entry.provider,
-                           entry.model, entry.rates, adequate, entry.free, est, latency,
-                           measured, success, wh, score))
-        ranked.sort(key=_sort_key)
-        return _alternate_providers(ranked)
+        if rows and not (by_price or by_speed):
+            max_usd, max_latency, max_wh = max_usd or 1.0, max_latency or 1.0, max_wh or 1.0
+            w_usd, w_latency = weights.price / max_usd, weights.latency / max_latency
+            w_success, w_wh = weights.success, weights.energy / max_wh
+            # _score() inlined: this runs for every candidate of every balanced decision.
+            rows = [((key[0], key[1], w_usd * est + w_latency * latency
+                      + w_success * (1.0 - success) + w_wh * (entry.wh_per_1k or 0.0)),
+                     entry, est, latency, measured, success)
+                    for key, entry, est, latency, measured, success in rows]
+        rows.sort(key=_sort_key)
+        pinned = "/".join(p for p in (provider, model) if p is not None) or None
+        return Route(step_type, roles, prefer, heavy, _alternate_providers(rows), excluded,
+                     response, weights, pinned)
 
 
-def _sort_key(row: tuple) -> tuple[float, ...]:
+def _norms(rows: list[_Row]) -> tuple[float, float, float]:
+    """The largest price, latency and energy among the candidates, to scale scores by."""
+    max_usd = max_latency = max_wh = 0.0
+    for _, entry, est, latency, _, _ in rows:
+        max_usd = est if est > max_usd else max_usd
+        max_latency = latency if latency > max_latency else max_latency
+        wh = entry.wh_per_1k or 0.0
+        max_wh = wh if wh > max_wh else max_wh
+    return max_usd or 1.0, max_latency or 1.0, max_wh or 1.0
+
+
+def _score(weights: WeightsSpec, norm: tuple[float, float, float], est: float,
+           latency: float, success: float, wh: float | None) -> float:
+    """The balanced score of price, latency, success and energy: lower is better."""
+    max_usd, max_latency, max_wh = norm
+    return (weights.price * est / max_usd + weights.latency * latency / max_latency
+            + weights.success * (1.0 - success) + weights.energy * (wh or 0.0) / max_wh)
+
+
+def _sort_key(row: _Row) -> tuple[float, ...]:
     return row[0]
 
 
-def _alternate_providers(ranked: list[tuple]) -> list[tuple]:
+def _alternate_providers(ranked: list[_Row]) -> list[_Row]:
     """Keep the best first, but let fallbacks try another provider before another model of
     the one that just failed (within each group of place and role fit, in order)."""
     if len(ranked) < 3:
         return ranked
-    out: list[tuple] = []
-    groups: dict[tuple[float, float], list[tuple]] = {}
+    out: list[_Row] = []
+    later: list[_Row] = []
+    seen: set[str] = set()
+    group = ranked[0][0][0]
     for row in ranked:  # already sorted: groups come in order
-        groups.setdefault(row[0][:2], []).append(row)
-    for group in groups.values():
-        seen: set[str] = set()
-        later: list[tuple] = []
-        for row in group:
-            pid = row[1].id
-            if pid in seen:
-                later.append(row)
-            else:
-                seen.add(pid)
-                out.append(row)
-        out.extend(later)
+        if row[0][0] != group:
+            out.extend(later)
+            later.clear()
+            seen.clear()
+            group = row[0][0]
+        pid = row[1].provider.id
+        if pid in seen:
+            later.append(row)
+        else:
+            seen.add(pid)
+            out.append(row)
+    out.extend(later)
     return out

@@ -132,6 +132,39 @@ CASES: list[tuple[str, str, list[Q]]] = [
      [("openai", "gpt-4o", 2.50, 10.0)]),
     ("GPT-4o mini: $0.15/M input; Batch API: $0.075/M input", "",
      [("openai", "gpt-4o-mini", 0.15, None)]),
+    # --- one price for both directions (issue 14) ----------------------------------------
+    ("Cohere Command R7B: 4 cents per million tokens for both prompt and completion", "",
+     [("cohere", "command-r7b", 0.04, 0.04)]),
+    ("Groq: Llama 3.3 70B now $0.69 per million tokens for input and output", "",
+     [("groq", "llama-3.3-70b-versatile", 0.69, 0.69)]),
+    ("Groq: Llama 3.1 8B at $0.05 per million tokens for input and output; Llama 3.3 70B at "
+     "$0.59/$0.79", "", [("groq", "llama-3.1-8b-instant", 0.05, 0.05),
+                         ("groq", "llama-3.3-70b-versatile", 0.59, 0.79)]),
+    ("DeepSeek-chat : 0,28 $ par million de jetons en entrée comme en sortie", "",
+     [("deepseek", "deepseek-chat", 0.28, 0.28)]),
+    ("Mistral Large : 2 $ par million de jetons pour les entrées et les sorties", "",
+     [("mistral", "mistral-large-latest", 2.0, 2.0)]),
+    ("Grok 4 costs $3 per million input tokens and output tokens cost $15 per million", "",
+     [("xai", "grok-4", 3.0, 15.0)]),  # "input ... and output" here is no "both"
+    # --- two prices, each with its own unit ----------------------------------------------
+    ("Grok 3 Mini: $0.0000003 per input token and $0.0000005 per output token", "",
+     [("xai", "grok-3-mini", 0.3, 0.5)]),
+    ("GPT-4.1 costs $0.000002 per prompt token and $0.000008 per completion token", "",
+     [("openai", "gpt-4.1", 2.0, 8.0)]),
+    ("Mistral Small : 0,0000001 $ par jeton d'entrée et 0,0000003 $ par jeton de sortie", "",
+     [("mistral", "mistral-small-latest", 0.1, 0.3)]),
+    ("Claude Opus 4.1: $15 per 1M input tokens and $75 per 1M output tokens", "",
+     [("anthropic", "claude-opus-4.1", 15.0, 75.0)]),
+    # --- a price per something else is no token price -----------------------------------
+    ("Claude Sonnet 4 web search: $10 per 1,000 searches, plus $3 per million input tokens", "",
+     [("anthropic", "claude-sonnet-4", 3.0, None)]),
+    ("o3 adds web search at $10 per thousand web searches", "", []),
+    ("Gemini 2.5 Pro grounding with Google Search: $35 per 1K grounded prompts", "", []),
+    ("Perplexity Sonar Pro: $6 per 1,000 requests, $3 per 1M input tokens and $15 per 1M output "
+     "tokens", "", [("perplexity", "sonar-pro", 3.0, 15.0)]),
+    ("Speech to text on Groq: $2 per 1,000 audio minutes", "", []),
+    ("Assistant vocal : 12 $ pour mille conversations", "", []),
+    ("Together AI dedicated endpoints: $0.40 per 1,000 GPU seconds", "", []),
     # --- no price: nothing ---------------------------------------------------------------
     ("Gemma 2 9B: new model from Google, free tier", "", []),
     ("OpenAI raises $6.6 billion at a $157 billion valuation", "", []),

@@ -19,6 +19,8 @@ from aetherflow_tui.engine.veille.classifier import (
     FEATURE_DIM,
     LABELS,
     MODEL_ID,
+    WORD_BUCKETS,
+    WORD_VALUE,
     Classifier,
     ClassifierError,
     ClassifierWorker,
@@ -29,6 +31,7 @@ from aetherflow_tui.engine.veille.classifier import (
     item_text,
     load_encoder,
     session_options,
+    word_features,
 )
 from aetherflow_tui.engine.veille.train import (
     HELDOUT_PATH,
@@ -245,6 +248,19 @@ def test_everyday_news_raises_no_outage_alert(classifier: Classifier):
              "d'ateliers.")]
     for prediction in classifier.classify([item_text(t, s) for t, s in news]):
         assert prediction.label != "outage" or prediction.confidence < threshold, prediction
+
+
+def test_classify_reads_the_features_training_fits(classifier: Classifier, heldout_items):
+    texts = [i.text for i in heldout_items[:40]]
+    dense = classifier.probabilities(classifier.features(texts))
+    assert dense.shape == (40, len(LABELS))
+    for row, prediction in zip(dense, classifier.classify(texts), strict=True):
+        assert prediction.label in (LABELS[row.argmax()], "noise")  # all-clear: noise
+        if prediction.label == LABELS[row.argmax()]:
+            assert prediction.confidence == pytest.approx(row.max(), abs=1e-5)
+    words = word_features(["Resolved: errors are back to normal", ""])
+    assert words.shape == (2, WORD_BUCKETS) and words[1].sum() == 0
+    assert set(np.unique(words[0])) == {0.0, WORD_VALUE}
 
 
 def test_outage_threshold_sits_above_every_false_outage():

@@ -151,20 +151,27 @@ def all_clear(title: str, summary: str = "") -> bool:
 _WORDS = re.compile(r"[^\W\d_]+")
 
 
-def word_features(texts: Sequence[str]) -> Any:
-    """float32 (len(texts), WORD_BUCKETS): WORD_VALUE where a word or a pair of adjacent
-    words of the text (NFKC, case-folded) hashes (blake2b), else 0."""
+def word_buckets(text: str) -> list[int]:
+    """The buckets its words and pairs of adjacent words (NFKC, case-folded) hash to with
+    blake2b, each once."""
     import hashlib
     import unicodedata
 
+    words = _WORDS.findall(unicodedata.normalize("NFKC", text[:MAX_CHARS]).casefold())
+    found = set()
+    for gram in (*words, *(f"{a} {b}" for a, b in itertools.pairwise(words))):
+        digest = hashlib.blake2b(gram.encode("utf-8", "surrogatepass"), digest_size=4)
+        found.add(int.from_bytes(digest.digest(), "little") % WORD_BUCKETS)
+    return sorted(found)
+
+
+def word_features(texts: Sequence[str]) -> Any:
+    """float32 (len(texts), WORD_BUCKETS): WORD_VALUE in each of a text's word_buckets."""
     import numpy as np
 
     out = np.zeros((len(texts), WORD_BUCKETS), dtype=np.float32)
     for row, text in enumerate(texts):
-        words = _WORDS.findall(unicodedata.normalize("NFKC", text[:MAX_CHARS]).casefold())
-        for gram in (*words, *(f"{a} {b}" for a, b in itertools.pairwise(words))):
-            digest = hashlib.blake2b(gram.encode("utf-8", "surrogatepass"), digest_size=4)
-            out[row, int.from_bytes(digest.digest(), "little") % WORD_BUCKETS] = WORD_VALUE
+        out[row, word_buckets(text)] = WORD_VALUE
     return out
 
 
@@ -338,22 +345,39 @@ class Classifier:
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return pooled / np.clip(norms, 1e-12, None)
 
-    def probabilities(self, features: Any) -> Any:
-        """Softmax over LABELS for each row of features()."""
-        import numpy as np
-
+    def _head(self) -> Head:
         if self.head is None:
             raise ClassifierError("the veille classifier has no head: load one (head.npz)")
-        logits = features @ self.head.weights.T + self.head.bias
-        logits -= logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
-        return exp / exp.sum(axis=1, keepdims=True)
+        return self.head
+
+    def probabilities(self, features: Any) -> Any:
+        """Softmax over LABELS for each row of features()."""
+        head = self._head()
+        return _softmax(features @ head.weights.T + head.bias)
 
     def classify(self, texts: Sequence[str], batch_size: int = BATCH_SIZE) -> list[Prediction]:
         """One Prediction per text, in input order (blocking)."""
         if not texts:
             return []
-        return predictions(self.probabilities(self.features(texts, batch_size)), texts)
+        head = self._head()
+        texts = [t if isinstance(t, str) else "" for t in texts]
+        # features() @ weights without the dense word matrix: a text's few buckets pick
+        # their columns of the weights.
+        logits = (self.embed(texts, batch_size) @ head.weights[:, :EMBEDDING_DIM].T
+                  + head.bias)
+        by_bucket = head.weights[:, EMBEDDING_DIM:].T
+        for row, text in enumerate(texts):
+            if found := word_buckets(text):
+                logits[row] += WORD_VALUE * by_bucket[found].sum(axis=0)
+        return predictions(_softmax(logits), texts)
+
+
+def _softmax(logits: Any) -> Any:
+    import numpy as np
+
+    logits = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(logits)
+    return exp / exp.sum(axis=1, keepdims=True)
 
 
 # -- the in-memory graph rewrite ---------------------------------------------------------------

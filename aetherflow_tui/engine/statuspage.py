@@ -32,6 +32,11 @@ _SHOWN = 3
 _FINISHED = frozenset({"resolved", "postmortem", "completed"})
 
 
+def is_finished(status: str | None) -> bool:
+    """Whether an incident's or a maintenance's status says nothing is wrong any more."""
+    return status is not None and status.strip().casefold() in _FINISHED
+
+
 class StatusLevel(StrEnum):
     OPERATIONAL = "operational"
     DEGRADED = "degraded"

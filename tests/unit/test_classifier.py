@@ -16,26 +16,34 @@ import pytest
 
 from aetherflow_tui.engine.veille.classifier import (
     ENCODER_GRAPH,
+    FEATURE_DIM,
     LABELS,
     MODEL_ID,
+    WORD_BUCKETS,
+    WORD_VALUE,
     Classifier,
     ClassifierError,
     ClassifierWorker,
     Prediction,
+    all_clear,
     default_model_path,
     int8_graph,
     item_text,
     load_encoder,
     session_options,
+    word_features,
 )
 from aetherflow_tui.engine.veille.train import (
     HELDOUT_PATH,
     TRAIN_PATH,
     Item,
     evaluate,
+    false_outage_rate,
     file_sha256,
     load_items,
     macro_f1,
+    outage_recall,
+    outage_threshold,
     per_label_metrics,
     train_head,
 )
@@ -63,12 +71,61 @@ def _norm(text: str) -> str:
     return re.sub(r"\W+", " ", unicodedata.normalize("NFKC", text).casefold()).strip()
 
 
+# Written for issue 14 before the all-clear rule (classifier.ALL_CLEAR) was, and never used to
+# develop it or to train: status notices that say nothing is wrong any more, and outages
+# still under way, in English and French. (title, summary, is_outage)
+UNSEEN_STATUS: list[tuple[str, str, bool]] = [
+    ("Resolved - Anthropic API returning overloaded errors",
+     "Overloaded errors on Claude Opus requests stopped at 09:58 UTC. This incident has been "
+     "resolved.", False),
+    ("Resolved: Elevated latency on gpt-4.1", "Latency has returned to normal levels for all "
+     "customers.", False),
+    ("Completed - Scheduled database maintenance", "The maintenance has been completed and all "
+     "systems are operating normally.", False),
+    ("All Systems Operational", "No incidents in the last 24 hours for the Cohere API.", False),
+    ("Groq API recovered", "Earlier errors on llama-3.3-70b-versatile have stopped and the service "
+     "has been restored for all regions.", False),
+    ("Incident resolved - Mistral OCR timeouts", "OCR requests complete within their usual time "
+     "again. We apologise for the inconvenience.", False),
+    ("Fixed: Gemini streaming returning truncated chunks", "A fix was rolled out at 16:30 UTC and "
+     "streams now finish with a complete final chunk.", False),
+    ("No active incidents", "All OpenRouter providers and the dashboard are reported as "
+     "operational.", False),
+    ("Rétabli : lenteurs sur l'API Groq", "Les temps de réponse sont revenus à la normale depuis "
+     "15 h 40. L'incident est résolu.", False),
+    ("Résolu - Panne du service d'embeddings", "Le service d'embeddings de Mistral AI fonctionne "
+     "de nouveau normalement après la panne de ce matin.", False),
+    ("Maintenance terminée sur l'API DeepSeek", "La maintenance planifiée s'est achevée comme "
+     "prévu ; tous les services sont de nouveau disponibles.", False),
+    ("Tous les services sont opérationnels", "Aucun incident n'est signalé sur l'API Anthropic ni "
+     "sur claude.ai.", False),
+    ("Incident clos : erreurs 502 sur OpenRouter", "Les erreurs ont cessé et le trafic est revenu "
+     "à la normale. Aucune action de votre part n'est nécessaire.", False),
+    ("Investigating - Elevated error rates for Claude Sonnet",
+     "We are currently investigating increased 500 errors on the Messages API.", True),
+    ("Identified - Gemini API requests timing out", "The issue has been identified and a fix is "
+     "being implemented. Requests to gemini-2.5-flash continue to time out.", True),
+    ("Major outage on the Groq API", "All requests are failing with 503 Service Unavailable. We "
+     "are working to restore service.", True),
+    ("Panne de l'API Anthropic", "Les requêtes vers l'API Claude échouent toutes depuis 11 h ; "
+     "les équipes enquêtent.", True),
+    ("Indisponibilité du service OpenAI en Europe", "Les appels à l'API depuis la région Europe "
+     "expirent depuis 7 h 30. Un correctif est en cours.", True),
+    ("Dégradation des performances sur DeepSeek", "La latence de deepseek-chat est anormalement "
+     "élevée et certaines requêtes échouent.", True),
+    ("Erreurs intermittentes sur l'API Mistral", "Une requête sur cinq échoue avec une erreur 500 "
+     "depuis ce matin. Nous cherchons la cause.", True),
+    ("Interruption du service Cerebras", "Les modèles ne répondent plus depuis 14 h 05 à la suite "
+     "d'une panne matérielle.", True),
+]
+
+
 # -- labels and dataset -----------------------------------------------------------------------
 
 def test_the_labels_are_exactly_the_five(classifier: Classifier):
     assert LABELS == ("price_change", "outage", "new_offer", "geopolitical_risk", "noise")
     assert classifier.head is not None
-    assert classifier.head.weights.shape == (len(LABELS), 384)
+    assert classifier.head.weights.shape == (len(LABELS), FEATURE_DIM)
     with np.load(Path(HELDOUT_PATH).with_name("head.npz")) as head:
         assert tuple(str(x) for x in head["labels"]) == LABELS
 
@@ -93,7 +150,8 @@ def test_every_dataset_line_is_a_well_formed_item():
     for path in (TRAIN_PATH, HELDOUT_PATH):
         for line in Path(path).read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
-            assert set(row) == {"title", "summary", "label"}
+            assert {"title", "summary", "label"} <= set(row) <= {"title", "summary", "label", "tag"}
+            assert row.get("tag") in (None, "all_clear")
             assert row["title"].strip() and row["summary"].strip()
             assert row["label"] in LABELS
 
@@ -131,6 +189,110 @@ def test_retraining_from_train_jsonl_reproduces_a_good_head(classifier, heldout_
     _, shipped = evaluate(classifier, heldout_items)
     agree = sum(a.label == b.label for a, b in zip(predictions, shipped, strict=True))
     assert agree / len(shipped) >= 0.95
+
+
+# -- all-clear notices and outage alerts (issue 14) -------------------------------------------
+
+def test_the_dataset_has_all_clear_notices_and_french_outages_in_both_splits(
+        train_items, heldout_items):
+    for items, least in ((train_items, 50), (heldout_items, 20)):
+        clear = [i for i in items if i.tag == "all_clear"]
+        assert len(clear) >= least and all(i.label == "noise" for i in clear)
+        french = [i for i in clear if re.search(r"[éèà]|\b(?:aucun|tous|rétabli)", i.text)]
+        assert len(french) >= least // 3
+        outages = [i.text.casefold() for i in items if i.label == "outage"]
+        for word in ("panne", "indisponib", "interruption", "dégradation",
+                     "erreurs intermittentes"):
+            assert any(word in text for text in outages), word
+
+
+def test_no_all_clear_notice_of_the_heldout_split_is_an_outage(classifier, heldout_items):
+    _, predictions = evaluate(classifier, heldout_items)
+
+    labelled, total = false_outage_rate(heldout_items, predictions)
+    assert total >= 20 and labelled == 0, [
+        (i.title, p) for i, p in zip(heldout_items, predictions, strict=True)
+        if i.tag == "all_clear" and p.label == "outage"]
+
+
+def test_unseen_status_notices_are_read_right(classifier: Classifier):
+    predictions = classifier.classify([item_text(t, s) for t, s, _ in UNSEEN_STATUS])
+
+    wrong = [(t, p) for (t, _, outage), p in zip(UNSEEN_STATUS, predictions, strict=True)
+             if (p.label == "outage") != outage]
+    assert not wrong
+
+
+def test_the_outage_threshold_was_measured_on_the_current_heldout_split(classifier,
+                                                                        heldout_items):
+    assert classifier.head is not None
+    meta = classifier.head.meta
+    assert meta["heldout_sha256"] == file_sha256(HELDOUT_PATH), (
+        "heldout.jsonl changed since head.npz was trained: run "
+        "python -m aetherflow_tui.engine.veille.train")
+    threshold = classifier.head.outage_threshold
+    _, predictions = evaluate(classifier, heldout_items)
+    assert threshold == outage_threshold([i.label for i in heldout_items], predictions)
+    assert 0 < threshold < 1
+    # Above it no held-out item raises a false outage alert, and most outages still do.
+    assert not [p for i, p in zip(heldout_items, predictions, strict=True)
+                if i.label != "outage" and p.label == "outage" and p.confidence >= threshold]
+    assert outage_recall(heldout_items, predictions, threshold) >= 0.7
+
+
+def test_everyday_news_raises_no_outage_alert(classifier: Classifier):
+    threshold = classifier.head.outage_threshold if classifier.head else 1.0
+    news = [("Team offsite recap", "The engineering team spent two days in the Alps planning "
+             "next year's roadmap."),
+            ("Séminaire d'équipe", "Toute l'équipe s'est retrouvée à Biarritz pour trois jours "
+             "d'ateliers.")]
+    for prediction in classifier.classify([item_text(t, s) for t, s in news]):
+        assert prediction.label != "outage" or prediction.confidence < threshold, prediction
+
+
+def test_classify_reads_the_features_training_fits(classifier: Classifier, heldout_items):
+    texts = [i.text for i in heldout_items[:40]]
+    dense = classifier.probabilities(classifier.features(texts))
+    assert dense.shape == (40, len(LABELS))
+    for row, prediction in zip(dense, classifier.classify(texts), strict=True):
+        assert prediction.label in (LABELS[row.argmax()], "noise")  # all-clear: noise
+        if prediction.label == LABELS[row.argmax()]:
+            assert prediction.confidence == pytest.approx(row.max(), abs=1e-5)
+    words = word_features(["Resolved: errors are back to normal", ""])
+    assert words.shape == (2, WORD_BUCKETS) and words[1].sum() == 0
+    assert set(np.unique(words[0])) == {0.0, WORD_VALUE}
+
+
+def test_outage_threshold_sits_above_every_false_outage():
+    truth = ["outage", "noise", "noise", "price_change"]
+    found = [Prediction("outage", 0.99), Prediction("outage", 0.654), Prediction("noise", 0.9),
+             Prediction("outage", 0.3)]
+    assert outage_threshold(truth, found) == 0.66
+    assert outage_threshold(["outage"], [Prediction("outage", 0.5)]) == 0.0
+
+
+@pytest.mark.parametrize(("title", "summary"), [
+    ("Resolved - Elevated errors on the API", "Error rates are back to normal."),
+    ("Completed: scheduled maintenance", ""),
+    ("All systems operational", ""),
+    ("Status", "There are no active incidents."),
+    ("Rétabli : erreurs sur l'API", ""),
+    ("Maintenance planifiée terminée", "Tous les services sont de nouveau disponibles."),
+    ("Page de statut", "Aucun incident en cours."),
+])
+def test_all_clear_notices_are_recognised(title: str, summary: str):
+    assert all_clear(title, summary)
+
+
+@pytest.mark.parametrize(("title", "summary"), [
+    ("Investigating - Elevated errors on the API", "We are working to resolve the issue."),
+    ("Panne de l'API Mistral", "Nos équipes travaillent au rétablissement du service."),
+    ("Degraded performance on embeddings", "Chat is operating normally; embeddings fail."),
+    ("Partial outage", "The issue has been identified and requests are still failing."),
+    ("Indisponibilité de l'API", "Le service est indisponible ; une enquête est en cours."),
+])
+def test_outages_under_way_are_not_all_clear(title: str, summary: str):
+    assert not all_clear(title, summary)
 
 
 # -- metrics ----------------------------------------------------------------------------------

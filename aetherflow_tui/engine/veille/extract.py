@@ -202,7 +202,9 @@ _PRICE = re.compile(
 )
 _REDUNDANT = re.compile(r" ?(?:USD|US ?\$|dollars?)(?!\w)", re.I)  # "$2.50 USD per..."
 _UNIT = re.compile(
-    r" ?(?:/|(?<!\w)(?:per|par|pour|for|every|each|le|au|a)(?!\w)) ?(?:(?:1|one|un|a) ?)?"
+    r" ?(?:/|(?<!\w)(?:per|par|pour|for|every|each|le|au|a)(?!\w)) ?"
+    # "$0.000003 per input token": the role can stand between "per" and the unit.
+    r"(?:(?P<urole>input|output|prompt|completion)s? )?(?:(?:1|one|un|a) ?)?"
     r"(?:(?P<mega>millions?(?!\w)|m(?:tok(?:en)?s?)?(?![a-z])|(?:1[ ,.]?)?000[ ,.]?000(?!\d))"
     r"|(?P<kilo>k(?:tok(?:en)?s?)?(?![a-z])|thousand(?!\w)|mille(?!\w)|milliers?(?!\w)"
     r"|(?:1[ ,.]?)?000(?!\d))"
@@ -210,14 +212,22 @@ _UNIT = re.compile(
     re.I,
 )
 _SCALES = {"mega": 1.0, "kilo": 1_000.0, "one": 1_000_000.0}
+_ROLE_WORDS = {"input": "input", "prompt": "input", "output": "output",
+               "completion": "output"}
 # The word after "per million": "tokens" or nothing is ours, "characters" or "images" is not.
 _NOUN = re.compile(r"[ -]?(?:(?:de|d'|of|en|input|output|prompt|completion)[ ']?){0,3}"
                    r"(?P<word>[^\W\d_]{2,20})", re.I)
 _NOT_TOKENS = frozenset({
     "character", "char", "caractère", "image", "request", "requête", "search", "recherche",
-    "querie", "query", "call", "appel", "page", "word", "mot", "second", "minute", "hour",
-    "heure", "user", "seat", "document", "email",
+    "query", "call", "appel", "page", "word", "mot", "second", "seconde", "minute", "hour",
+    "heure", "user", "utilisateur", "seat", "siège", "licence", "license", "document",
+    "email", "message", "month", "mois", "year", "année", "day", "jour", "week", "semaine",
+    "source", "session", "conversation", "audio", "video", "vidéo", "file", "fichier",
+    "step", "run", "job", "execution", "instance", "gpu", "node", "generation",
 })
+# Words after a unit that say nothing of what is priced: looked past, up to _NOUN_WORDS.
+_NEXT_WORD = re.compile(r"[ -]?(?:d'|l')?(?P<word>[^\W\d_]{1,20})", re.I)
+_NOUN_WORDS = 3
 _TOKEN_WORDS = frozenset({"token", "jeton", "tok"})
 _OTHER_UNIT = re.compile(
     r" ?(?:(?:/|(?<!\w)(?:per|par|each|every)(?!\w)) ?(?!(?:input|output|prompt)(?!\w))[^\W\d_]"
@@ -243,6 +253,7 @@ class _Price:
     usd: float
     scale: float | None  # × usd = $ per million tokens; None until borrowed from a neighbour
     assumed: bool = False  # no unit anywhere in the item: kept only when called input/output
+    role: str | None = None  # the role written inside the unit ("per input token")
 
 
 def _number(raw: str, french: bool) -> float | None:
@@ -293,13 +304,45 @@ def _with_unit(text: str, start: int, end: int, after: int, amount: float) -> _P
     """The price with the unit that follows it; None when it prices something else."""
     unit = _UNIT.match(text, after)
     if unit:
-        noun = _NOUN.match(text, unit.end())
-        if noun and noun.group("word").lower().rstrip("s") in _NOT_TOKENS:
+        scale = next(name for name in _SCALES if unit.group(name))
+        noun = _unit_noun(text, unit.end())
+        # "per million" alone is the token convention; "per 1,000" alone is as often
+        # requests or searches ("$35 per 1,000 grounded prompts"), so it needs "tokens".
+        if noun not in (None, "token") or (scale == "kilo" and noun is None):
             return None
-        return _Price(start, end, unit.end(), amount, _SCALES[unit.lastgroup or "mega"])
+        role = unit.group("urole")
+        return _Price(start, end, unit.end(), amount, _SCALES[scale],
+                      role=_ROLE_WORDS[role.lower()] if role else None)
     if _OTHER_UNIT.match(text, after) or _MAGNITUDE.match(text, after):
         return None
     return _Price(start, end, after, amount, None)
+
+
+def _singular(word: str) -> str:
+    word = word.lower()
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    if word.endswith(("ches", "shes", "sses", "xes")):
+        return word[:-2]
+    if word.endswith("s") and not word.endswith("ss") and word != "mois":
+        return word[:-1]
+    return word
+
+
+def _unit_noun(text: str, pos: int) -> str | None:
+    """What a unit counts, from the words after it: "token", another thing ("search",
+    "image", "month"...), or None when the next few words name neither."""
+    for _ in range(_NOUN_WORDS):
+        found = _NEXT_WORD.match(text, pos)
+        if found is None:
+            return None
+        word = _singular(found.group("word"))
+        if word in _TOKEN_WORDS:
+            return "token"
+        if word in _NOT_TOKENS:
+            return word
+        pos = found.end()
+    return None
 
 
 def _current(prices: list[_Price], text: str, bounds: _Bounds) -> list[_Price]:
@@ -315,7 +358,7 @@ def _item_scale(text: str) -> float | None:
         noun = _NOUN.match(text, unit.end())
         tokens = noun is not None and noun.group("word").lower().rstrip("s") in _TOKEN_WORDS
         if tokens or "tok" in unit.group(0).lower():
-            return _SCALES[unit.lastgroup or "mega"]
+            return _SCALES[next(name for name in _SCALES if unit.group(name))]
     return None
 
 
@@ -356,6 +399,13 @@ _AFTER_STOP = re.compile(r"[,;:/|]|(?<!\w)(?:and|et|while|whereas|but|mais|vs|ve
                          r"(?!\w)", re.I)
 _BEFORE_STOP = re.compile(r"[,;|]|(?<!\w)(?:and|et|while|whereas|but|mais|vs|versus|tandis)"
                           r"(?!\w)", re.I)
+# One price for both directions, said after it: "..., input and output alike", "for both
+# prompt and completion", "whether prompt or completion", "pour l'entrée et la sortie".
+_BOTH = re.compile(
+    r"(?<!\w)(?:inputs?|prompts?|entrées?|entrees?)(?: tokens?| jetons?)?"
+    r" ?(?:/|&|\+|and|or|et|ou|comme|as well as|ainsi que) ?(?:(?:for|on|pour|en|the|la|le|les|l')"
+    r"[ ']?){0,2}(?:outputs?|completions?|sorties?)(?!\w)", re.I)
+_BOTH_WINDOW = 64
 _IN_OUT = re.compile(r" ?(?:(?P<input>in)|(?P<output>out)) ?", re.I)  # "$0.59 in / $0.79 out"
 
 
@@ -367,6 +417,18 @@ def _role_in(window: str, last: bool) -> tuple[str | None, int]:
         return "special", hits[-1].end()
     hit = hits[-1] if last else hits[0]
     return hit.lastgroup, hit.end()
+
+
+def _both(text: str, tail: int, ahead: int, end: int) -> int:
+    """How far past tail a "both directions" phrase for this price reaches; 0 if none. When
+    another price follows in the sentence, something must part them: in "$3 per million
+    input tokens and output tokens cost $15", "input ... and output" is no such phrase."""
+    found = _BOTH.search(text, tail, min(ahead, tail + _BOTH_WINDOW))
+    if found is None:
+        return 0
+    if ahead < end and not _BEFORE_STOP.search(text, found.end(), ahead):
+        return 0
+    return found.end() - tail
 
 
 def _roles(prices: list[_Price], text: str, bounds: _Bounds) -> list[str | None]:
@@ -382,6 +444,10 @@ def _roles(prices: list[_Price], text: str, bounds: _Bounds) -> list[str | None]
         role, claimed = _role_in(after, last=False)
         if role is None and (short := _IN_OUT.fullmatch(after)):
             role, claimed = short.lastgroup, len(after)
+        if price.role is not None:
+            role = price.role
+        elif both := _both(text, price.tail, min(ahead, end), end):
+            role, claimed = "both", both
         before = text[max(used, start, price.start - _WINDOW):price.start]
         for stop in _BEFORE_STOP.finditer(before):
             before = before[stop.end():]  # each cut shortens it: the last one wins

@@ -69,6 +69,16 @@ _URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f-\x9f]")  # whitespace and controls,
 # A feed's own identifier that is meant to be unique everywhere, not just within the feed.
 _GLOBAL_ID = re.compile(r"(?i)(tag|urn):")
 
+# The head of a Statuspage history entry (history.rss / history.atom): its newest update's
+# state in <strong>, after the update's date. Bounded repetition only: hostile HTML costs
+# a short scan.
+_STATUS_UPDATE = re.compile(
+    r"\s{0,20}(?:<p>\s{0,20})?(?:<small>[^<>]{0,200}(?:<var[^<>]{0,100}>[^<>]{0,50}</var>"
+    r"[^<>]{0,50}){0,4}</small>\s{0,20})?(?:<br\s{0,5}/?>\s{0,20})?"
+    r"<strong>\s{0,5}([a-z][a-z ]{0,29}?)\s{0,5}</strong>\s{0,5}-", re.I)
+_UPDATE_STATES = frozenset({"investigating", "identified", "monitoring", "update", "resolved",
+                            "postmortem", "scheduled", "in progress", "verifying", "completed"})
+
 # Well-known public feeds, by the host of a provider's base_url. These URLs could not be
 # verified from here (no network): each was public when this table was written.
 _FEEDS: tuple[tuple[str, str, str], ...] = (
@@ -103,6 +113,9 @@ class FeedItem:
     link: str | None  # an absolute http(s) URL, or None
     published_ts: float | None  # epoch seconds
     key: str  # the same news gets the same key whichever source carried it (see item_key)
+    # The incident's state as the source itself gives it (a status page's incident status,
+    # the newest update of a Statuspage history feed entry), lower case; None if it says none.
+    status: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +193,7 @@ def parse_status(body: bytes, *, source: str) -> list[FeedItem]:
             link=None,
             published_ts=_iso_ts(incident.updated_at),
             key=f"status:{report.page.casefold()}/{incident.name.casefold()}",
+            status=incident.status.casefold(),
         ))
     return items
 
@@ -372,7 +386,19 @@ def _item(entry: Any, source: str) -> FeedItem | None:
         published_ts=_struct_ts(entry.get("published_parsed") or entry.get("updated_parsed")),
         key=item_key(link, entry_id if isinstance(entry_id, str) else None, title,
                      source=source),
+        status=_update_status(entry.get("summary_detail"))
+        or _update_status(contents[0] if contents else None),
     )
+
+
+def _update_status(detail: Any) -> str | None:
+    """The state a Statuspage history entry ("<small>date</small><br><strong>Resolved</strong>
+    - ...", newest update first) gives its incident, lower case; None for any other entry."""
+    if not isinstance(detail, Mapping) or not isinstance(detail.get("value"), str):
+        return None
+    found = _STATUS_UPDATE.match(detail["value"][:_RAW_MAX])
+    status = " ".join(found.group(1).split()).casefold() if found else None
+    return status if status in _UPDATE_STATES else None
 
 
 def _text(detail: Any) -> str:

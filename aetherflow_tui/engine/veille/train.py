@@ -1,10 +1,16 @@
 """Train the veille head: python -m aetherflow_tui.engine.veille.train [--l2 X] [--out PATH]
 
-Reads data/train.jsonl, embeds every item with the shipped MiniLM encoder, fits a multinomial
-logistic regression (softmax, L2-regularised, class-weighted, L-BFGS in plain numpy) and
-writes data/head.npz with the sha256 of the train file and the model id it was trained for.
+Reads data/train.jsonl, embeds every item with the shipped MiniLM encoder (plus its hashed
+words, see classifier.word_features), fits a multinomial logistic regression (softmax,
+L2-regularised, class-weighted, L-BFGS in plain numpy) and writes data/head.npz with the
+sha256 of the train file and the model id it was trained for.
 The regularisation strength is chosen by 5-fold cross-validation on the train split alone.
-Then it reports macro-F1 and per-label F1 on data/heldout.jsonl, which is never trained on.
+Then it reports macro-F1 and per-label F1 on data/heldout.jsonl, which is never trained on,
+and measures there the outage alert threshold (see outage_threshold), written into the
+head with the held-out file's sha256.
+Items tagged "all_clear" (resolved incidents, completed maintenance, "all systems
+operational", in English and French) are noise; the share of them labelled outage is the
+false-outage rate.
 
 The metrics (macro_f1, per_label_metrics) are used by the tests and the benchmark too.
 """
@@ -14,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +30,8 @@ from typing import Any
 
 from aetherflow_tui.engine.veille.classifier import (
     DATA_DIR,
+    EMBEDDING_DIM,
+    FEATURES,
     HEAD_PATH,
     LABELS,
     MAX_TOKENS,
@@ -35,6 +44,7 @@ from aetherflow_tui.engine.veille.classifier import (
 
 TRAIN_PATH = DATA_DIR / "train.jsonl"
 HELDOUT_PATH = DATA_DIR / "heldout.jsonl"
+ALL_CLEAR = "all_clear"
 L2_GRID = (1e-4, 1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
 CV_FOLDS = 5
 
@@ -44,6 +54,7 @@ class Item:
     title: str
     summary: str
     label: str
+    tag: str | None = None  # ALL_CLEAR for a notice that nothing is wrong (label noise)
 
     @property
     def text(self) -> str:
@@ -67,7 +78,10 @@ def load_items(path: Path | str) -> list[Item]:
         row = json.loads(line)
         if row.get("label") not in LABELS:
             raise ValueError(f"{path}:{number}: label {row.get('label')!r} is not one of {LABELS}")
-        items.append(Item(str(row["title"]), str(row.get("summary", "")), row["label"]))
+        tag = row.get("tag")
+        if tag not in (None, ALL_CLEAR) or (tag == ALL_CLEAR and row["label"] != "noise"):
+            raise ValueError(f"{path}:{number}: tag {tag!r} is not {ALL_CLEAR!r} on a noise item")
+        items.append(Item(str(row["title"]), str(row.get("summary", "")), row["label"], tag))
     return items
 
 
@@ -103,6 +117,29 @@ def macro_f1(truth: Sequence[str], predicted: Sequence[str],
 
 def accuracy(truth: Sequence[str], predicted: Sequence[str]) -> float:
     return sum(t == p for t, p in zip(truth, predicted, strict=True)) / max(1, len(truth))
+
+
+def outage_threshold(truth: Sequence[str], predictions: Sequence[Prediction]) -> float:
+    """The lowest confidence, in steps of 0.01, above every item labelled outage that is
+    not one: below it an outage label raises no alert (0 when there is no false outage)."""
+    false = [p.confidence for t, p in zip(truth, predictions, strict=True)
+             if p.label == "outage" and t != "outage"]
+    return (math.floor(max(false) * 100) + 1) / 100 if false else 0.0
+
+
+def false_outage_rate(items: Sequence[Item], predictions: Sequence[Prediction],
+                      threshold: float = 0.0) -> tuple[int, int]:
+    """(all-clear items labelled outage at or above threshold, all-clear items)."""
+    pairs = [(i, p) for i, p in zip(items, predictions, strict=True) if i.tag == ALL_CLEAR]
+    return sum(p.label == "outage" and p.confidence >= threshold for _, p in pairs), len(pairs)
+
+
+def outage_recall(items: Sequence[Item], predictions: Sequence[Prediction],
+                  threshold: float) -> float:
+    """Share of the outages labelled outage at or above threshold (they raise an alert)."""
+    outages = [p for i, p in zip(items, predictions, strict=True) if i.label == "outage"]
+    return sum(p.label == "outage" and p.confidence >= threshold
+               for p in outages) / max(1, len(outages))
 
 
 def format_report(truth: Sequence[str], predicted: Sequence[str]) -> list[str]:
@@ -157,17 +194,23 @@ def _lbfgs(fun: Callable[[Any], tuple[float, Any]], x: Any, *, memory: int = 10,
 
 
 def fit_softmax(features: Any, targets: Any, *, l2: float, class_weighted: bool = True,
-                max_iter: int = 500) -> tuple[Any, Any]:
+                max_iter: int = 500, standardised: int | None = EMBEDDING_DIM,
+                ) -> tuple[Any, Any]:
     """Multinomial logistic regression: (weights (k, d), bias (k,)) in the original feature
-    space. Features are standardised for the fit (the L2 penalty then treats every dimension
-    alike) and the scaling is folded back into the weights and bias."""
+    space. The first ``standardised`` columns (the embedding; None: all) are standardised
+    for the fit (the L2 penalty then treats those dimensions alike), the rest (the hashed
+    words, see classifier.word_features) are left as they are: standardised, a word seen in
+    three items would get a weight scaled up tenfold. The scaling is folded back into the
+    weights and bias."""
     import numpy as np
 
     x = np.asarray(features, dtype=np.float64)
     y = np.asarray(targets, dtype=np.int64)
     n, d = x.shape
     k = len(LABELS)
-    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
+    cut = d if standardised is None else min(d, standardised)
+    mean, scale = np.zeros(d), np.ones(d)
+    mean[:cut], scale[:cut] = x[:, :cut].mean(axis=0), x[:, :cut].std(axis=0) + 1e-6
     z = (x - mean) / scale
     onehot = np.eye(k)[y]
     counts = np.bincount(y, minlength=k).astype(np.float64)
@@ -241,22 +284,29 @@ class TrainResult:
 
 def train_head(train_path: Path | str = TRAIN_PATH, out_path: Path | str | None = HEAD_PATH,
                *, l2: float | None = None, classifier: Classifier | None = None,
-               ) -> TrainResult:
-    """Embed the train split, fit the head (l2 by cross-validation unless given), write it
-    to ``out_path`` unless that is None, and return it."""
+               heldout_path: Path | str | None = None) -> TrainResult:
+    """Embed the train split, fit the head (l2 by cross-validation unless given), measure
+    its outage threshold on ``heldout_path`` if given, write it to ``out_path`` unless that
+    is None, and return it."""
     import numpy as np
 
     items = load_items(train_path)
     encoder = classifier or Classifier.load_encoder_only()
-    features = encoder.embed([item.text for item in items])
+    features = encoder.features([item.text for item in items])
     targets = np.array([LABELS.index(item.label) for item in items])
     cv_scores: dict[float, float] = {}
     if l2 is None:
         l2, cv_scores = cross_validate_l2(features, targets)
     weights, bias = fit_softmax(features, targets, l2=l2)
-    meta = {"train_sha256": file_sha256(train_path), "model_id": MODEL_ID,
+    meta = {"train_sha256": file_sha256(train_path), "model_id": MODEL_ID, "features": FEATURES,
             "encoder_graph": encoder.encoder_graph, "l2": repr(l2),
             "max_tokens": str(MAX_TOKENS), "train_items": str(len(items))}
+    if heldout_path is not None:
+        heldout = load_items(heldout_path)
+        _, found = evaluate(encoder.with_head(Head(weights, bias, meta)), heldout)
+        threshold = outage_threshold([i.label for i in heldout], found)
+        meta |= {"outage_threshold": repr(threshold),
+                 "heldout_sha256": file_sha256(heldout_path)}
     if out_path is not None:
         save_head(out_path, weights, bias, **meta)
     return TrainResult(Head(weights, bias, meta), l2, cv_scores, len(items), meta["train_sha256"])
@@ -279,7 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     encoder = Classifier.load_encoder_only()
-    result = train_head(args.train, args.out, l2=args.l2, classifier=encoder)
+    result = train_head(args.train, args.out, l2=args.l2, classifier=encoder,
+                        heldout_path=args.heldout)
     for l2, score in result.cv_scores.items():
         print(f"cv l2={l2:g}: macro-F1 {score:.3f}")
     print(f"trained on {result.train_items} items of {args.train} (sha256 "
@@ -290,6 +341,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"held-out {args.heldout}:")
     for line in format_report([i.label for i in heldout], [p.label for p in predictions]):
         print("  " + line)
+    threshold = result.head.outage_threshold
+    raw, total = false_outage_rate(heldout, predictions)
+    alerts, _ = false_outage_rate(heldout, predictions, threshold)
+    print(f"  outage alert threshold {threshold:.2f} (outage recall there "
+          f"{outage_recall(heldout, predictions, threshold):.3f}); all-clear items labelled "
+          f"outage: {raw}/{total}, of which would alert: {alerts}/{total}")
     return 0
 
 

@@ -236,11 +236,18 @@ class VeilleWatch:
     async def _classify_and_store(self, fresh: list[Any]) -> list[VeilleItem]:
         if not fresh:
             return []
-        from .classifier import item_text
+        from ..statuspage import is_finished
+        from .classifier import Prediction, item_text
         from .extract import Catalog, extract_prices
 
-        predictions = await self.classifier.classify(
-            [item_text(i.title, i.summary) for i in fresh])
+        # A source that says its incident is resolved knows better than a reading of the
+        # text: such an item is no outage and the classifier is not asked.
+        settled = [is_finished(i.status) for i in fresh]
+        classified = iter(await self.classifier.classify(
+            [item_text(i.title, i.summary) for i, done in zip(fresh, settled, strict=True)
+             if not done]))
+        over = Prediction("noise", 1.0)
+        predictions = [over if done else next(classified) for done in settled]
         catalog = Catalog.from_bouquet(self.engine.bouquet)
         quotes = await asyncio.to_thread(
             lambda: [extract_prices(i.title, i.summary, catalog) for i in fresh])
@@ -260,7 +267,7 @@ class VeilleWatch:
         approvals: list[Approval] = []
         sure = [i for i in items if i.confidence >= self.spec.min_confidence]
         for item in sure:
-            if item.label == "outage":
+            if item.label == "outage" and item.confidence >= self.outage_threshold():
                 self._outage_alert(item)
             if item.label not in ("price_change", "new_offer"):
                 continue
@@ -273,6 +280,12 @@ class VeilleWatch:
                 if approval is not None:
                     approvals.append(approval)
         return approvals
+
+    def outage_threshold(self) -> float:
+        """The confidence an outage label needs to raise an alert: min_confidence, or the
+        head's own threshold (measured on the held-out set, see train.py) if higher."""
+        head = self.classifier.head
+        return max(self.spec.min_confidence, head.outage_threshold if head else 0.0)
 
     def _outage_alert(self, item: VeilleItem) -> None:
         providers = _mentioned(self.engine, item)

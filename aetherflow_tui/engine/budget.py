@@ -4,7 +4,13 @@ Before a call is dispatched its worst case (every input byte a token, plus max_t
 answer, at the model's price) is reserved against the daily budget; when it ends, the
 reservation is replaced by what the call really cost. Check and reservation happen in one
 synchronous step on the event loop, so a hundred steps starting at once see each other's
-reservations and the day's total never passes the budget.
+reservations and the day's total never passes the budget. The same check is then made
+for every process on the data dir at once, in the store (`Store.reserve`), whose row is
+also the durable record that the call went out.
+
+Reservations in flight are not spend: a call that does not fit only because of them is
+`Full` and waits for them to settle (`changed()`); it is refused only when what was
+really spent plus its own worst case would pass the budget.
 
 Spend is what the store has committed for today (every process writing to this data dir),
 plus what this process has settled but not yet committed. `sync()` re-reads the store.
@@ -12,6 +18,9 @@ plus what this process has settled but not yet committed. `sync()` re-reads the 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 from dataclasses import dataclass
 
 from .config import BudgetSpec
@@ -57,13 +66,21 @@ _FIXES = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class Full:
+    """The call's worst case fits the day, but not beside the reservations in flight."""
+
+    reason: str
+
+
 class Reservation:
-    __slots__ = ("day", "settled", "usd")
+    __slots__ = ("day", "row", "settled", "usd")
 
     def __init__(self, day: str, usd: float) -> None:
         self.day = day
         self.usd = usd
         self.settled = False
+        self.row: int | None = None  # its row in the store's reservations table
 
 
 class BudgetGuard:
@@ -74,6 +91,7 @@ class BudgetGuard:
         self._uncommitted = 0.0  # settled here, not yet in the store
         self.reserved = 0.0  # worst cases of calls in flight
         self.refusals = 0
+        self._changed = asyncio.Event()
 
     @property
     def spent(self) -> float:
@@ -89,12 +107,24 @@ class BudgetGuard:
             self.day = day
             self._uncommitted = 0.0
         self._committed = committed_usd
+        self._wake()
 
     def committed(self, day: str, usd: float) -> None:
         """Rows this process settled have been committed: move them across."""
         if day == self.day:
             self._uncommitted = max(0.0, self._uncommitted - usd)
             self._committed += usd
+        self._wake()
+
+    async def changed(self, timeout: float) -> None:
+        """Wait until a reservation is released or spend moves, or `timeout` passes (other
+        processes' settlements are seen only by re-reading the store)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     def per_call(self, rates: Rates | None, input_tokens: int, max_tokens: int
                  ) -> Refusal | None:
@@ -111,18 +141,33 @@ class BudgetGuard:
                            f"${self.limits.max_usd_per_request:g} per-request ceiling")
         return None
 
-    def reserve(self, day: str, usd: float) -> Reservation | Refusal:
-        """Reserve a call's worst case, or refuse it. Never awaits: atomic on the loop."""
+    def reserve(self, day: str, usd: float) -> Reservation | Refusal | Full:
+        """Reserve a call's worst case, refuse it, or say it must wait for the calls in
+        flight. Never awaits: atomic on the loop."""
         if day != self.day:
             # Midnight passed and nobody synced yet: the new day starts empty.
             self.sync(day, 0.0)
+        refusal = self.refuse(usd, self.spent)
+        if refusal is not None:
+            return refusal
         if self.spent + self.reserved + usd > self.limits.daily_usd + 1e-12:
-            self.refusals += 1
-            return Refusal("daily", f"worst case ${usd:.4f} would pass the daily budget "
-                           f"(${self.spent:.4f} spent, ${self.reserved:.4f} reserved, "
-                           f"${self.limits.daily_usd:g} a day)")
+            return Full(f"worst case ${usd:.4f} waits for ${self.reserved:.4f} reserved by "
+                        f"calls in flight (${self.spent:.4f} spent, "
+                        f"${self.limits.daily_usd:g} a day)")
         self.reserved += usd
         return Reservation(day, usd)
+
+    def refuse(self, usd: float, spent: float) -> Refusal | None:
+        """The daily refusal: what was really spent plus this call alone passes the budget."""
+        if spent + usd <= self.limits.daily_usd + 1e-12:
+            return None
+        self.refusals += 1
+        return Refusal("daily", f"worst case ${usd:.4f} would pass the daily budget "
+                       f"(${spent:.4f} spent, ${self.limits.daily_usd:g} a day)")
+
+    def release(self, reservation: Reservation) -> None:
+        """The call never went out: give its reservation back, nothing spent."""
+        self.settle(reservation, 0.0)
 
     def settle(self, reservation: Reservation, actual_usd: float) -> None:
         """The call ended: release its reservation and count what it really cost."""
@@ -132,3 +177,24 @@ class BudgetGuard:
         self.reserved = max(0.0, self.reserved - reservation.usd)
         if reservation.day == self.day:
             self._uncommitted += actual_usd
+        self._wake()
+
+
+def this_process() -> tuple[int, float]:
+    """(pid, start time): who owns a reservation row. The start time tells a reused pid
+    from the process that wrote the row."""
+    import psutil
+
+    return os.getpid(), psutil.Process().create_time()
+
+
+def process_alive(pid: int, started: float) -> bool:
+    """Whether the process that wrote a reservation row still runs (a zombie does not)."""
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        return (abs(process.create_time() - started) < 1.0
+                and process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False

@@ -274,7 +274,32 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (provider, model)
     );
     """,
+    # 7: the budget across processes. A call's worst case, reserved before it goes out by
+    # whichever process makes it; the row is deleted in the transaction that writes the
+    # call's own row. A row whose process died is a call cut mid-way: it becomes a call
+    # row at its worst case (Store.expire_reservations).
+    """
+    CREATE TABLE reservations (
+        id INTEGER PRIMARY KEY,
+        day TEXT NOT NULL,
+        ts REAL NOT NULL,
+        pid INTEGER NOT NULL,
+        pid_started REAL NOT NULL,
+        usd REAL NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        provider TEXT NOT NULL,
+        model TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        run_id TEXT,
+        step_id TEXT
+    );
+    CREATE INDEX reservations_day ON reservations(day);
+    """,
 )
+
+# A call left in flight by a process that died: billed, perhaps, and never settled.
+CUT_BY_CRASH = "estimated:worst-case"
 
 _CALL_COLUMNS = (
     "ts, day, provider, model, purpose, ok, input_tokens, cached_input_tokens, output_tokens, "
@@ -345,6 +370,8 @@ class Store:
         self._write_lock = asyncio.Lock()
         self.prepare: Prepare | None = None  # fills in energy just before the write
         self.on_committed: Committed | None = None  # publishes CallRecorded after commit
+        self._reserving: list[tuple[dict[str, Any], float, Any]] = []  # budget, queued
+        self._reserver: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, path: Path, *, max_batch: int = 2000) -> Store:
@@ -436,19 +463,7 @@ class Store:
             # EcoLogits takes a fraction of a millisecond a row: keep it off the event loop.
             rows = await asyncio.to_thread(
                 lambda: [prepare(row) if row.energy is None else row for row in rows])
-        totals: dict[tuple[str, str], list[float]] = {}
-        for row in rows:
-            acc = totals.setdefault((row.day, row.provider), [0] * 9)
-            energy = row.energy
-            acc[0] += 1
-            acc[1] += 0 if row.ok else 1
-            acc[2] += row.cost.usd or 0.0
-            acc[3] += 0 if row.cost.priced else 1
-            acc[4] += row.input_tokens
-            acc[5] += row.output_tokens
-            acc[6] += (energy.wh or 0.0) if energy else 0.0
-            acc[7] += (energy.gco2e or 0.0) if energy else 0.0
-            acc[8] += (energy.wh or 0.0) if energy and energy.measured else 0.0
+        totals = _totals(rows)
         grouped: dict[str, list[tuple[Any, ...]]] = {}
         for write in writes:
             grouped.setdefault(write.sql, []).append(write.params)
@@ -467,6 +482,10 @@ class Store:
                 await self._db.executemany(
                     _UPSERT_TOTALS,
                     [(day, provider, *acc) for (day, provider), acc in totals.items()])
+                settled = [(r.reservation,) for r in rows if r.reservation is not None]
+                if settled:
+                    await self._db.executemany("DELETE FROM reservations WHERE id = ?",
+                                               settled)
             for sql, params in grouped.items():
                 await self._db.executemany(sql, params)
             await self._db.execute("COMMIT")
@@ -542,6 +561,115 @@ class Store:
                 "SELECT COALESCE(SUM(usd), 0) FROM daily_totals WHERE day = ?", (day,))
             (usd,) = await cursor.fetchone()  # type: ignore[misc]
         return float(usd)
+
+    async def reserve(self, row: dict[str, Any], limit: float
+                      ) -> tuple[int | None, float, float]:
+        """Reserve a call's worst case (`row["usd"]`) against `limit` for every process on
+        this file at once: (row id or None when it does not fit, spent, reserved) as they
+        stood in the transaction. The row is the durable record that the call went out.
+
+        The calls reserving at the same moment share one transaction (one fsync), in the
+        order they asked."""
+        future: asyncio.Future[tuple[int | None, float, float]] = (
+            asyncio.get_running_loop().create_future())
+        self._reserving.append((row, limit, future))
+        if self._reserver is None or self._reserver.done():
+            self._reserver = asyncio.create_task(self._reserve_batches(), name="reserver")
+        return await future
+
+    async def _reserve_batches(self) -> None:
+        while self._reserving:
+            batch, self._reserving = self._reserving, []
+            try:
+                results = await self._reserve_batch(batch)
+            except Exception as exc:
+                for *_, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            abandoned = []
+            for (*_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+                elif result[0] is not None:  # its caller was cancelled: the call never went
+                    abandoned.append((result[0],))
+            if abandoned:
+                async with self._write_lock:
+                    await self._db.executemany("DELETE FROM reservations WHERE id = ?",
+                                               abandoned)
+
+    async def _reserve_batch(self, batch: list[tuple[dict[str, Any], float, Any]]
+                             ) -> list[tuple[int | None, float, float]]:
+        results: list[tuple[int | None, float, float]] = []
+        async with self._write_lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                days: dict[str, list[float]] = {}
+                for row, limit, _ in batch:
+                    day = days.get(row["day"])
+                    if day is None:
+                        cursor = await self._db.execute(
+                            "SELECT (SELECT COALESCE(SUM(usd), 0) FROM daily_totals WHERE "
+                            "day = ?), (SELECT COALESCE(SUM(usd), 0) FROM reservations "
+                            "WHERE day = ?)", (row["day"], row["day"]))
+                        day = days[row["day"]] = list(await cursor.fetchone())  # type: ignore[arg-type]
+                    spent, reserved = day
+                    row_id = None
+                    if spent + reserved + row["usd"] <= limit + 1e-12:
+                        cursor = await self._db.execute(
+                            f"INSERT INTO reservations ({', '.join(row)}) "
+                            f"VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
+                        row_id = cursor.lastrowid
+                        day[1] += row["usd"]
+                    results.append((row_id, float(spent), float(reserved)))
+                await self._db.execute("COMMIT")
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+        return results
+
+    async def release_reservation(self, row_id: int) -> None:
+        """A reserved call that never went out."""
+        await self._write("DELETE FROM reservations WHERE id = ?", (row_id,))
+
+    async def expire_reservations(self, alive: Callable[[int, float], bool]) -> int:
+        """Calls left in flight by processes that died count at their worst case: each
+        reservation of a dead process becomes a failed call row (estimated), in one
+        transaction with its deletion, so two processes never both count it."""
+        cursor = await self._db.execute("SELECT DISTINCT pid, pid_started FROM reservations")
+        dead = [(pid, started) for pid, started in await cursor.fetchall()
+                if not alive(pid, started)]
+        if not dead:
+            return 0
+        async with self._write_lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = []
+                for pid, started in dead:
+                    cursor = await self._db.execute(
+                        "DELETE FROM reservations WHERE pid = ? AND pid_started = ? RETURNING "
+                        "ts, day, provider, model, purpose, usd, input_tokens, output_tokens, "
+                        "run_id, step_id", (pid, started))
+                    rows += await cursor.fetchall()
+                records = [CallRecord(
+                    ts=ts, day=day, provider=provider, model=model, purpose=purpose, ok=False,
+                    input_tokens=tin, output_tokens=tout, usage_estimated=True,
+                    cost=Cost(usd, CUT_BY_CRASH), energy=Energy(None, None, "unknown"),
+                    error_kind="interrupted", error="the process making this call died "
+                    "before it ended: counted at its worst case", run_id=run_id,
+                    step_id=step_id) for (ts, day, provider, model, purpose, usd, tin, tout,
+                                          run_id, step_id) in rows]
+                if records:
+                    await self._db.executemany(_INSERT_CALL,
+                                               [_call_params(r) for r in records])
+                    await self._db.executemany(
+                        _UPSERT_TOTALS, [(day, provider, *acc) for (day, provider), acc
+                                         in _totals(records).items()])
+                await self._db.execute("COMMIT")
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+        return len(records)
 
     # -- runs --------------------------------------------------------------------------------
 
@@ -830,6 +958,24 @@ async def _migrate(db: aiosqlite.Connection) -> None:
         except BaseException:
             await db.execute("ROLLBACK")
             raise
+
+
+def _totals(rows: Sequence[CallRecord]) -> dict[tuple[str, str], list[float]]:
+    """What rows add to daily_totals, per (day, provider)."""
+    totals: dict[tuple[str, str], list[float]] = {}
+    for row in rows:
+        acc = totals.setdefault((row.day, row.provider), [0] * 9)
+        energy = row.energy
+        acc[0] += 1
+        acc[1] += 0 if row.ok else 1
+        acc[2] += row.cost.usd or 0.0
+        acc[3] += 0 if row.cost.priced else 1
+        acc[4] += row.input_tokens
+        acc[5] += row.output_tokens
+        acc[6] += (energy.wh or 0.0) if energy else 0.0
+        acc[7] += (energy.gco2e or 0.0) if energy else 0.0
+        acc[8] += (energy.wh or 0.0) if energy and energy.measured else 0.0
+    return totals
 
 
 def _call_params(r: CallRecord) -> tuple[Any, ...]:

@@ -1081,8 +1081,12 @@ class Engine:
         if refusal is not None:
             raise BudgetRefused(f"{spec.id}/{model.id}", refusal)
         assert rates is not None  # per_call refuses an unpriced model
-        reservation = await self._reserve(spec, model, purpose, worst_cost(
-            rates, worst_in, max_tokens), worst_in, max_tokens, run_id, step_id, on_wait)
+        # Tiered prices charge more past a size: the table's own price of the worst usage
+        # keeps the reservation an upper bound there too.
+        worst = max(worst_cost(rates, worst_in, max_tokens),
+                    self.prices.cost(spec, model, Usage(worst_in, max_tokens)).usd or 0.0)
+        reservation = await self._reserve(spec, model, purpose, worst, worst_in, max_tokens,
+                                          run_id, step_id, on_wait)
         if self.held is not None:  # an emergency stop came while it waited
             self._release(reservation)
             self.check_dispatch()

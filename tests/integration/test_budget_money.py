@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 
 from aetherflow_tui.engine import Engine, config
+from aetherflow_tui.engine.budget import worst_cost
 from aetherflow_tui.engine.errors import BudgetRefused
 from aetherflow_tui.engine.events import StepUpdated
 from aetherflow_tui.engine.progress import RunStatus, StepState
-from aetherflow_tui.engine.providers.base import ChatRequest
+from aetherflow_tui.engine.providers.base import ChatRequest, Usage
 from tests.conftest import aetherflow_cmd
 from tests.support.plans import bouquet, provider, step, write_plan
 from tests.support.scripted_server import ScriptedServer
@@ -198,3 +199,34 @@ def test_a_call_cut_by_kill_9_counts_in_spend_at_its_worst_case(server, tmp_path
         (left,) = db.execute("SELECT COUNT(*) FROM reservations").fetchone()
     assert rows == [("interrupted", "estimated:worst-case", 30)]
     assert left == 0
+
+
+async def test_a_tiered_models_reservation_prices_the_worst_case_at_its_tier(server, tmp_path):
+    # gemini-2.5-pro costs more per input token past 200k: the base rate would under-count.
+    text = bouquet(f"""
+[providers.gem]
+kind = "openai"
+base_url = "{server.url}"
+key = "none"
+price_id = "google"
+[[providers.gem.models]]
+id = "gemini-2.5-pro"
+roles = ["chat"]
+""", daily_usd=100.0, max_usd_per_request=10.0)
+    async with engine_on(tmp_path, text) as engine:
+        spec = engine.bouquet.providers["gem"]
+        model = spec.models[0]
+        request = ChatRequest.ask(model.id, "@@hang@@ " + "a " * 130_000, max_tokens=100)
+        call = asyncio.create_task(engine.call(spec, request, purpose="ask"))
+        assert await asyncio.to_thread(server.wait_for, lambda s: s.in_flight == 1, 30)
+        with sqlite3.connect(tmp_path / "home" / "aetherflow.db") as db:
+            ((reserved, worst_in),) = db.execute(
+                "SELECT usd, input_tokens FROM reservations").fetchall()
+        call.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await call
+        rates = engine.prices.rates(spec, model)
+        tiered = engine.prices.cost(spec, model, Usage(worst_in, 100)).usd
+    assert worst_in > 200_000
+    assert tiered > worst_cost(rates, worst_in, 100)  # the tier matters at this size
+    assert reserved == pytest.approx(tiered)

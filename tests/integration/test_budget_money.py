@@ -230,3 +230,18 @@ roles = ["chat"]
     assert worst_in > 200_000
     assert tiered > worst_cost(rates, worst_in, 100)  # the tier matters at this size
     assert reserved == pytest.approx(tiered)
+
+
+def test_run_prints_the_steps_that_wait_for_budget(server, tmp_path, cli_env):
+    # Worst case ~$0.13, real ~$0.03: three fit at once in $0.40, the fourth waits for them;
+    # about nine of the twelve run.
+    (tmp_path / "bouquet.toml").write_text(priced(server.url, daily_usd=0.4))
+    cli_env["AETHERFLOW_CONFIG"] = str(tmp_path / "bouquet.toml")
+    answer = " ".join(f"w{i}" for i in range(25))
+    plan = write_plan(tmp_path / "plan.json", *(step(f"s{i}", f"@@say@@ SAY: {answer}",
+                                                     max_tokens=100) for i in range(12)))
+    done = subprocess.run([*aetherflow_cmd(), "run", str(plan)], env=cli_env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3, done.stderr
+    assert "⧗" in done.stdout and "waiting for budget: worst case" in done.stdout
+    assert done.stdout.count("✓") >= 5

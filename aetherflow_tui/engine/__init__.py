@@ -26,6 +26,7 @@ from .budget import (
     Full,
     Refusal,
     Reservation,
+    SharedBudget,
     process_alive,
     this_process,
     worst_cost,
@@ -273,9 +274,7 @@ class Engine:
         self._energy_ready = False
         self._runs: dict[str, PlanRun] = {}
         self._budget_sync: asyncio.Task[None] | None = None
-        self._identity = this_process()  # who owns this process's reservation rows
         self._expired_at = -1e9  # when dead processes' reservations were last expired
-        self._chores: set[asyncio.Future[Any]] = set()
         self.modes = ModeController(bouquet.modes, self.clock.now())
         self.prober = Prober(self)
         self.vigilance: Vigilance | None = None
@@ -296,6 +295,7 @@ class Engine:
         self._store = await Store.open(self.home / "aetherflow.db")
         self._store.prepare = self._estimate_energy
         self._store.on_committed = self._publish_calls
+        self.shared = SharedBudget(self._store, this_process(), self.bouquet.budget.daily_usd)
         self._approvals = ApprovalQueue(self._store, self.bus, self.clock)
         self._approvals.handle(ACTIVATE_KEY, self._on_activation_decided)
         self._approvals.handle(PRICE_UPDATE, self._on_price_update_decided)
@@ -349,6 +349,10 @@ class Engine:
                 await provider.aclose()
         self._providers.clear()
         if self._store is not None:
+            # Left behind, what this process holds would count as spend once it is gone.
+            with contextlib.suppress(Exception):
+                await self._store.flush()
+                await self.shared.give_back()
             await self._store.close()
             self._store = None
 
@@ -1085,10 +1089,9 @@ class Engine:
         # keeps the reservation an upper bound there too.
         worst = max(worst_cost(rates, worst_in, max_tokens),
                     self.prices.cost(spec, model, Usage(worst_in, max_tokens)).usd or 0.0)
-        reservation = await self._reserve(spec, model, purpose, worst, worst_in, max_tokens,
-                                          run_id, step_id, on_wait)
+        reservation = await self._reserve(spec, model, worst, on_wait)
         if self.held is not None:  # an emergency stop came while it waited
-            self._release(reservation)
+            self._release(reservation, spec.id)
             self.check_dispatch()
         now = self.clock.now()
         day = reservation.day
@@ -1111,7 +1114,7 @@ class Engine:
             cost = (self.prices.cost(spec, model, Usage(worst_in, min(delivered, max_tokens)))
                     if cancelled or _billed_failure(error) else None)
             cost = NOT_BILLED if cost is None else Cost(cost.usd, BILLED_FAILURE)
-            self.guard.settle(reservation, cost.usd or 0.0)
+            self._settle(reservation, spec.id, cost.usd or 0.0)
             record = CallRecord(
                 ts=now, day=day, provider=spec.id, model=request.model,
                 purpose=purpose, ok=False,
@@ -1140,7 +1143,7 @@ class Engine:
         cost = self.prices.cost(spec, model, usage)
         if cost.usd is not None and cost.usd < 0:
             cost = Cost(0.0, cost.method)
-        self.guard.settle(reservation, cost.usd or 0.0)
+        self._settle(reservation, spec.id, cost.usd or 0.0)
         flag = None
         if usage != result.usage:
             flag = (f"the provider reported usage outside this call's bounds "
@@ -1157,14 +1160,12 @@ class Engine:
         )
         return CallOutcome(record, result, None, self.store.record_call(record))
 
-    async def _reserve(self, spec: ProviderSpec, model: ModelSpec, purpose: str, usd: float,
-                       worst_in: int, max_tokens: int, run_id: str | None,
-                       step_id: str | None, on_wait: Callable[[str | None], None] | None
-                       ) -> Reservation:
-        """The call's worst case, reserved here and then in the store for every process;
-        while it fits the day only beside the reservations in flight, wait for them."""
+    async def _reserve(self, spec: ProviderSpec, model: ModelSpec, usd: float,
+                       on_wait: Callable[[str | None], None] | None) -> Reservation:
+        """The call's worst case, reserved here and then against what this process holds
+        of the day in the store; while it fits the day only beside the reservations in
+        flight (here or in other processes), wait for them."""
         label = f"{spec.id}/{model.id}"
-        pid, pid_started = self._identity
         waiting = False
         try:
             while True:
@@ -1173,21 +1174,16 @@ class Engine:
                 if isinstance(held, Refusal):
                     raise BudgetRefused(label, held)
                 if isinstance(held, Reservation):
-                    row = {"day": day, "ts": self.clock.now(), "pid": pid,
-                           "pid_started": pid_started, "usd": usd, "input_tokens": worst_in,
-                           "output_tokens": max_tokens, "provider": spec.id,
-                           "model": model.id, "purpose": purpose, "run_id": run_id,
-                           "step_id": step_id}
                     try:
-                        row_id, spent, reserved = await self.store.reserve(
-                            row, self.bouquet.budget.daily_usd)
+                        row, spent, reserved = await self.shared.take(
+                            day, spec.id, usd, self.clock.now())
                     except BaseException:
                         self.guard.release(held)
                         raise
-                    if row_id is not None:
-                        held.row = row_id
+                    if row is not None:
+                        held.row = row
                         return held
-                    # Other processes' spend or reservations: what the store says wins.
+                    # Other processes' spend or holdings: what the store says wins.
                     self.guard.release(held)
                     self.guard.sync(day, spent)
                     refusal = self.guard.refuse(usd, spent)
@@ -1196,6 +1192,7 @@ class Engine:
                     held = Full(f"worst case ${usd:.4f} waits for ${reserved:.4f} reserved "
                                 f"by calls in flight (${spent:.4f} spent, "
                                 f"${self.bouquet.budget.daily_usd:g} a day)")
+                    await self.shared.give_back()  # what this process holds may be theirs
                     await self._expire_dead_reservations()
                 if not waiting and on_wait is not None:
                     on_wait(f"waiting for budget: {held.reason}")
@@ -1205,15 +1202,12 @@ class Engine:
             if waiting and on_wait is not None:
                 on_wait(None)
 
-    def _release(self, reservation: Reservation) -> None:
-        self.guard.release(reservation)
-        if reservation.row is not None:
-            self._background(self.store.release_reservation(reservation.row))
+    def _settle(self, reservation: Reservation, provider: str, usd: float) -> None:
+        self.guard.settle(reservation, usd)
+        self.shared.settle(reservation.day, provider, reservation.usd, usd)
 
-    def _background(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._chores.add(task)
-        task.add_done_callback(self._chores.discard)
+    def _release(self, reservation: Reservation, provider: str) -> None:
+        self._settle(reservation, provider, 0.0)
 
     async def _expire_dead_reservations(self) -> None:
         """Calls a dead process left in flight become spend at their worst case; at most
@@ -1258,6 +1252,8 @@ class Engine:
     def _publish_calls(self, rows: Sequence[CallRecord]) -> None:
         for row in rows:
             self.guard.committed(row.day, row.cost.usd or 0.0)
+            if row.reservation is not None:
+                self.shared.written(row.day, row.provider, row.cost.usd or 0.0)
             self.bus.publish(CallRecorded(row.ts, row))
             if row.purpose == "canary":
                 continue  # the prober publishes its verdict, answer checked

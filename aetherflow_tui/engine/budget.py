@@ -5,8 +5,8 @@ answer, at the model's price) is reserved against the daily budget; when it ends
 reservation is replaced by what the call really cost. Check and reservation happen in one
 synchronous step on the event loop, so a hundred steps starting at once see each other's
 reservations and the day's total never passes the budget. The same check is then made
-for every process on the data dir at once, in the store (`Store.reserve`), whose row is
-also the durable record that the call went out.
+for every process on the data dir at once, against what each holds of the day in the
+store (`SharedBudget`): that durable holding covers the call before it goes out.
 
 Reservations in flight are not spend: a call that does not fit only because of them is
 `Full` and waits for them to settle (`changed()`); it is refused only when what was
@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from .config import BudgetSpec
 from .ledger import Rates
@@ -198,3 +199,100 @@ def process_alive(pid: int, started: float) -> bool:
                 and process.status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return False
+
+
+class _Holding:
+    __slots__ = ("demand", "idle", "lock", "row", "total", "used")
+
+    def __init__(self) -> None:
+        self.row: int | None = None  # its row in the store's reservations table
+        self.total = 0.0  # what the store says this process holds
+        self.used = 0.0  # worst cases in flight, and settled costs not yet written
+        self.idle: asyncio.TimerHandle | None = None
+        self.lock = asyncio.Lock()  # one request to the store at a time
+        self.demand = 0.0  # worst cases of the calls waiting for that request
+
+
+class SharedBudget:
+    """This process's holding of the day in the store, per provider, against which its calls
+    reserve. Taking from the store is a disk write every process waits on, so a process
+    takes a few calls' worth at once (HEADROOM) and gives back what it does not use: when it
+    must wait for others, and once its calls have been idle IDLE_S. What it holds is never
+    less than its calls in flight can cost, so a dead process's holding covers them.
+    """
+
+    HEADROOM = 8  # worst cases taken beyond the one a call needs, when they fit
+    IDLE_S = 1.0
+
+    def __init__(self, store: Any, identity: tuple[int, float], limit: float) -> None:
+        self._store = store
+        self._identity = identity
+        self._limit = limit
+        self._holdings: dict[tuple[str, str], _Holding] = {}
+
+    def _holding(self, day: str, provider: str) -> _Holding:
+        holding = self._holdings.get((day, provider))
+        if holding is None:
+            holding = self._holdings[(day, provider)] = _Holding()
+        return holding
+
+    async def take(self, day: str, provider: str, usd: float, ts: float
+                   ) -> tuple[int | None, float, float]:
+        """Hold `usd` for a call: (row id, or None when the day has no room beside what
+        others hold; spent; held by every process), the last two as the store saw them."""
+        holding = self._holding(day, provider)
+        spent = held = 0.0
+        if holding.total - holding.used < usd - 1e-12:
+            # Calls starting together ask the store once, for all of them.
+            holding.demand += usd
+            try:
+                async with holding.lock:
+                    while holding.total - holding.used < usd - 1e-12:
+                        least = usd - (holding.total - holding.used)
+                        wanted = max(holding.demand, (self.HEADROOM + 1) * usd) - (
+                            holding.total - holding.used)
+                        row, granted, spent, held = await self._store.hold(
+                            (day, *self._identity, provider), least, max(least, wanted),
+                            self._limit, ts)
+                        if row is None:
+                            return None, spent, held
+                        holding.row = row
+                        holding.total += granted
+            finally:
+                holding.demand -= usd
+        holding.used += usd
+        if holding.idle is not None:
+            holding.idle.cancel()
+            holding.idle = None
+        return holding.row, spent, held
+
+    def settle(self, day: str, provider: str, worst: float, actual: float) -> None:
+        """A call ended: its worst case becomes what it cost, held until its row lands."""
+        holding = self._holding(day, provider)
+        holding.used = max(0.0, holding.used - worst + actual)
+        self._maybe_idle(holding)
+
+    def written(self, day: str, provider: str, usd: float) -> None:
+        """A call's row landed, and gave back what it cost in the same transaction."""
+        holding = self._holding(day, provider)
+        holding.total = max(0.0, holding.total - usd)
+        holding.used = max(0.0, holding.used - usd)
+        self._maybe_idle(holding)
+
+    async def give_back(self) -> None:
+        """Give back every holding's unused part (others may need it)."""
+        for holding in self._holdings.values():
+            await self._give_back(holding)
+
+    def _maybe_idle(self, holding: _Holding) -> None:
+        if holding.used <= 1e-12 and holding.idle is None and holding.total > 0:
+            holding.idle = asyncio.get_running_loop().call_later(
+                self.IDLE_S, lambda: asyncio.ensure_future(self._give_back(holding)))
+
+    async def _give_back(self, holding: _Holding) -> None:
+        holding.idle = None
+        unused = holding.total - holding.used
+        if holding.row is None or unused <= 1e-12:
+            return
+        holding.total -= unused  # before the write: meanwhile this process holds less
+        await self._store.give_back(holding.row, unused)

@@ -274,27 +274,22 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (provider, model)
     );
     """,
-    # 7: the budget across processes. A call's worst case, reserved before it goes out by
-    # whichever process makes it; the row is deleted in the transaction that writes the
-    # call's own row. A row whose process died is a call cut mid-way: it becomes a call
-    # row at its worst case (Store.expire_reservations).
+    # 7: the budget across processes. What each process holds of the day for its calls in
+    # flight (their worst cases, and what settled calls cost until their rows land), per
+    # provider: taken before a call goes out, in one transaction that sees every process's
+    # spend and holdings; a call's row gives back what it cost in the transaction that
+    # writes it. What a dead process held is spend (Store.expire_reservations).
     """
     CREATE TABLE reservations (
         id INTEGER PRIMARY KEY,
         day TEXT NOT NULL,
-        ts REAL NOT NULL,
         pid INTEGER NOT NULL,
         pid_started REAL NOT NULL,
-        usd REAL NOT NULL,
-        input_tokens INTEGER NOT NULL,
-        output_tokens INTEGER NOT NULL,
         provider TEXT NOT NULL,
-        model TEXT NOT NULL,
-        purpose TEXT NOT NULL,
-        run_id TEXT,
-        step_id TEXT
+        usd REAL NOT NULL,
+        ts REAL NOT NULL
     );
-    CREATE INDEX reservations_day ON reservations(day);
+    CREATE UNIQUE INDEX reservations_holder ON reservations(day, pid, pid_started, provider);
     """,
 )
 
@@ -370,8 +365,6 @@ class Store:
         self._write_lock = asyncio.Lock()
         self.prepare: Prepare | None = None  # fills in energy just before the write
         self.on_committed: Committed | None = None  # publishes CallRecorded after commit
-        self._reserving: list[tuple[dict[str, Any], float, Any]] = []  # budget, queued
-        self._reserver: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, path: Path, *, max_batch: int = 2000) -> Store:
@@ -482,10 +475,11 @@ class Store:
                 await self._db.executemany(
                     _UPSERT_TOTALS,
                     [(day, provider, *acc) for (day, provider), acc in totals.items()])
-                settled = [(r.reservation,) for r in rows if r.reservation is not None]
+                settled = [(r.cost.usd or 0.0, r.reservation) for r in rows
+                           if r.reservation is not None and r.cost.usd]
                 if settled:
-                    await self._db.executemany("DELETE FROM reservations WHERE id = ?",
-                                               settled)
+                    await self._db.executemany(
+                        "UPDATE reservations SET usd = MAX(0, usd - ?) WHERE id = ?", settled)
             for sql, params in grouped.items():
                 await self._db.executemany(sql, params)
             await self._db.execute("COMMIT")
@@ -562,79 +556,45 @@ class Store:
             (usd,) = await cursor.fetchone()  # type: ignore[misc]
         return float(usd)
 
-    async def reserve(self, row: dict[str, Any], limit: float
-                      ) -> tuple[int | None, float, float]:
-        """Reserve a call's worst case (`row["usd"]`) against `limit` for every process on
-        this file at once: (row id or None when it does not fit, spent, reserved) as they
-        stood in the transaction. The row is the durable record that the call went out.
-
-        The calls reserving at the same moment share one transaction (one fsync), in the
-        order they asked."""
-        future: asyncio.Future[tuple[int | None, float, float]] = (
-            asyncio.get_running_loop().create_future())
-        self._reserving.append((row, limit, future))
-        if self._reserver is None or self._reserver.done():
-            self._reserver = asyncio.create_task(self._reserve_batches(), name="reserver")
-        return await future
-
-    async def _reserve_batches(self) -> None:
-        while self._reserving:
-            batch, self._reserving = self._reserving, []
-            try:
-                results = await self._reserve_batch(batch)
-            except Exception as exc:
-                for *_, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            abandoned = []
-            for (*_, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
-                elif result[0] is not None:  # its caller was cancelled: the call never went
-                    abandoned.append((result[0],))
-            if abandoned:
-                async with self._write_lock:
-                    await self._db.executemany("DELETE FROM reservations WHERE id = ?",
-                                               abandoned)
-
-    async def _reserve_batch(self, batch: list[tuple[dict[str, Any], float, Any]]
-                             ) -> list[tuple[int | None, float, float]]:
-        results: list[tuple[int | None, float, float]] = []
+    async def hold(self, key: tuple[str, int, float, str], least: float, wanted: float,
+                   limit: float, ts: float) -> tuple[int | None, float, float, float]:
+        """Add to what a process holds of the day (key: day, pid, pid start, provider):
+        `wanted` if it fits beside every process's spend and holdings within `limit`, else
+        `least` if that fits, else nothing. (row id, granted, spent, held by all before),
+        as they stood in the transaction."""
+        day = key[0]
         async with self._write_lock:
             await self._db.execute("BEGIN IMMEDIATE")
             try:
-                days: dict[str, list[float]] = {}
-                for row, limit, _ in batch:
-                    day = days.get(row["day"])
-                    if day is None:
-                        cursor = await self._db.execute(
-                            "SELECT (SELECT COALESCE(SUM(usd), 0) FROM daily_totals WHERE "
-                            "day = ?), (SELECT COALESCE(SUM(usd), 0) FROM reservations "
-                            "WHERE day = ?)", (row["day"], row["day"]))
-                        day = days[row["day"]] = list(await cursor.fetchone())  # type: ignore[arg-type]
-                    spent, reserved = day
-                    row_id = None
-                    if spent + reserved + row["usd"] <= limit + 1e-12:
-                        cursor = await self._db.execute(
-                            f"INSERT INTO reservations ({', '.join(row)}) "
-                            f"VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
-                        row_id = cursor.lastrowid
-                        day[1] += row["usd"]
-                    results.append((row_id, float(spent), float(reserved)))
+                cursor = await self._db.execute(
+                    "SELECT (SELECT COALESCE(SUM(usd), 0) FROM daily_totals WHERE day = ?), "
+                    "(SELECT COALESCE(SUM(usd), 0) FROM reservations WHERE day = ?)",
+                    (day, day))
+                (spent, held) = await cursor.fetchone()  # type: ignore[misc]
+                room = limit - spent - held + 1e-12
+                granted = wanted if wanted <= room else least if least <= room else 0.0
+                row_id = None
+                if granted > 0:
+                    cursor = await self._db.execute(
+                        "INSERT INTO reservations (day, pid, pid_started, provider, usd, ts) "
+                        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (day, pid, pid_started, "
+                        "provider) DO UPDATE SET usd = usd + excluded.usd, ts = excluded.ts "
+                        "RETURNING id", (*key, granted, ts))
+                    (row_id,) = await cursor.fetchone()  # type: ignore[misc]
                 await self._db.execute("COMMIT")
             except BaseException:
                 await self._db.execute("ROLLBACK")
                 raise
-        return results
+        return row_id, granted, float(spent), float(held)
 
-    async def release_reservation(self, row_id: int) -> None:
-        """A reserved call that never went out."""
-        await self._write("DELETE FROM reservations WHERE id = ?", (row_id,))
+    async def give_back(self, row_id: int, usd: float) -> None:
+        """A process no longer needs this much of what it holds."""
+        await self._write("UPDATE reservations SET usd = MAX(0, usd - ?) WHERE id = ?",
+                          (usd, row_id))
 
     async def expire_reservations(self, alive: Callable[[int, float], bool]) -> int:
-        """Calls left in flight by processes that died count at their worst case: each
-        reservation of a dead process becomes a failed call row (estimated), in one
+        """What dead processes held is spend: calls they had in flight may have been billed
+        up to their worst case. Each holding becomes a failed call row (estimated), in one
         transaction with its deletion, so two processes never both count it."""
         cursor = await self._db.execute("SELECT DISTINCT pid, pid_started FROM reservations")
         dead = [(pid, started) for pid, started in await cursor.fetchall()
@@ -647,18 +607,15 @@ class Store:
                 rows = []
                 for pid, started in dead:
                     cursor = await self._db.execute(
-                        "DELETE FROM reservations WHERE pid = ? AND pid_started = ? RETURNING "
-                        "ts, day, provider, model, purpose, usd, input_tokens, output_tokens, "
-                        "run_id, step_id", (pid, started))
-                    rows += await cursor.fetchall()
+                        "DELETE FROM reservations WHERE pid = ? AND pid_started = ? "
+                        "RETURNING ts, day, provider, usd, pid", (pid, started))
+                    rows += [row for row in await cursor.fetchall() if row[3] > 0]
                 records = [CallRecord(
-                    ts=ts, day=day, provider=provider, model=model, purpose=purpose, ok=False,
-                    input_tokens=tin, output_tokens=tout, usage_estimated=True,
-                    cost=Cost(usd, CUT_BY_CRASH), energy=Energy(None, None, "unknown"),
-                    error_kind="interrupted", error="the process making this call died "
-                    "before it ended: counted at its worst case", run_id=run_id,
-                    step_id=step_id) for (ts, day, provider, model, purpose, usd, tin, tout,
-                                          run_id, step_id) in rows]
+                    ts=ts, day=day, provider=provider, model="", purpose="reserved",
+                    ok=False, usage_estimated=True, cost=Cost(usd, CUT_BY_CRASH),
+                    energy=Energy(None, None, "unknown"), error_kind="interrupted",
+                    error=f"process {pid} died with calls in flight: what it held for them "
+                    "counts at their worst case") for ts, day, provider, usd, pid in rows]
                 if records:
                     await self._db.executemany(_INSERT_CALL,
                                                [_call_params(r) for r in records])

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from aetherflow_tui.engine import Engine, config
-from aetherflow_tui.engine.budget import worst_cost
+from aetherflow_tui.engine.budget import worst_cost, worst_input_tokens
 from aetherflow_tui.engine.errors import BudgetRefused
 from aetherflow_tui.engine.events import StepUpdated
 from aetherflow_tui.engine.progress import RunStatus, StepState
@@ -27,6 +27,7 @@ from tests.conftest import aetherflow_cmd
 from tests.support.plans import bouquet, provider, step, write_plan
 from tests.support.scripted_server import ScriptedServer
 
+HANGING_PROMPT = "@@hang@@ a question that never gets its answer"
 PRICE_IN = 10.0  # $ per million tokens
 PRICE_OUT = 1200.0
 
@@ -178,8 +179,7 @@ def test_several_processes_on_one_data_dir_never_pass_the_budget(server, tmp_pat
 def test_a_call_cut_by_kill_9_counts_in_spend_at_its_worst_case(server, tmp_path, cli_env):
     (tmp_path / "bouquet.toml").write_text(priced(server.url))
     cli_env["AETHERFLOW_CONFIG"] = str(tmp_path / "bouquet.toml")
-    process = subprocess.Popen([*aetherflow_cmd(), "ask", "--max-tokens", "30",
-                                "@@hang@@ a question that never gets its answer"],
+    process = subprocess.Popen([*aetherflow_cmd(), "ask", "--max-tokens", "30", HANGING_PROMPT],
                                env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     try:
@@ -194,10 +194,14 @@ def test_a_call_cut_by_kill_9_counts_in_spend_at_its_worst_case(server, tmp_path
                            capture_output=True, text=True, timeout=60)
     assert spend.returncode == 0, spend.stderr
     assert json.loads(spend.stdout)["spent_usd"] >= billed > 0
+    worst = ((worst_input_tokens(ChatRequest.ask("echo", HANGING_PROMPT)) * PRICE_IN
+              + 30 * PRICE_OUT) / 1e6)
     with sqlite3.connect(tmp_path / "home" / "aetherflow.db") as db:
-        rows = db.execute("SELECT error_kind, price_method, output_tokens FROM calls").fetchall()
+        rows = db.execute("SELECT error_kind, price_method, usd FROM calls").fetchall()
         (left,) = db.execute("SELECT COUNT(*) FROM reservations").fetchone()
-    assert rows == [("interrupted", "estimated:worst-case", 30)]
+    ((kind, method, usd),) = rows
+    assert (kind, method) == ("interrupted", "estimated:worst-case")
+    assert usd >= worst  # what the dead process held covers the call's worst case
     assert left == 0
 
 
@@ -219,9 +223,10 @@ roles = ["chat"]
         request = ChatRequest.ask(model.id, "@@hang@@ " + "a " * 130_000, max_tokens=100)
         call = asyncio.create_task(engine.call(spec, request, purpose="ask"))
         assert await asyncio.to_thread(server.wait_for, lambda s: s.in_flight == 1, 30)
+        reserved = engine.guard.reserved  # this call's worst case, in flight
         with sqlite3.connect(tmp_path / "home" / "aetherflow.db") as db:
-            ((reserved, worst_in),) = db.execute(
-                "SELECT usd, input_tokens FROM reservations").fetchall()
+            ((held,),) = db.execute("SELECT usd FROM reservations").fetchall()
+        worst_in = worst_input_tokens(request)
         call.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await call
@@ -230,6 +235,7 @@ roles = ["chat"]
     assert worst_in > 200_000
     assert tiered > worst_cost(rates, worst_in, 100)  # the tier matters at this size
     assert reserved == pytest.approx(tiered)
+    assert held >= reserved  # what the store holds for this process covers it
 
 
 def test_run_prints_the_steps_that_wait_for_budget(server, tmp_path, cli_env):
@@ -245,3 +251,19 @@ def test_run_prints_the_steps_that_wait_for_budget(server, tmp_path, cli_env):
     assert done.returncode == 3, done.stderr
     assert "⧗" in done.stdout and "waiting for budget: worst case" in done.stdout
     assert done.stdout.count("✓") >= 5
+
+
+async def test_what_a_process_held_is_given_back_when_it_stops(server, tmp_path):
+    # A process holds a few calls' worth of the day in the store; stopping cleanly gives
+    # the unused part back, so the next process does not count it as a crash's spend.
+    text = priced(server.url)
+    async with engine_on(tmp_path, text) as engine:
+        spec = engine.bouquet.providers["alpha"]
+        outcome = await engine.settled(await engine.call(
+            spec, ChatRequest.ask("echo", "hello", max_tokens=20), purpose="ask"))
+    async with engine_on(tmp_path, text) as engine:
+        spent = await engine.store.day_spend(engine.guard.day)
+    assert spent == pytest.approx(outcome.record.cost.usd)
+    with sqlite3.connect(tmp_path / "home" / "aetherflow.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM calls WHERE error_kind = 'interrupted'"
+                          ).fetchone() == (0,)

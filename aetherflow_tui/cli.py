@@ -497,6 +497,8 @@ def call_line(record: Any) -> str:
             parts.append(f"{significant(energy.gco2e)} gCO2e")
     else:
         parts.append("energy unknown")
+    if record.ok and record.error:  # the usage the provider reported was out of bounds
+        parts.append(record.error)
     return " · ".join(parts)
 
 

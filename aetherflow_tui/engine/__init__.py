@@ -1173,6 +1173,8 @@ class Engine:
                 held = self.guard.reserve(day, usd)
                 if isinstance(held, Refusal):
                     raise BudgetRefused(label, held)
+                if isinstance(held, Reservation) and usd <= 0:
+                    return held  # free (a local model): nothing to hold in the store
                 if isinstance(held, Reservation):
                     try:
                         row, spent, reserved = await self.shared.take(

@@ -267,3 +267,12 @@ async def test_what_a_process_held_is_given_back_when_it_stops(server, tmp_path)
     with sqlite3.connect(tmp_path / "home" / "aetherflow.db") as db:
         assert db.execute("SELECT COUNT(*) FROM calls WHERE error_kind = 'interrupted'"
                           ).fetchone() == (0,)
+
+
+async def test_a_free_model_goes_out_without_holding_anything(server, tmp_path):
+    text = bouquet(provider("free", server.url, price_in=0.0, price_out=0.0))
+    async with engine_on(tmp_path, text) as engine:
+        spec = engine.bouquet.providers["free"]
+        outcome = await asyncio.wait_for(engine.call(
+            spec, ChatRequest.ask("echo", "hello", max_tokens=20), purpose="ask"), 10)
+    assert outcome.ok and outcome.record.cost.usd == 0

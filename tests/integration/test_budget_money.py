@@ -148,8 +148,9 @@ def _run_plan(tmp_path: Path, env: dict[str, str], name: str, steps: int,
 
 
 def test_several_processes_on_one_data_dir_never_pass_the_budget(server, tmp_path, cli_env):
-    # Three runs at once, one of them in another time zone, each wanting far more than the
-    # day: every process sees every other's spend and reservations in the shared file.
+    # Three runs at once, each wanting far more than the day: every process sees every
+    # other's spend and holdings in the shared file. Two run in time zones 26 hours apart
+    # (UTC+14, UTC-12): at any hour at least one of them is on another date than UTC.
     daily = 0.6
     (tmp_path / "bouquet.toml").write_text(priced(server.url, daily_usd=daily))
     cli_env["AETHERFLOW_CONFIG"] = str(tmp_path / "bouquet.toml")
@@ -157,7 +158,7 @@ def test_several_processes_on_one_data_dir_never_pass_the_budget(server, tmp_pat
     subprocess.run([*aetherflow_cmd(), "spend"], env=cli_env, check=True, timeout=60,
                    capture_output=True)
     runs = [_run_plan(tmp_path, cli_env, name, 30, tz)
-            for name, tz in (("a", "UTC"), ("b", "Pacific/Kiritimati"), ("c", "UTC"))]
+            for name, tz in (("a", "UTC"), ("b", "Pacific/Kiritimati"), ("c", "Etc/GMT+12"))]
     try:
         results = [process.communicate(timeout=300) for process in runs]
     finally:

@@ -264,3 +264,26 @@ def test_random_reservations_and_settlements_never_pass_the_daily_budget() -> No
         assert guard.spent + guard.reserved <= LIMITS.daily_usd + 1e-9
     assert granted and refused and waited  # the walk really reached the limit
     assert guard.refusals == refused
+
+
+@pytest.mark.parametrize("zone", ["Pacific/Kiritimati", "Etc/GMT+12", "UTC"])
+def test_the_budget_day_is_the_utc_day_whatever_the_processs_tz(zone: str) -> None:
+    import os
+    import time
+    from datetime import UTC, datetime
+
+    from aetherflow_tui.engine.clock import local_day
+
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = zone
+    time.tzset()
+    try:
+        for hour in (1, 11, 23):
+            ts = datetime(2024, 3, 1, hour, 30, tzinfo=UTC).timestamp()
+            assert local_day(ts) == DAY
+    finally:
+        if before is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = before
+        time.tzset()

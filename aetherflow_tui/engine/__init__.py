@@ -352,7 +352,7 @@ class Engine:
             # Left behind, what this process holds would count as spend once it is gone.
             with contextlib.suppress(Exception):
                 await self._store.flush()
-                await self.shared.give_back()
+                await self.shared.drop()
             await self._store.close()
             self._store = None
 
@@ -1067,11 +1067,11 @@ class Engine:
         """One provider call, priced and queued for the store.
 
         Before it goes out, the call's worst case must fit the hard limits (BudgetRefused
-        otherwise) and is reserved in the store, for every process at once: that row, the
-        one disk wait on this path, is the durable record that the call went out. A call
-        that fits the day only once the calls in flight settle waits for them, telling
+        otherwise) and is reserved, covered by what this process holds of the day in the
+        store for every process to see (a disk write only when that holding must grow). A
+        call that fits the day only once the calls in flight settle waits for them, telling
         `on_wait` why (and None when it stops waiting). The returned record has no energy
-        yet; `settled()` waits for the durable row, which releases the reservation.
+        yet; `settled()` waits for the durable row, which settles the reservation.
         """
         self.check_dispatch()
         provider = await self._provider_for(spec)

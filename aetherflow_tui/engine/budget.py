@@ -226,7 +226,8 @@ class SharedBudget:
 
     def __init__(self, store: Any, identity: tuple[int, float], limit: float) -> None:
         self._store = store
-        self._identity = identity
+        # Two engines of one process keep apart holdings (id: unique while both live).
+        self._identity = (*identity, id(self))
         self._limit = limit
         self._holdings: dict[tuple[str, str], _Holding] = {}
 
@@ -251,9 +252,15 @@ class SharedBudget:
                         least = usd - (holding.total - holding.used)
                         wanted = max(holding.demand, (self.HEADROOM + 1) * usd) - (
                             holding.total - holding.used)
-                        row, granted, spent, held = await self._store.hold(
+                        asked = asyncio.ensure_future(self._store.hold(
                             (day, *self._identity, provider), least, max(least, wanted),
-                            self._limit, ts)
+                            self._limit, ts))
+                        try:
+                            row, granted, spent, held = await asyncio.shield(asked)
+                        except asyncio.CancelledError:
+                            # The store may grant it anyway: count it, to give it back.
+                            asked.add_done_callback(lambda done: self._landed(holding, done))
+                            raise
                         if row is None:
                             return None, spent, held
                         holding.row = row
@@ -265,6 +272,15 @@ class SharedBudget:
             holding.idle.cancel()
             holding.idle = None
         return holding.row, spent, held
+
+    def _landed(self, holding: _Holding, asked: asyncio.Future[Any]) -> None:
+        if asked.cancelled() or asked.exception() is not None:
+            return
+        row, granted, _, _ = asked.result()
+        if row is not None:
+            holding.row = row
+            holding.total += granted
+            self._maybe_idle(holding)
 
     def settle(self, day: str, provider: str, worst: float, actual: float) -> None:
         """A call ended: its worst case becomes what it cost, held until its row lands."""
@@ -283,6 +299,14 @@ class SharedBudget:
         """Give back every holding's unused part (others may need it)."""
         for holding in self._holdings.values():
             await self._give_back(holding)
+
+    async def drop(self) -> None:
+        """The process stops, every call written: it holds nothing any more."""
+        for holding in self._holdings.values():
+            if holding.idle is not None:
+                holding.idle.cancel()
+            holding.total = holding.used = 0.0
+        await self._store.drop_holdings(*self._identity)
 
     def _maybe_idle(self, holding: _Holding) -> None:
         if holding.used <= 1e-12 and holding.idle is None and holding.total > 0:

@@ -285,11 +285,13 @@ MIGRATIONS: tuple[str, ...] = (
         day TEXT NOT NULL,
         pid INTEGER NOT NULL,
         pid_started REAL NOT NULL,
+        holder INTEGER NOT NULL,
         provider TEXT NOT NULL,
         usd REAL NOT NULL,
         ts REAL NOT NULL
     );
-    CREATE UNIQUE INDEX reservations_holder ON reservations(day, pid, pid_started, provider);
+    CREATE UNIQUE INDEX reservations_holder
+        ON reservations(day, pid, pid_started, holder, provider);
     """,
 )
 
@@ -556,9 +558,10 @@ class Store:
             (usd,) = await cursor.fetchone()  # type: ignore[misc]
         return float(usd)
 
-    async def hold(self, key: tuple[str, int, float, str], least: float, wanted: float,
+    async def hold(self, key: tuple[str, int, float, int, str], least: float, wanted: float,
                    limit: float, ts: float) -> tuple[int | None, float, float, float]:
-        """Add to what a process holds of the day (key: day, pid, pid start, provider):
+        """Add to what a process holds of the day (key: day, pid, pid start, holder (one
+        engine of that process), provider):
         `wanted` if it fits beside every process's spend and holdings within `limit`, else
         `least` if that fits, else nothing. (row id, granted, spent, held by all before),
         as they stood in the transaction."""
@@ -576,10 +579,10 @@ class Store:
                 row_id = None
                 if granted > 0:
                     cursor = await self._db.execute(
-                        "INSERT INTO reservations (day, pid, pid_started, provider, usd, ts) "
-                        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (day, pid, pid_started, "
-                        "provider) DO UPDATE SET usd = usd + excluded.usd, ts = excluded.ts "
-                        "RETURNING id", (*key, granted, ts))
+                        "INSERT INTO reservations (day, pid, pid_started, holder, provider, "
+                        "usd, ts) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (day, pid, "
+                        "pid_started, holder, provider) DO UPDATE SET usd = usd + excluded.usd, "
+                        "ts = excluded.ts RETURNING id", (*key, granted, ts))
                     (row_id,) = await cursor.fetchone()  # type: ignore[misc]
                 await self._db.execute("COMMIT")
             except BaseException:
@@ -591,6 +594,10 @@ class Store:
         """A process no longer needs this much of what it holds."""
         await self._write("UPDATE reservations SET usd = MAX(0, usd - ?) WHERE id = ?",
                           (usd, row_id))
+
+    async def drop_holdings(self, pid: int, pid_started: float, holder: int) -> None:
+        await self._write("DELETE FROM reservations WHERE pid = ? AND pid_started = ? AND "
+                          "holder = ?", (pid, pid_started, holder))
 
     async def expire_reservations(self, alive: Callable[[int, float], bool]) -> int:
         """What dead processes held is spend: calls they had in flight may have been billed

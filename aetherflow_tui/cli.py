@@ -509,6 +509,8 @@ def call_line(record: Any) -> str:
             parts.append(f"{significant(energy.gco2e)} gCO2e")
     else:
         parts.append("energy unknown")
+    if record.ok and record.error:  # the usage the provider reported was out of bounds
+        parts.append(record.error)
     return " · ".join(parts)
 
 
@@ -556,12 +558,14 @@ async def _spend(engine: Engine, as_json: bool) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"Today: ${spent:.4f} of ${budget:.2f}", title_justify="left")
+    from .formatting import usd
+
+    table = Table(title=f"Today: {usd(spent)} of ${budget:.2f}", title_justify="left")
     for column in ("provider", "calls", "failed", "$", "unpriced", "tokens in", "tokens out",
                    "Wh", "gCO2e"):
         table.add_column(column, justify="left" if column == "provider" else "right")
     for t in totals:
-        table.add_row(t.provider, str(t.calls), str(t.failures), f"{t.usd:.4f}",
+        table.add_row(t.provider, str(t.calls), str(t.failures), usd(t.usd).lstrip("$"),
                       str(t.unpriced_calls), str(t.input_tokens), str(t.output_tokens),
                       f"{t.wh:.3f}", f"{t.gco2e:.3f}")
     Console().print(table)

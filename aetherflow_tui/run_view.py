@@ -29,11 +29,12 @@ if TYPE_CHECKING:
     from .engine import Engine, PlanRun
 
 STATE_STYLE = {
-    StepState.PENDING: "dim", StepState.RUNNING: "cyan", StepState.DONE: "green",
+    StepState.PENDING: "dim", StepState.RUNNING: "cyan", StepState.WAITING: "yellow",
+    StepState.DONE: "green",
     StepState.FAILED: "red", StepState.SKIPPED: "yellow", StepState.CANCELLED: "magenta",
 }
-_ORDER = {StepState.RUNNING: 0, StepState.FAILED: 1, StepState.CANCELLED: 2,
-          StepState.DONE: 3, StepState.SKIPPED: 4, StepState.PENDING: 5}
+_ORDER = {StepState.RUNNING: 0, StepState.WAITING: 0, StepState.FAILED: 1,
+          StepState.CANCELLED: 2, StepState.DONE: 3, StepState.SKIPPED: 4, StepState.PENDING: 5}
 
 
 async def run_plan(engine: Engine, args: argparse.Namespace) -> int:
@@ -169,6 +170,8 @@ def _table(view: RunView, steps: list[StepView], *, limit: int | None) -> Table:
         style = STATE_STYLE[step.state]
         elapsed = step.elapsed(now)
         who = f"{step.provider}/{step.model}" if step.provider else ""
+        if step.state is StepState.WAITING:
+            who = "waiting for budget"
         tokens = f"{step.input_tokens}→{step.output_tokens}" if step.attempts else ""
         table.add_row(
             Text(step.state.glyph, style=style), Text(step.step_id, style=style),

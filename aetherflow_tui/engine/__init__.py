@@ -21,7 +21,17 @@ from typing import TYPE_CHECKING, Any
 from . import config as config_mod
 from . import plan as plan_mod
 from .approvals import ACTIVATE_KEY, OPPORTUNITY, PRICE_UPDATE, Approval, ApprovalQueue
-from .budget import BudgetGuard, Refusal, worst_cost, worst_input_tokens
+from .budget import (
+    BudgetGuard,
+    Full,
+    Refusal,
+    Reservation,
+    SharedBudget,
+    process_alive,
+    this_process,
+    worst_cost,
+    worst_input_tokens,
+)
 from .bus import EventBus
 from .clock import Clock, SystemClock, local_day
 from .config import Bouquet, ModelSpec, ProviderSpec
@@ -55,7 +65,7 @@ from .keycheck import (
     judge,
 )
 from .keys import KeyState, KeyStatus, KeyVault, check_key_text
-from .ledger import NOT_BILLED, UNKNOWN_ENERGY, EnergyEstimator, PriceTable, Rates
+from .ledger import NOT_BILLED, UNKNOWN_ENERGY, Cost, EnergyEstimator, PriceTable, Rates
 from .modes import LOGIC_ROLES, ModeController, ModeSignals, ResponseMode
 from .paths import Paths
 from .probes import Prober
@@ -64,9 +74,14 @@ from .providers import build_provider
 from .providers.base import (
     ChatRequest,
     ChatResult,
+    ConnectionFailed,
+    MalformedResponse,
     OnToken,
     Provider,
     ProviderError,
+    ProviderTimeout,
+    Unreachable,
+    Usage,
 )
 from .records import CallRecord, ProviderTotals
 from .router import Mode, Router
@@ -75,7 +90,7 @@ from .store import INSERT_ALERT, INSERT_DECISION, INSERT_MODE_CHANGE, Store
 from .text import excerpt
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from .metrics import MetricsSnapshot
     from .regulator import Actions, SystemSample, SystemState
@@ -91,6 +106,12 @@ __all__ = ["CallOutcome", "Engine", "Mode", "ModelView", "PlanRun", "ProviderVie
 DEFAULT_MAX_TOKENS = 1024
 # How often the budget re-reads today's spend, which other processes may have added to.
 BUDGET_SYNC_S = 5.0
+# A call waiting for budget re-checks at least this often: other processes' calls settle
+# in their own process, unseen here until the store is read again.
+BUDGET_WAIT_POLL_S = 0.25
+# A failed call the provider may have billed (it took the request, then timed out, cut the
+# stream or sent garbage): charged what it delivered and every input token, estimated.
+BILLED_FAILURE = "estimated:billed-failure"
 # An approved veille offer, per provider, until its key passes the sandbox and is activated.
 ANNOUNCED = "announced:"
 HOLD_SETTING = "dispatch_hold"  # the emergency stop, in the store: every process obeys it
@@ -186,6 +207,26 @@ def routable(key: KeyStatus, check: KeyCheck) -> bool:
     return usable and (key.source != "keyring" or check.active)
 
 
+def _billed_failure(error: BaseException) -> bool:
+    """Failures after the provider took the request: it may have billed them."""
+    if isinstance(error, ConnectionFailed):
+        return not isinstance(error, Unreachable)
+    return isinstance(error, ProviderTimeout | MalformedResponse)
+
+
+def _bounded(usage: Usage, worst_in: int, max_tokens: int) -> Usage:
+    """Usage within what the call could have used, never past its worst case. A negative
+    count would credit the budget, and says nothing of what was billed: it counts at the
+    bound. Marked estimated when it was moved."""
+    tin = worst_in if usage.input_tokens < 0 else min(usage.input_tokens, worst_in)
+    tout = max_tokens if usage.output_tokens < 0 else min(usage.output_tokens, max_tokens)
+    cached = min(max(0, usage.cached_input_tokens), tin)
+    if (tin, tout, cached) == (usage.input_tokens, usage.output_tokens,
+                               usage.cached_input_tokens):
+        return usage
+    return Usage(tin, tout, cached, estimated=True)
+
+
 def _origin() -> str:
     """Who wrote a control: a process skips the ones it wrote itself."""
     return f"pid {os.getpid()}"
@@ -229,6 +270,7 @@ class Engine:
         self._energy_ready = False
         self._runs: dict[str, PlanRun] = {}
         self._budget_sync: asyncio.Task[None] | None = None
+        self._expired_at = -1e9  # when dead processes' reservations were last expired
         self.modes = ModeController(bouquet.modes, self.clock.now())
         self.prober = Prober(self)
         self.vigilance: Vigilance | None = None
@@ -249,6 +291,7 @@ class Engine:
         self._store = await Store.open(self.home / "aetherflow.db")
         self._store.prepare = self._estimate_energy
         self._store.on_committed = self._publish_calls
+        self.shared = SharedBudget(self._store, this_process(), self.bouquet.budget.daily_usd)
         self._approvals = ApprovalQueue(self._store, self.bus, self.clock)
         self._approvals.handle(ACTIVATE_KEY, self._on_activation_decided)
         self._approvals.handle(PRICE_UPDATE, self._on_price_update_decided)
@@ -302,6 +345,10 @@ class Engine:
                 await provider.aclose()
         self._providers.clear()
         if self._store is not None:
+            # Left behind, what this process holds would count as spend once it is gone.
+            with contextlib.suppress(Exception):
+                await self._store.flush()
+                await self.shared.drop()
             await self._store.close()
             self._store = None
 
@@ -357,6 +404,8 @@ class Engine:
         self.bus.publish(ConcurrencyChanged(self.clock.now(), self.concurrency.limit, reason))
 
     async def sync_budget(self) -> None:
+        self._expired_at = -1e9
+        await self._expire_dead_reservations()
         day = local_day(self.clock.now())
         self.guard.sync(day, await self.store.day_spend(day))
 
@@ -1048,12 +1097,16 @@ class Engine:
 
     async def call(self, spec: ProviderSpec, request: ChatRequest, *, purpose: str,
                    on_token: OnToken | None = None, run_id: str | None = None,
-                   step_id: str | None = None) -> CallOutcome:
-        """One provider call, priced and queued for the store. The hot path: no disk wait.
+                   step_id: str | None = None,
+                   on_wait: Callable[[str | None], None] | None = None) -> CallOutcome:
+        """One provider call, priced and queued for the store.
 
-        The returned record has no energy yet; `settled()` waits for the durable row.
         Before it goes out, the call's worst case must fit the hard limits (BudgetRefused
-        otherwise); that worst case stays reserved until the call ends.
+        otherwise) and is reserved, covered by what this process holds of the day in the
+        store for every process to see (a disk write only when that holding must grow). A
+        call that fits the day only once the calls in flight settle waits for them, telling
+        `on_wait` why (and None when it stops waiting). The returned record has no energy
+        yet; `settled()` waits for the durable row, which settles the reservation.
         """
         self.check_dispatch()
         self.store.check_writable()  # a call the store could not record must not go out
@@ -1062,33 +1115,54 @@ class Engine:
         if request.max_tokens is None:
             request = replace(request, max_tokens=DEFAULT_MAX_TOKENS)
         max_tokens = request.max_tokens or DEFAULT_MAX_TOKENS
-        now = self.clock.now()
-        day = local_day(now)
         rates = self.prices.rates(spec, model)
         worst_in = worst_input_tokens(request)
-        reservation = self.guard.per_call(rates, worst_in, max_tokens) or self.guard.reserve(
-            day, worst_cost(rates, worst_in, max_tokens))  # type: ignore[arg-type]
-        if isinstance(reservation, Refusal):
-            raise BudgetRefused(f"{spec.id}/{model.id}", reservation)
+        refusal = self.guard.per_call(rates, worst_in, max_tokens)
+        if refusal is not None:
+            raise BudgetRefused(f"{spec.id}/{model.id}", refusal)
+        assert rates is not None  # per_call refuses an unpriced model
+        # Tiered prices charge more past a size: the table's own price of the worst usage
+        # keeps the reservation an upper bound there too.
+        worst = max(worst_cost(rates, worst_in, max_tokens),
+                    self.prices.cost(spec, model, Usage(worst_in, max_tokens)).usd or 0.0)
+        reservation = await self._reserve(spec, model, worst, on_wait)
+        if self.held is not None:  # an emergency stop came while it waited
+            self._release(reservation, spec.id)
+            self.check_dispatch()
+        now = self.clock.now()
+        day = reservation.day
         real = purpose != "canary"  # a canary is judged on its answer (probes.py)
         # A key test is not traffic either: one refused key is no error rate.
         traffic = real and purpose != "sandbox"
         if real:
             self.health.circuit(spec.id).dispatching()
         started = time.perf_counter()
+        delivered = 0  # bytes of answer streamed so far: what a cut call was billed for
+
+        def count(token: str) -> Any:
+            nonlocal delivered
+            delivered += len(token.encode())
+            return on_token(token) if on_token is not None else None
+
         self._in_flight += 1
         try:
-            result = await provider.complete(request, on_token)
+            result = await provider.complete(request, count)
         except (ProviderError, asyncio.CancelledError) as error:
-            self.guard.settle(reservation, 0.0)
             cancelled = isinstance(error, asyncio.CancelledError)
+            cost = (self.prices.cost(spec, model, Usage(worst_in, min(delivered, max_tokens)))
+                    if cancelled or _billed_failure(error) else None)
+            cost = NOT_BILLED if cost is None else Cost(cost.usd, BILLED_FAILURE)
+            self._settle(reservation, spec.id, cost.usd or 0.0)
             record = CallRecord(
                 ts=now, day=day, provider=spec.id, model=request.model,
                 purpose=purpose, ok=False,
                 error_kind="cancelled" if cancelled else error.kind,  # type: ignore[union-attr]
                 error="cancelled by the operator" if cancelled else excerpt(str(error)),
-                duration_s=time.perf_counter() - started, cost=NOT_BILLED,
-                energy=UNKNOWN_ENERGY, run_id=run_id, step_id=step_id,
+                duration_s=time.perf_counter() - started, cost=cost,
+                input_tokens=worst_in if cost.usd else 0,
+                output_tokens=min(delivered, max_tokens) if cost.usd else 0,
+                usage_estimated=bool(cost.usd), energy=UNKNOWN_ENERGY, run_id=run_id,
+                step_id=step_id, reservation=reservation.row,
             )
             durable = self.store.record_call(record)
             if real:
@@ -1104,9 +1178,16 @@ class Engine:
             self.health.call_ended(spec.id, True, None)
         if traffic:
             self._recent.append((now, True, result.duration_s))
-        usage = result.usage
+        usage = _bounded(result.usage, worst_in, max_tokens)
         cost = self.prices.cost(spec, model, usage)
-        self.guard.settle(reservation, cost.usd or 0.0)
+        if cost.usd is not None and cost.usd < 0:
+            cost = Cost(0.0, cost.method)
+        self._settle(reservation, spec.id, cost.usd or 0.0)
+        flag = None
+        if usage != result.usage:
+            flag = (f"the provider reported usage outside this call's bounds "
+                    f"({result.usage.input_tokens} in, {result.usage.output_tokens} out for "
+                    f"at most {worst_in} in, {max_tokens} out): counted within them")
         record = CallRecord(
             ts=now, day=day, provider=spec.id, model=model.id, purpose=purpose,
             ok=True, input_tokens=usage.input_tokens,
@@ -1114,8 +1195,71 @@ class Engine:
             usage_estimated=usage.estimated, ttft_s=result.ttft_s, duration_s=result.duration_s,
             tokens_per_s=result.tokens_per_s, cost=cost, run_id=run_id, step_id=step_id,
             energy=result.energy,  # measured for local models; else the writer estimates
+            error=flag, reservation=reservation.row,
         )
         return CallOutcome(record, result, None, self.store.record_call(record))
+
+    async def _reserve(self, spec: ProviderSpec, model: ModelSpec, usd: float,
+                       on_wait: Callable[[str | None], None] | None) -> Reservation:
+        """The call's worst case, reserved here and then against what this process holds
+        of the day in the store; while it fits the day only beside the reservations in
+        flight (here or in other processes), wait for them."""
+        label = f"{spec.id}/{model.id}"
+        waiting = False
+        try:
+            while True:
+                day = local_day(self.clock.now())
+                held = self.guard.reserve(day, usd)
+                if isinstance(held, Refusal):
+                    raise BudgetRefused(label, held)
+                if isinstance(held, Reservation) and usd <= 0:
+                    return held  # free (a local model): nothing to hold in the store
+                if isinstance(held, Reservation):
+                    try:
+                        row, spent, reserved = await self.shared.take(
+                            day, spec.id, usd, self.clock.now())
+                    except BaseException:
+                        self.guard.release(held)
+                        raise
+                    if row is not None:
+                        held.row = row
+                        return held
+                    # Other processes' spend or holdings: what the store says wins.
+                    self.guard.release(held)
+                    self.guard.sync(day, spent)
+                    refusal = self.guard.refuse(usd, spent)
+                    if refusal is not None:
+                        raise BudgetRefused(label, refusal)
+                    held = Full(f"worst case ${usd:.4f} waits for ${reserved:.4f} reserved "
+                                f"by calls in flight (${spent:.4f} spent, "
+                                f"${self.bouquet.budget.daily_usd:g} a day)")
+                    await self.shared.give_back()  # what this process holds may be theirs
+                    await self._expire_dead_reservations()
+                if not waiting and on_wait is not None:
+                    on_wait(f"waiting for budget: {held.reason}")
+                waiting = True
+                await self.guard.changed(BUDGET_WAIT_POLL_S)
+        finally:
+            if waiting and on_wait is not None:
+                on_wait(None)
+
+    def _settle(self, reservation: Reservation, provider: str, usd: float) -> None:
+        self.guard.settle(reservation, usd)
+        self.shared.settle(reservation.day, provider, reservation.usd, usd)
+
+    def _release(self, reservation: Reservation, provider: str) -> None:
+        self._settle(reservation, provider, 0.0)
+
+    async def _expire_dead_reservations(self) -> None:
+        """Calls a dead process left in flight become spend at their worst case; at most
+        once a second, since it asks the OS about every process holding a reservation."""
+        now = time.monotonic()
+        if now - self._expired_at < 1.0:
+            return
+        self._expired_at = now
+        if await self.store.expire_reservations(process_alive):
+            day = local_day(self.clock.now())
+            self.guard.sync(day, await self.store.day_spend(day))
 
     async def settled(self, outcome: CallOutcome) -> CallOutcome:
         """The same outcome once its row is committed, with energy filled in."""
@@ -1149,6 +1293,8 @@ class Engine:
     def _publish_calls(self, rows: Sequence[CallRecord]) -> None:
         for row in rows:
             self.guard.committed(row.day, row.cost.usd or 0.0)
+            if row.reservation is not None:
+                self.shared.written(row.day, row.provider, row.cost.usd or 0.0)
             self.bus.publish(CallRecorded(row.ts, row))
             if row.purpose == "canary":
                 continue  # the prober publishes its verdict, answer checked

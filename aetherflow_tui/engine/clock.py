@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol
 
 
@@ -30,5 +30,6 @@ class FixedClock:
 
 
 def local_day(ts: float) -> str:
-    """The operator's calendar day: budgets reset at local midnight."""
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d")
+    """The budget's calendar day, in UTC: every process on a data dir counts the same day
+    whatever its TZ, so budgets reset at midnight UTC."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")

@@ -131,7 +131,7 @@ PROVIDER_GAUGES: tuple[tuple[str, str, _ProviderValue], ...] = (
      "Smoothed (exponentially weighted) call latency of the provider, in seconds.",
      lambda p: p.latency_ewma_s),
     ("provider_spend_usd_today",
-     "US dollars spent on the provider today (local day; resets at midnight).",
+     "US dollars spent on the provider today (UTC day; resets at midnight UTC).",
      lambda p: p.spend_usd_today),
     ("provider_energy_wh_today",
      "Estimated or measured energy used by calls to the provider today, in watt-hours.",

@@ -9,6 +9,7 @@ from enum import StrEnum
 class StepState(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
+    WAITING = "waiting"  # its call waits for the budget reserved by calls in flight
     DONE = "done"
     FAILED = "failed"
     SKIPPED = "skipped"  # a dependency failed
@@ -24,7 +25,8 @@ class StepState(StrEnum):
 
 
 _GLYPHS = {
-    StepState.PENDING: "○", StepState.RUNNING: "⟳", StepState.DONE: "✓",
+    StepState.PENDING: "○", StepState.RUNNING: "⟳", StepState.WAITING: "⧗",
+    StepState.DONE: "✓",
     StepState.FAILED: "✗", StepState.SKIPPED: "⊘", StepState.CANCELLED: "■",
 }
 

@@ -33,6 +33,7 @@ class CallRecord:
     run_id: str | None = None
     step_id: str | None = None
     id: int | None = None  # set once written
+    reservation: int | None = None  # the budget's row for this call, deleted with this write
 
     def with_energy(self, energy: Energy) -> CallRecord:
         return replace(self, energy=energy)

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from ..formatting import usd as money
 from .errors import UsageError
 from .records import CallRecord
 from .store import Store
@@ -49,7 +50,7 @@ def render(run: dict[str, Any], steps: list[dict[str, Any]], calls: list[CallRec
         + (f", finished {_when(finished)}" if finished else ""),
         "- steps: " + ", ".join(f"{n} {state}" for state, n in sorted(by_state.items())),
         f"- calls: {len(calls)}, of which {sum(1 for c in calls if not c.ok)} failed; "
-        f"cost ${usd:.4f}; energy {wh:.3f} Wh (estimated unless measured)",
+        f"cost {money(usd)}; energy {wh:.3f} Wh (estimated unless measured)",
         "",
         "## Parallelism",
         "",
@@ -80,7 +81,7 @@ def render(run: dict[str, Any], steps: list[dict[str, Any]], calls: list[CallRec
         note = s["flag"] or s["error"] or ""
         lines.append(f"| {_cell(s['step_id'])} | {s['type']} | {s['status']} | {_cell(who)} | "
                      f"{s['attempts']} | {duration} | {s['input_tokens']}/{s['output_tokens']} "
-                     f"| ${s['usd']:.6f} | {_cell(note)} |")
+                     f"| {money(s['usd'])} | {_cell(note)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -122,7 +123,7 @@ def _table(label: str, groups: dict[str, list[CallRecord]],
             _seconds(_pct(ttfts, 0.5)), _seconds(_pct(ttfts, 0.95)),
             _seconds(_pct(durations, 0.5)), _seconds(_pct(durations, 0.95)),
             str(sum(c.input_tokens for c in calls)), str(sum(c.output_tokens for c in calls)),
-            f"${sum(c.cost.usd or 0.0 for c in calls):.6f}",
+            money(sum(c.cost.usd or 0.0 for c in calls)),
         ]
         rows.append("| " + " | ".join(cells) + " |")
     return rows

@@ -532,7 +532,8 @@ class PlanRun:
                 if self._faulted:
                     raise _Faulted
                 outcome = await engine.call(candidate.provider, request, purpose="step",
-                                            run_id=self.run_id, step_id=step.spec.id)
+                                            run_id=self.run_id, step_id=step.spec.id,
+                                            on_wait=lambda why: self._waiting(step, why))
             self._account(step, outcome, audit=audit)
             error = outcome.error
             if error is None or not error.retryable or retry >= retries:
@@ -620,6 +621,12 @@ class PlanRun:
                            max_tokens=spec.max_tokens, stream=True)
 
     # -- persistence and events ------------------------------------------------------------
+
+    def _waiting(self, step: _Step, why: str | None) -> None:
+        """Its call waits for budget held by calls in flight (why), or goes out (None)."""
+        self._set_state(step, StepState.WAITING if why else StepState.RUNNING)
+        step.error = why
+        self._publish(step)
 
     def _set_state(self, step: _Step, state: StepState) -> None:
         self._counts[step.state] -= 1

@@ -289,7 +289,29 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE runs ADD COLUMN pid INTEGER;
     """,
+    # 8: the budget across processes. What each process holds of the day for its calls in
+    # flight (their worst cases, and what settled calls cost until their rows land), per
+    # provider: taken before a call goes out, in one transaction that sees every process's
+    # spend and holdings; a call's row gives back what it cost in the transaction that
+    # writes it. What a dead process held is spend (Store.expire_reservations).
+    """
+    CREATE TABLE reservations (
+        id INTEGER PRIMARY KEY,
+        day TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        pid_started REAL NOT NULL,
+        holder INTEGER NOT NULL,
+        provider TEXT NOT NULL,
+        usd REAL NOT NULL,
+        ts REAL NOT NULL
+    );
+    CREATE UNIQUE INDEX reservations_holder
+        ON reservations(day, pid, pid_started, holder, provider);
+    """,
 )
+
+# A call left in flight by a process that died: billed, perhaps, and never settled.
+CUT_BY_CRASH = "estimated:worst-case"
 
 _CALL_COLUMNS = (
     "ts, day, provider, model, purpose, ok, input_tokens, cached_input_tokens, output_tokens, "
@@ -509,19 +531,7 @@ class Store:
             rows = await asyncio.to_thread(
                 lambda: [_check_finite(prepare(row)) if row.energy is None else row
                          for row in rows])
-        totals: dict[tuple[str, str], list[float]] = {}
-        for row in rows:
-            acc = totals.setdefault((row.day, row.provider), [0] * 9)
-            energy = row.energy
-            acc[0] += 1
-            acc[1] += 0 if row.ok else 1
-            acc[2] += row.cost.usd or 0.0
-            acc[3] += 0 if row.cost.priced else 1
-            acc[4] += row.input_tokens
-            acc[5] += row.output_tokens
-            acc[6] += (energy.wh or 0.0) if energy else 0.0
-            acc[7] += (energy.gco2e or 0.0) if energy else 0.0
-            acc[8] += (energy.wh or 0.0) if energy and energy.measured else 0.0
+        totals = _totals(rows)
         grouped: dict[str, list[tuple[Any, ...]]] = {}
         for write in writes:
             grouped.setdefault(write.sql, []).append(write.params)
@@ -540,6 +550,11 @@ class Store:
                 await self._db.executemany(
                     _UPSERT_TOTALS,
                     [(day, provider, *acc) for (day, provider), acc in totals.items()])
+                settled = [(r.cost.usd or 0.0, r.reservation) for r in rows
+                           if r.reservation is not None and r.cost.usd]
+                if settled:
+                    await self._db.executemany(
+                        "UPDATE reservations SET usd = MAX(0, usd - ?) WHERE id = ?", settled)
             for sql, params in grouped.items():
                 await self._db.executemany(sql, params)
             await self._db.execute("COMMIT")
@@ -618,6 +633,83 @@ class Store:
                 "SELECT COALESCE(SUM(usd), 0) FROM daily_totals WHERE day = ?", (day,))
             (usd,) = await cursor.fetchone()  # type: ignore[misc]
         return float(usd)
+
+    async def hold(self, key: tuple[str, int, float, int, str], least: float, wanted: float,
+                   limit: float, ts: float) -> tuple[int | None, float, float, float]:
+        """Add to what a process holds of the day (key: day, pid, pid start, holder (one
+        engine of that process), provider):
+        `wanted` if it fits beside every process's spend and holdings within `limit`, else
+        `least` if that fits, else nothing. (row id, granted, spent, held by all before),
+        as they stood in the transaction."""
+        day = key[0]
+        async with self._write_lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = await self._db.execute(
+                    "SELECT (SELECT COALESCE(SUM(usd), 0) FROM daily_totals WHERE day = ?), "
+                    "(SELECT COALESCE(SUM(usd), 0) FROM reservations WHERE day = ?)",
+                    (day, day))
+                (spent, held) = await cursor.fetchone()  # type: ignore[misc]
+                room = limit - spent - held + 1e-12
+                granted = wanted if wanted <= room else least if least <= room else 0.0
+                row_id = None
+                if granted > 0:
+                    cursor = await self._db.execute(
+                        "INSERT INTO reservations (day, pid, pid_started, holder, provider, "
+                        "usd, ts) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (day, pid, "
+                        "pid_started, holder, provider) DO UPDATE SET usd = usd + excluded.usd, "
+                        "ts = excluded.ts RETURNING id", (*key, granted, ts))
+                    (row_id,) = await cursor.fetchone()  # type: ignore[misc]
+                await self._db.execute("COMMIT")
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+        return row_id, granted, float(spent), float(held)
+
+    async def give_back(self, row_id: int, usd: float) -> None:
+        """A process no longer needs this much of what it holds."""
+        await self._write("UPDATE reservations SET usd = MAX(0, usd - ?) WHERE id = ?",
+                          (usd, row_id))
+
+    async def drop_holdings(self, pid: int, pid_started: float, holder: int) -> None:
+        await self._write("DELETE FROM reservations WHERE pid = ? AND pid_started = ? AND "
+                          "holder = ?", (pid, pid_started, holder))
+
+    async def expire_reservations(self, alive: Callable[[int, float], bool]) -> int:
+        """What dead processes held is spend: calls they had in flight may have been billed
+        up to their worst case. Each holding becomes a failed call row (estimated), in one
+        transaction with its deletion, so two processes never both count it."""
+        cursor = await self._db.execute("SELECT DISTINCT pid, pid_started FROM reservations")
+        dead = [(pid, started) for pid, started in await cursor.fetchall()
+                if not alive(pid, started)]
+        if not dead:
+            return 0
+        async with self._write_lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = []
+                for pid, started in dead:
+                    cursor = await self._db.execute(
+                        "DELETE FROM reservations WHERE pid = ? AND pid_started = ? "
+                        "RETURNING ts, day, provider, usd, pid", (pid, started))
+                    rows += [row for row in await cursor.fetchall() if row[3] > 0]
+                records = [CallRecord(
+                    ts=ts, day=day, provider=provider, model="", purpose="reserved",
+                    ok=False, usage_estimated=True, cost=Cost(usd, CUT_BY_CRASH),
+                    energy=Energy(None, None, "unknown"), error_kind="interrupted",
+                    error=f"process {pid} died with calls in flight: what it held for them "
+                    "counts at their worst case") for ts, day, provider, usd, pid in rows]
+                if records:
+                    await self._db.executemany(_INSERT_CALL,
+                                               [_call_params(r) for r in records])
+                    await self._db.executemany(
+                        _UPSERT_TOTALS, [(day, provider, *acc) for (day, provider), acc
+                                         in _totals(records).items()])
+                await self._db.execute("COMMIT")
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+        return len(records)
 
     # -- runs --------------------------------------------------------------------------------
 
@@ -981,6 +1073,24 @@ def _unavailable(path: Path, reason: object) -> StoreUnavailable:
         f"the database {path} cannot be written ({reason})",
         fix="make sure its disk has free space and its folder is writable, then resume the "
             "run; nothing is sent to a provider while calls cannot be recorded")
+
+
+def _totals(rows: Sequence[CallRecord]) -> dict[tuple[str, str], list[float]]:
+    """What rows add to daily_totals, per (day, provider)."""
+    totals: dict[tuple[str, str], list[float]] = {}
+    for row in rows:
+        acc = totals.setdefault((row.day, row.provider), [0] * 9)
+        energy = row.energy
+        acc[0] += 1
+        acc[1] += 0 if row.ok else 1
+        acc[2] += row.cost.usd or 0.0
+        acc[3] += 0 if row.cost.priced else 1
+        acc[4] += row.input_tokens
+        acc[5] += row.output_tokens
+        acc[6] += (energy.wh or 0.0) if energy else 0.0
+        acc[7] += (energy.gco2e or 0.0) if energy else 0.0
+        acc[8] += (energy.wh or 0.0) if energy and energy.measured else 0.0
+    return totals
 
 
 def _call_params(r: CallRecord) -> tuple[Any, ...]:

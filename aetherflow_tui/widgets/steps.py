@@ -18,7 +18,8 @@ from .providers import same_look
 from .safe import literal
 
 STATE_STYLE = {
-    StepState.PENDING: "grey50", StepState.RUNNING: "cyan", StepState.DONE: "green",
+    StepState.PENDING: "grey50", StepState.RUNNING: "cyan", StepState.WAITING: "yellow",
+    StepState.DONE: "green",
     StepState.FAILED: "red", StepState.SKIPPED: "dark_orange", StepState.CANCELLED: "magenta",
 }
 COLUMNS = (("state", ""), ("step", "step"), ("who", "provider/model"), ("elapsed", "elapsed"),
@@ -52,7 +53,8 @@ def cells(step: StepView, now: float) -> dict[str, Text]:
     return {
         "state": Text(step.state.glyph, style=style),
         "step": Text(step.step_id, style=style),
-        "who": literal(f"{step.provider}/{step.model}" if step.provider else "", limit=40),
+        "who": Text("waiting for budget", style=style) if step.state is StepState.WAITING
+        else literal(f"{step.provider}/{step.model}" if step.provider else "", limit=40),
         "elapsed": Text(_duration(elapsed) if elapsed is not None else "", justify="right"),
         "tokens": Text(f"{step.input_tokens}→{step.output_tokens}" if step.attempts else "",
                        justify="right"),
@@ -101,7 +103,7 @@ class StepTable(DataTable[Text]):
 
     def tick(self, now: float) -> None:
         for step in self.steps.values():
-            if step.state is StepState.RUNNING:
+            if step.state in (StepState.RUNNING, StepState.WAITING):
                 self.show(step, now)
 
     @property

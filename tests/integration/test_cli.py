@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import textwrap
 from pathlib import Path
@@ -126,6 +127,19 @@ def test_spend_after_a_call(cli_env, scripted_config):
     (row,) = spend["providers"]
     # The key's sandbox test is a real call too, and is counted like one.
     assert row["provider"] == "scripted" and row["calls"] == 2 and row["usd"] > 0
+
+
+def test_spend_shows_small_costs_in_significant_figures(cli_env, scripted_config):
+    from aetherflow_tui.formatting import usd
+
+    run(cli_env, "key", "set", "scripted", stdin=TEST_KEY)
+    assert run(cli_env, "ask", "a b c", "-p", "scripted").returncode == 0
+    spent = json.loads(run(cli_env, "spend", "--json").stdout)["spent_usd"]
+    assert 0 < spent < 0.0001  # a few tokens at $0.5 and $1.5 a million
+    table = run(cli_env, "spend")
+    assert table.returncode == 0, table.stderr
+    assert not re.search(r"0\.0000(?!\d)", table.stdout)  # never a bare $0.0000
+    assert f"Today: {usd(spent)} of $1.00" in table.stdout
 
 
 def test_a_failing_provider_is_exit_1(cli_env, scripted_config):

@@ -358,14 +358,17 @@ def test_kill_9_mid_run_then_resume_finishes_without_redoing_work(cli_env, tmp_p
         rows = conn.execute("SELECT step_id, status FROM steps WHERE run_id = ?",
                             (run_id,)).fetchall()
         calls = dict(conn.execute(
-            "SELECT step_id, COUNT(*) FROM calls WHERE run_id = ? GROUP BY step_id",
+            "SELECT step_id, COUNT(*) FROM calls WHERE run_id = ? AND ok GROUP BY step_id",
             (run_id,)).fetchall())
+        cut = conn.execute("SELECT price_method FROM calls WHERE error_kind = 'interrupted'"
+                           ).fetchall()
         (final,) = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
     assert sorted(rows) == sorted((s, "done") for s in everything)
     assert final == "done"
-    # One call per step: what was done before the kill was not asked again (and the
-    # calls the kill cut were never recorded).
+    # One answered call per step: what was done before the kill was not asked again; what
+    # the killed process held for the calls it cut counts in spend, once.
     assert calls == dict.fromkeys(everything, 1)
+    assert cut == [("estimated:worst-case",)]
 
 
 # -- an emergency stop from another process ------------------------------------------------

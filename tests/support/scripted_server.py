@@ -23,6 +23,14 @@ Behaviour of each ``POST /v1/chat/completions`` comes from the next string queue
                              up to a closing "/SAY" if there is one
     sum                      answer "What is A + B?" in the last user message with the
                              sum, as a healthy provider answers Aetherflow's canary
+    usage:IN:OUT             like ok, but report IN prompt and OUT completion tokens (a
+                             hostile provider: negative, or far past max_tokens)
+
+The server keeps the bill a real provider would send: ``billed_input`` counts the prompt
+tokens of every request it took (answered, cut mid-stream, hung, or answered with garbage)
+and ``billed_output`` the completion tokens it sent, whatever usage it reported.
+``billed_usd(price_in, price_out)`` prices them; ``GET /v1/billing`` returns both counts
+(for servers in another process).
 
 Hostile providers (each holds its connection until the client hangs up or stop()):
 
@@ -120,6 +128,7 @@ def _parse_behaviour(raw: str) -> tuple[str, list[str]]:
         "trickle",
         "hugeline",
         "flood",
+        "usage",
     }
     return (kind, args) if kind in known else ("ok", [])
 
@@ -243,7 +252,12 @@ class _Handler(BaseHTTPRequestHandler):
         }
         owner._record(entry)
 
-        if self.command == "GET" and path == "/v1/models":
+        if self.command == "GET" and path == "/v1/billing":
+            with owner._lock:
+                bill = {"input_tokens": owner.billed_input,
+                        "output_tokens": owner.billed_output}
+            self._send_json(200, bill)
+        elif self.command == "GET" and path == "/v1/models":
             self._send_json(200, {"object": "list", "data": [{"id": "echo", "object": "model"}]})
         elif self.command == "POST" and path == "/v1/chat/completions":
             self._chat(body, entry)
@@ -298,6 +312,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._abort()
             return
         if kind == "hang":
+            owner._bill(_reply_and_usage(body, 0)[1]["prompt_tokens"], 0)
             with owner._held(entry):
                 owner._stopping.wait()
             self._abort()
@@ -305,6 +320,8 @@ class _Handler(BaseHTTPRequestHandler):
         if kind == "status":
             self._scripted_status(args)
             return
+        # From here on the provider took the request: it bills the prompt.
+        owner._bill(_reply_and_usage(body, 0)[1]["prompt_tokens"], 0)
         if kind == "malformed":
             self._send_json(200, None, raw=MALFORMED_BODY.encode())
             return
@@ -341,6 +358,8 @@ class _Handler(BaseHTTPRequestHandler):
         if kind == "flood":
             words = ["flood"] * _count(args, 100_000)
             usage["completion_tokens"] = len(words)
+        # Every word it sends is billed (a cut stream sends one).
+        owner._bill(0, 1 if kind == "broken-stream" and stream else len(words))
         trickle = _seconds(args, 1.0) if kind == "trickle" else None
         if trickle is not None:
             # Compose the whole answer, then hand it out a byte at a time.
@@ -349,6 +368,10 @@ class _Handler(BaseHTTPRequestHandler):
             # OpenRouter-style: the provider reports what it charged, in usage.cost.
             with contextlib.suppress(IndexError, ValueError):
                 usage["cost"] = float(args[0])
+        if kind == "usage":
+            with contextlib.suppress(IndexError, ValueError):
+                usage["prompt_tokens"], usage["completion_tokens"] = int(args[0]), int(args[1])
+                usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         completion_id = f"chatcmpl-{owner._next_id()}"
         if stream:
             self._stream(body, model, completion_id, words, usage, broken=(kind == "broken-stream"))
@@ -552,6 +575,8 @@ class ScriptedServer:
     def __init__(self, api_key: str | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
         self.api_key = api_key
         self.requests: list[dict[str, Any]] = []
+        self.billed_input = 0  # prompt tokens of the requests it took
+        self.billed_output = 0  # completion tokens it sent
         self.in_flight = 0  # requests held in a slow delay or a hang now
         self.max_in_flight = 0  # the most held at once
         self._lock = threading.Lock()
@@ -628,6 +653,16 @@ class ScriptedServer:
             with self._changed:
                 self.in_flight -= 1
                 self._changed.notify_all()
+
+    def billed_usd(self, price_in: float, price_out: float) -> float:
+        """What it billed, at these $ per million tokens."""
+        with self._lock:
+            return (self.billed_input * price_in + self.billed_output * price_out) / 1e6
+
+    def _bill(self, input_tokens: int, output_tokens: int) -> None:
+        with self._lock:
+            self.billed_input += input_tokens
+            self.billed_output += output_tokens
 
     def _next_scripted(self) -> str | None:
         with self._lock:

@@ -170,3 +170,16 @@ async def test_z_zooms_the_focused_pane_and_back(cockpit_engine: Engine):
         await pilot.press("z")
         await pilot.pause()
         assert app.screen.maximized is None
+
+
+def test_a_step_waiting_for_budget_says_so_in_its_row():
+    from aetherflow_tui.engine.progress import StepView
+    from aetherflow_tui.widgets.steps import cells
+
+    waiting = StepView("s3", "analysis", StepState.WAITING, "alpha", "echo", 1, 100.0,
+                       error="waiting for budget: worst case $0.1300 waits for ...")
+
+    row = cells(waiting, now=102.0)
+
+    assert row["state"].plain == "⧗" and row["who"].plain == "waiting for budget"
+    assert row["elapsed"].plain == "2.0 s"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
 
 from aetherflow_tui.engine.budget import (
     BudgetGuard,
+    Full,
     Refusal,
     Reservation,
     worst_cost,
@@ -101,34 +103,59 @@ def test_a_call_under_both_ceilings_passes() -> None:
 # --- the daily budget ------------------------------------------------------------------
 
 
-def test_reservations_may_fill_the_day_exactly_and_not_a_cent_more() -> None:
+def test_reservations_may_fill_the_day_exactly_and_a_call_beyond_waits() -> None:
     guard = BudgetGuard(LIMITS)
     guard.sync(DAY, 0.25)
 
     reserved(guard, DAY, 0.5)
     reserved(guard, DAY, 0.25)  # 0.25 spent + 0.75 reserved: exactly the budget
-    refusal = guard.reserve(DAY, 0.01)
+    full = guard.reserve(DAY, 0.01)
 
-    assert isinstance(refusal, Refusal)
-    assert refusal.daily
-    assert refusal.limit == "daily"
-    assert "$0.2500 spent" in refusal.reason
-    assert "$0.7500 reserved" in refusal.reason
-    assert "daily_usd" in refusal.fix
+    # Reservations in flight are not spend: it waits for them, it is not refused.
+    assert isinstance(full, Full)
+    assert "$0.7500 reserved" in full.reason and "$0.2500 spent" in full.reason
+    assert guard.refusals == 0
     assert guard.reserved == pytest.approx(0.75)
     assert guard.remaining == pytest.approx(0.0)
 
 
+def test_a_call_is_refused_only_when_spend_plus_its_own_worst_case_passes_the_day() -> None:
+    guard = BudgetGuard(LIMITS)
+    guard.sync(DAY, 0.25)
+    reserved(guard, DAY, 0.7)
+
+    refusal = guard.reserve(DAY, 0.8)  # 0.25 spent + 0.8 > 1, whatever is in flight
+
+    assert isinstance(refusal, Refusal)
+    assert refusal.daily and refusal.limit == "daily"
+    assert "$0.2500 spent" in refusal.reason and "$0.8000" in refusal.reason
+    assert "daily_usd" in refusal.fix
+
+
+async def test_a_waiting_call_fits_once_a_reservation_settles_at_its_real_cost() -> None:
+    guard = BudgetGuard(LIMITS)
+    first = reserved(guard, DAY, 0.6)
+    assert isinstance(guard.reserve(DAY, 0.6), Full)
+
+    waiter = asyncio.ensure_future(guard.changed(timeout=10))
+    await asyncio.sleep(0)
+    guard.settle(first, 0.1)
+    await asyncio.wait_for(waiter, 1)  # woken by the settlement, not by the timeout
+
+    assert isinstance(guard.reserve(DAY, 0.6), Reservation)
+    assert guard.spent + guard.reserved == pytest.approx(0.7)
+
+
 def test_every_refusal_is_counted_and_reserves_nothing() -> None:
     guard = BudgetGuard(LIMITS)
-    reserved(guard, DAY, 0.9)
+    guard.sync(DAY, 0.9)
 
     assert isinstance(guard.reserve(DAY, 0.2), Refusal)
     assert isinstance(guard.reserve(DAY, 5.0), Refusal)
     reserved(guard, DAY, 0.1)
 
     assert guard.refusals == 2
-    assert guard.reserved == pytest.approx(1.0)
+    assert guard.reserved == pytest.approx(0.1)
 
 
 def test_settle_releases_the_worst_case_and_counts_the_actual_cost() -> None:
@@ -209,7 +236,7 @@ def test_random_reservations_and_settlements_never_pass_the_daily_budget() -> No
     guard.sync(DAY, 0.0)
     in_flight: list[Reservation] = []
     settled_not_committed = 0.0
-    granted = refused = 0
+    granted = refused = waited = 0
     for _ in range(1_000):
         if in_flight and rng.random() < 0.45:
             reservation = in_flight.pop(rng.randrange(len(in_flight)))
@@ -223,13 +250,40 @@ def test_random_reservations_and_settlements_never_pass_the_daily_budget() -> No
             if isinstance(result, Reservation):
                 granted += 1
                 in_flight.append(result)
+            elif isinstance(result, Full):
+                waited += 1
+                assert before + usd > LIMITS.daily_usd  # waits only when it would pass
+                assert guard.spent + usd <= LIMITS.daily_usd + 1e-9  # ...beside the others
             else:
                 refused += 1
-                assert before + usd > LIMITS.daily_usd  # refused only when it would pass
+                assert guard.spent + usd > LIMITS.daily_usd  # refused on spend alone
         if rng.random() < 0.1:
             moved = rng.uniform(0.0, settled_not_committed)
             guard.committed(DAY, moved)
             settled_not_committed -= moved
         assert guard.spent + guard.reserved <= LIMITS.daily_usd + 1e-9
-    assert granted and refused  # the walk really reached the limit
+    assert granted and refused and waited  # the walk really reached the limit
     assert guard.refusals == refused
+
+
+@pytest.mark.parametrize("zone", ["Pacific/Kiritimati", "Etc/GMT+12", "UTC"])
+def test_the_budget_day_is_the_utc_day_whatever_the_processs_tz(zone: str) -> None:
+    import os
+    import time
+    from datetime import UTC, datetime
+
+    from aetherflow_tui.engine.clock import local_day
+
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = zone
+    time.tzset()
+    try:
+        for hour in (1, 11, 23):
+            ts = datetime(2024, 3, 1, hour, 30, tzinfo=UTC).timestamp()
+            assert local_day(ts) == DAY
+    finally:
+        if before is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = before
+        time.tzset()

@@ -90,7 +90,7 @@ from .store import INSERT_ALERT, INSERT_DECISION, INSERT_MODE_CHANGE, Store
 from .text import excerpt
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     from .metrics import MetricsSnapshot
     from .regulator import Actions, SystemSample, SystemState
@@ -1324,9 +1324,15 @@ class Engine:
 
     def load_plan(self, path: Path) -> plan_mod.Plan:
         """Read and validate a plan, pins checked against this bouquet (PlanError: exit 2)."""
+        return self._read_plan(path)[0]
+
+    def _read_plan(self, path: Path) -> tuple[plan_mod.Plan, str, str]:
+        """The plan, its text and its digest: read once, on a thread (blocking work)."""
         known = {pid: tuple(m.id for m in spec.models)
                  for pid, spec in self.bouquet.providers.items()}
-        return plan_mod.load(path, known_providers=known)
+        text = plan_mod.read_text(path)
+        plan = plan_mod.parse(text, path, known_providers=known)
+        return plan, text, plan.digest()
 
     async def start_run(self, plan_path: Path, *, mode: Mode | str | None = None,
                         resume: str | None = None, output_dir: Path | None = None) -> PlanRun:
@@ -1339,7 +1345,11 @@ class Engine:
         # realpath, not resolve(): on a symlink loop 3.11's resolve() raises RuntimeError,
         # where the read below gives the operator one line.
         plan_path = Path(os.path.realpath(plan_path.expanduser()))
-        plan = await asyncio.to_thread(self.load_plan, plan_path)
+        # The plan, the keys and today's spend are read side by side: the run's first
+        # steps wait for all three, and none of them needs another.
+        read, _, _ = await _all(asyncio.to_thread(self._read_plan, plan_path),
+                                self.provider_views(), self.sync_budget())
+        plan, plan_text, digest = read
         self.check_dispatch()
         mode = Mode(mode or self.bouquet.routing.mode)
         restored: dict[str, dict[str, Any]] = {}
@@ -1350,7 +1360,7 @@ class Engine:
                                  fix="list runs with `aetherflow runs`")
             if resume in self._runs:
                 raise UsageError(f"run {resume} is still running", fix="wait for it or cancel it")
-            if row["plan_digest"] != plan.digest():
+            if row["plan_digest"] != digest:
                 raise PlanError(f"this plan is not the one run {resume} started with",
                                 path=str(plan_path),
                                 fix="resume with the same plan file, or start a new run")
@@ -1362,10 +1372,7 @@ class Engine:
         else:
             run_id = self._new_run_id()
             await self.store.create_run(run_id, plan.task_id, str(plan_path), mode.value,
-                                        self.clock.now(), plan.digest(),
-                                        plan_mod.read_text(plan_path), os.getpid())
-        await self.provider_views()  # which providers have a usable, tested key now
-        await self.sync_budget()
+                                        self.clock.now(), digest, plan_text, os.getpid())
         if not self._energy_ready:
             await asyncio.to_thread(self.router.estimate_energy, self._wh_per_1k)
             self._energy_ready = True
@@ -1432,6 +1439,16 @@ class Engine:
                        counts[StepState.RUNNING], counts[StepState.CANCELLED], row["started"],
                        row["finished"], sum(s.usd for s in steps), None, row["detail"])
         return view, steps
+
+
+async def _all(*steps: Awaitable[Any]) -> list[Any]:
+    """Await every step together; then raise the first failure, in argument order (a bad
+    plan before a keychain hiccup), once none of them is still running."""
+    results = await asyncio.gather(*steps, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
 
 
 def _step_types(plan_text: str) -> dict[str, str]:

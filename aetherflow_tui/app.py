@@ -394,7 +394,7 @@ class CockpitApp(App[None]):
     def action_run_plan(self) -> None:
         def started(run: PlanRun | None) -> None:
             if run is not None:
-                self._last_plan_path = run.plan_path
+                self._last_plan_path = str(run.plan_path)  # a Path: the Input takes text
                 self.query_one(StepsPane).show_run(run.view())
                 for step in run.steps():
                     self.query_one(StepsPane).show_step(run.run_id, step,

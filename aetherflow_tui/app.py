@@ -7,7 +7,12 @@ back through one subscription, posted as messages, to the pane that shows them.
 from __future__ import annotations
 
 import asyncio
+import os
+import tempfile
+import time
+import traceback
 from collections.abc import Iterable
+from pathlib import Path
 
 from textual import on, work
 from textual.app import App, ComposeResult, ScreenStackError, SystemCommand
@@ -40,6 +45,7 @@ from .engine.events import (
     VeillePolled,
 )
 from .engine.health import CircuitState
+from .engine.keys import REDACTOR
 from .engine.progress import RunView
 from .engine.text import excerpt
 from .engine.veille.item import VeilleItem
@@ -111,6 +117,21 @@ def check_keymap(keymap: dict[str, str]) -> None:
                           fix=f"use one of: {', '.join(sorted(BINDING_IDS))}")
 
 
+def write_crash_log(home: Path, text: str) -> Path:
+    """The traceback in the data dir (the temp dir if that cannot be written)."""
+    name = f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        path = home / name
+        path.write_text(text, encoding="utf-8")
+    except OSError:
+        fd, where = tempfile.mkstemp(prefix="aetherflow-" + name[:-4], suffix=".log")
+        with os.fdopen(fd, "w", encoding="utf-8") as log:
+            log.write(text)
+        path = Path(where)
+    return path
+
+
 class EngineEvent(Message):
     def __init__(self, event: Event) -> None:
         super().__init__()
@@ -135,6 +156,8 @@ class CockpitApp(App[None]):
         self._pump: asyncio.Task[None] | None = None
         self._last_plan_path = ""
         self._veille_new: list[VeilleItem] = []  # shown together when their poll ends
+        self.crash_log: Path | None = None  # where an unhandled exception's traceback went
+        self.crash_report: str | None = None  # and the one line that says so
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -169,6 +192,21 @@ class CockpitApp(App[None]):
             self._pump.cancel()
         if self._owns_engine:
             await self.engine.stop()
+
+    def _handle_exception(self, error: Exception) -> None:
+        """An unhandled exception: Textual exits with return code 1; the traceback goes
+        to a file, and the operator gets one line (the CLI prints it once the terminal is
+        restored) instead of Textual's dump, whose locals may hold a key."""
+        super()._handle_exception(error)
+        self._exit_renderables.clear()  # Textual 8.2's queue of what it prints on exit
+        text = "".join(traceback.format_exception(error))
+        if self.crash_log is not None:  # a second one: the same file, below the first
+            with open(self.crash_log, "a", encoding="utf-8") as log:
+                log.write("\n" + REDACTOR.redact(text))
+            return
+        self.crash_log = write_crash_log(self.engine.home, REDACTOR.redact(text))
+        self.crash_report = (f"the cockpit crashed ({type(error).__name__}: "
+                             f"{excerpt(str(error), 160)}); full traceback in {self.crash_log}")
 
     # -- engine -> panes -----------------------------------------------------------------
 

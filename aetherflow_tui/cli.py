@@ -264,6 +264,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
 async def _cockpit(bouquet: Any, paths: Paths, args: argparse.Namespace) -> int:
     from .app import CockpitApp, check_keymap
     from .engine import Engine
+    from .engine.errors import EXIT_FAILED
 
     check_keymap(bouquet.keymap)  # a typo in the keymap is exit 2 before the screen opens
     _check_metrics_port(args)
@@ -274,9 +275,14 @@ async def _cockpit(bouquet: Any, paths: Paths, args: argparse.Namespace) -> int:
         await engine.start_vigilance(role="cockpit", metrics_port=args.metrics_port,
                                      metrics_host=args.metrics_host)
         await engine.start_veille()
-        await CockpitApp(engine, keymap=bouquet.keymap).run_async()
+        app = CockpitApp(engine, keymap=bouquet.keymap)
+        await app.run_async()
     finally:
         await engine.stop()
+    if app.return_code:
+        # Printed here, after Textual gave the terminal back: one line, the rest in the file.
+        print(f"{PROG}: {app.crash_report or 'the cockpit failed'}", file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 

@@ -11,8 +11,9 @@ import os
 import tempfile
 import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import App, ComposeResult, ScreenStackError, SystemCommand
@@ -48,7 +49,6 @@ from .engine.health import CircuitState
 from .engine.keys import REDACTOR
 from .engine.progress import RunView
 from .engine.text import excerpt
-from .engine.veille.item import VeilleItem
 from .widgets.approvals import ApprovalsScreen
 from .widgets.confirm import ConfirmScreen
 from .widgets.cost import CostPane
@@ -61,6 +61,9 @@ from .widgets.steps import StepsPane
 from .widgets.system import SystemPane
 from .widgets.throttle_modal import ThrottleModal
 from .widgets.veille import VeilleItemScreen, VeillePane
+
+if TYPE_CHECKING:
+    from .engine.veille.item import VeilleItem
 
 REFRESH_S = 1.0
 SEVERITIES = ("information", "warning", "error")  # AlertRaised's, and Textual's
@@ -145,9 +148,13 @@ class CockpitApp(App[None]):
     # Under 120 columns the screen gets the -narrow class and the layout stacks (tcss).
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (NARROW_BELOW, "-wide")]
 
-    def __init__(self, engine: Engine, *, keymap: dict[str, str] | None = None) -> None:
+    def __init__(self, engine: Engine, *, keymap: dict[str, str] | None = None,
+                 start_watch: Callable[[], Awaitable[object]] | None = None) -> None:
+        """start_watch: what starts the engine's background work (vigilance, veille), run
+        once the first frame is on screen: the operator sees the cockpit before it."""
         super().__init__()
         self.engine = engine
+        self._start_watch = start_watch
         self._keymap = dict(keymap or {})
         self._spend_dirty = True
         self._last_minute = -1
@@ -165,7 +172,7 @@ class CockpitApp(App[None]):
             yield ProvidersPane(id="providers")
             yield CostPane(id="cost")
             yield StepsPane(id="steps")
-            yield SystemPane(self.engine, id="system")
+            yield SystemPane(self.engine, starting=self._start_watch is not None, id="system")
             yield VeillePane(id="veille")
         yield Input(placeholder="filter providers (esc closes)", id="filter-input")
         yield Footer()
@@ -180,12 +187,31 @@ class CockpitApp(App[None]):
         self.query_one("#filter-input", Input).display = False
         self.query_one(ProviderTable).focus()
         self.pump_events()
+        # Textual paints once on_mount returns: the panes fill in a worker, after that first
+        # frame, so `workers.wait_for_complete()` still waits for them.
+        painted = asyncio.Event()
+        self.call_after_refresh(painted.set)
+        self._fill(painted)
+
+    @work(group="startup")
+    async def _fill(self, painted: asyncio.Event) -> None:
+        await painted.wait()
+        # The first price read imports genai-prices' table (~150 ms): on a thread, so the loop
+        # is free meanwhile to paint what the first frame did not have yet (the footer keys).
+        await asyncio.to_thread(self._read_prices)
         await self.load_providers()
         self.show_mode()  # the key states are known now, and so is the mode
         await self.refresh_spend()
         await self.load_last_run()
         await self.load_veille()
         self.set_timer(REFRESH_S, self.tick)
+        if self._start_watch is not None:
+            try:
+                await self._start_watch()
+            except OperatorError as exc:
+                self.notify(str(exc), title="Vigilance", severity="error", markup=False,
+                            timeout=15)
+            self.query_one(SystemPane).watch_started()
 
     async def on_unmount(self) -> None:
         if self._pump is not None:
@@ -282,6 +308,12 @@ class CockpitApp(App[None]):
             self.notify(excerpt(event.message, 300), title=excerpt(event.title, 80),
                         severity=severity, markup=False,  # type: ignore[arg-type]
                         timeout=10 if severity == "error" else 5)
+
+    def _read_prices(self) -> None:
+        prices = self.engine.prices
+        for spec in self.engine.bouquet.providers.values():
+            for model in spec.models:
+                prices.rates(spec, model)
 
     async def load_last_run(self) -> None:
         last = await self.engine.last_run()

@@ -270,12 +270,20 @@ async def _cockpit(bouquet: Any, paths: Paths, args: argparse.Namespace) -> int:
     _check_metrics_port(args)
     engine = Engine(bouquet, paths.home)
     await engine.start()
-    try:
-        # Before the screen opens, so a port in use is a one-line error, not a crash.
-        await engine.start_vigilance(role="cockpit", metrics_port=args.metrics_port,
-                                     metrics_host=args.metrics_host)
+
+    async def start_watch() -> None:
+        if engine.vigilance is None:
+            await engine.start_vigilance(role="cockpit")
         await engine.start_veille()
-        app = CockpitApp(engine, keymap=bouquet.keymap)
+
+    try:
+        if args.metrics_port is not None:
+            # Before the screen opens, so a port in use is a one-line error, not a crash.
+            await engine.start_vigilance(role="cockpit", metrics_port=args.metrics_port,
+                                         metrics_host=args.metrics_host)
+        # The rest (canaries, status pages, the regulator, the veille) starts once the
+        # first frame is up: none of it is needed to paint the cockpit.
+        app = CockpitApp(engine, keymap=bouquet.keymap, start_watch=start_watch)
         await app.run_async()
     finally:
         await engine.stop()

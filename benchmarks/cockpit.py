@@ -2,7 +2,8 @@
 
 1. First frame: the installed `aetherflow` command starts in a private tmux server (its own
    socket) on the embedded default bouquet with a fresh temporary home, and the screen is
-   read with `capture-pane` until it shows the footer's "Quit" and the "Providers" title.
+   read with `capture-pane` until it shows the footer's "Quit" and the "Providers" title
+   (the first frame), then until it lists the providers (the panes fill just after).
    One untimed launch warms the page cache, then 5 timed ones; the median and the worst
    are reported, beside `aetherflow --help` and `python -c "import aetherflow_tui.app"`.
 2. Idle CPU: the cockpit on the seeded fixture engine (benchmarks/cockpit_fixture_app.py)
@@ -131,21 +132,26 @@ def wait_gone(tmux: Tmux, name: str, timeout: float = 10.0) -> None:
 
 
 def first_frame(tmux: Tmux, name: str, argv: list[str],
-                rows: Callable[[str], bool]) -> tuple[float, bool]:
-    """Seconds from spawn to the first frame, and whether it already showed the rows."""
+                rows: Callable[[str], bool]) -> tuple[float, bool, float]:
+    """Seconds from spawn to the first frame, whether it already showed the rows, and
+    seconds from spawn to the rows."""
     t0 = time.perf_counter()
     tmux.new_session(name, argv, width=120, height=40)
+    frame = None
     while True:
         screen = tmux.run("capture-pane", "-p", "-t", name).stdout
         elapsed = time.perf_counter() - t0
-        if "Quit" in screen and "Providers" in screen:
+        if frame is None and "Quit" in screen and "Providers" in screen:
+            frame, first_rows = elapsed, rows(screen)
+        if frame is not None and rows(screen):
             break
         if elapsed > 30:
-            raise RuntimeError(f"no first frame after 30 s; the screen was:\n{screen}")
+            what = "first frame" if frame is None else "provider rows"
+            raise Stalled(f"no {what} after 30 s; the screen was:\n{screen}")
         time.sleep(POLL_S)
     tmux.send(name, "q")
     wait_gone(tmux, name)
-    return elapsed, rows(screen)
+    return frame, first_rows, elapsed
 
 
 def median_wall(argv: list[str], runs: int) -> float:
@@ -159,22 +165,25 @@ def median_wall(argv: list[str], runs: int) -> float:
 
 
 def measure_first_frame(tmux: Tmux, command: str) -> bool:
-    launches: list[tuple[float, bool]] = []
+    launches: list[tuple[float, bool, float]] = []
     for i in range(LAUNCHES + 1):
         with tempfile.TemporaryDirectory(prefix="af-bench-") as tmp:
             timed = first_frame(tmux, f"launch{i}", [*env_argv(Path(tmp)), command],
                                 lambda s: "groq" in s and "openrouter" in s)
         if i:  # the first launch only warms the page cache
             launches.append(timed)
-    frames = [f for f, _ in launches]
-    with_rows = sum(rows for _, rows in launches)
+    frames = [f for f, _, _ in launches]
+    with_rows = sum(rows for _, rows, _ in launches)
+    listed = [r for _, _, r in launches]
     print(f"first frame of `aetherflow` in tmux 120x40, embedded default, fresh home "
           f"({LAUNCHES} launches, screen read every {POLL_S * 1000:.0f} ms):")
     print("  first frame  " + "  ".join(f"{f * 1000:.0f}" for f in frames)
           + f" ms; median {statistics.median(frames) * 1000:.0f} ms, "
             f"max {max(frames) * 1000:.0f} ms")
     print(f"  the first frame read already listed the providers in {with_rows} of "
-          f"{LAUNCHES} launches")
+          f"{LAUNCHES} launches; they were listed at "
+          + "  ".join(f"{r * 1000:.0f}" for r in listed)
+          + f" ms (median {statistics.median(listed) * 1000:.0f} ms)")
     help_s = median_wall([command, "--help"], 5)
     import_s = median_wall([sys.executable, "-c", "import aetherflow_tui.app"], 5)
     print(f"  for reference: `aetherflow --help` median {help_s * 1000:.0f} ms; "

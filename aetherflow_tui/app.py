@@ -166,6 +166,13 @@ class CockpitApp(App[None]):
         self.crash_log: Path | None = None  # where an unhandled exception's traceback went
         self.crash_report: str | None = None  # and the one line that says so
 
+    def get_default_screen(self) -> Screen:
+        # The breakpoint class from the start: set on the first resize instead, it restyles
+        # every widget once more before the first frame.
+        width = self.size.width
+        return Screen(id="_default", classes=next(
+            c for w, c in sorted(self.HORIZONTAL_BREAKPOINTS, reverse=True) if width >= w))
+
     def compose(self) -> ComposeResult:
         yield Header()
         with Grid(id="panes"):

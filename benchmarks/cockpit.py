@@ -495,6 +495,13 @@ def main() -> int:
     if command is None:
         print("the aetherflow console script is not installed (pip install -e .): FAIL")
         return 1
+    from benchmarks.run_all import machine_line
+
+    print(machine_line())
+    # Both move the first frame a lot: say what they were.
+    print(f"load average {os.getloadavg()[0]:.2f} at the start; bytecode cache "
+          + ("off (PYTHONDONTWRITEBYTECODE: every launch compiles the package's modules)"
+             if sys.dont_write_bytecode else "on"))
     try:
         tmux = Tmux("af-bench")
         try:

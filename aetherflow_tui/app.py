@@ -7,7 +7,13 @@ back through one subscription, posted as messages, to the pane that shows them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import os
+import tempfile
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import App, ComposeResult, ScreenStackError, SystemCommand
@@ -40,9 +46,9 @@ from .engine.events import (
     VeillePolled,
 )
 from .engine.health import CircuitState
+from .engine.keys import REDACTOR
 from .engine.progress import RunView
 from .engine.text import excerpt
-from .engine.veille.item import VeilleItem
 from .widgets.approvals import ApprovalsScreen
 from .widgets.confirm import ConfirmScreen
 from .widgets.cost import CostPane
@@ -55,6 +61,9 @@ from .widgets.steps import StepsPane
 from .widgets.system import SystemPane
 from .widgets.throttle_modal import ThrottleModal
 from .widgets.veille import VeilleItemScreen, VeillePane
+
+if TYPE_CHECKING:
+    from .engine.veille.item import VeilleItem
 
 REFRESH_S = 1.0
 SEVERITIES = ("information", "warning", "error")  # AlertRaised's, and Textual's
@@ -111,6 +120,21 @@ def check_keymap(keymap: dict[str, str]) -> None:
                           fix=f"use one of: {', '.join(sorted(BINDING_IDS))}")
 
 
+def write_crash_log(home: Path, text: str) -> Path:
+    """The traceback in the data dir (the temp dir if that cannot be written)."""
+    name = f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        path = home / name
+        path.write_text(text, encoding="utf-8")
+    except OSError:
+        fd, where = tempfile.mkstemp(prefix="aetherflow-" + name[:-4], suffix=".log")
+        with os.fdopen(fd, "w", encoding="utf-8") as log:
+            log.write(text)
+        path = Path(where)
+    return path
+
+
 class EngineEvent(Message):
     def __init__(self, event: Event) -> None:
         super().__init__()
@@ -124,9 +148,13 @@ class CockpitApp(App[None]):
     # Under 120 columns the screen gets the -narrow class and the layout stacks (tcss).
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (NARROW_BELOW, "-wide")]
 
-    def __init__(self, engine: Engine, *, keymap: dict[str, str] | None = None) -> None:
+    def __init__(self, engine: Engine, *, keymap: dict[str, str] | None = None,
+                 start_watch: Callable[[], Awaitable[object]] | None = None) -> None:
+        """start_watch: what starts the engine's background work (vigilance, veille), run
+        once the first frame is on screen: the operator sees the cockpit before it."""
         super().__init__()
         self.engine = engine
+        self._start_watch = start_watch
         self._keymap = dict(keymap or {})
         self._spend_dirty = True
         self._last_minute = -1
@@ -135,6 +163,15 @@ class CockpitApp(App[None]):
         self._pump: asyncio.Task[None] | None = None
         self._last_plan_path = ""
         self._veille_new: list[VeilleItem] = []  # shown together when their poll ends
+        self.crash_log: Path | None = None  # where an unhandled exception's traceback went
+        self.crash_report: str | None = None  # and the one line that says so
+
+    def get_default_screen(self) -> Screen:
+        # The breakpoint class from the start: set on the first resize instead, it restyles
+        # every widget once more before the first frame.
+        width = self.size.width
+        return Screen(id="_default", classes=next(
+            c for w, c in sorted(self.HORIZONTAL_BREAKPOINTS, reverse=True) if width >= w))
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -142,7 +179,7 @@ class CockpitApp(App[None]):
             yield ProvidersPane(id="providers")
             yield CostPane(id="cost")
             yield StepsPane(id="steps")
-            yield SystemPane(self.engine, id="system")
+            yield SystemPane(self.engine, starting=self._start_watch is not None, id="system")
             yield VeillePane(id="veille")
         yield Input(placeholder="filter providers (esc closes)", id="filter-input")
         yield Footer()
@@ -157,18 +194,52 @@ class CockpitApp(App[None]):
         self.query_one("#filter-input", Input).display = False
         self.query_one(ProviderTable).focus()
         self.pump_events()
+        # Textual paints once on_mount returns: the panes fill in a worker, after that first
+        # frame, so `workers.wait_for_complete()` still waits for them.
+        painted = asyncio.Event()
+        self.call_after_refresh(painted.set)
+        self._fill(painted)
+
+    @work(group="startup")
+    async def _fill(self, painted: asyncio.Event) -> None:
+        await painted.wait()
+        # The first price read imports genai-prices' table (~150 ms): on a thread, so the loop
+        # is free meanwhile to paint what the first frame did not have yet (the footer keys).
+        await asyncio.to_thread(self._read_prices)
         await self.load_providers()
         self.show_mode()  # the key states are known now, and so is the mode
         await self.refresh_spend()
         await self.load_last_run()
         await self.load_veille()
         self.set_timer(REFRESH_S, self.tick)
+        if self._start_watch is not None:
+            try:
+                await self._start_watch()
+            except OperatorError as exc:
+                self.notify(str(exc), title="Vigilance", severity="error", markup=False,
+                            timeout=15)
+            self.query_one(SystemPane).watch_started()
 
     async def on_unmount(self) -> None:
         if self._pump is not None:
             self._pump.cancel()
         if self._owns_engine:
             await self.engine.stop()
+
+    def _handle_exception(self, error: Exception) -> None:
+        """An unhandled exception: Textual exits with return code 1; the traceback goes
+        to a file, and the operator gets one line (the CLI prints it once the terminal is
+        restored) instead of Textual's dump, whose locals may hold a key."""
+        super()._handle_exception(error)
+        self._exit_renderables.clear()  # Textual 8.2's queue of what it prints on exit
+        text = "".join(traceback.format_exception(error))
+        if self.crash_log is not None:  # a second one: the same file, below the first
+            with open(self.crash_log, "a", encoding="utf-8") as log:
+                log.write("\n" + REDACTOR.redact(text))
+            return
+        self.crash_log = write_crash_log(self.engine.home, REDACTOR.redact(text))
+        self.crash_report = (f"the cockpit crashed ({type(error).__name__}: "
+                             f"{excerpt(str(error), 160)}); full traceback in {self.crash_log}")
 
     # -- engine -> panes -----------------------------------------------------------------
 
@@ -244,6 +315,12 @@ class CockpitApp(App[None]):
             self.notify(excerpt(event.message, 300), title=excerpt(event.title, 80),
                         severity=severity, markup=False,  # type: ignore[arg-type]
                         timeout=10 if severity == "error" else 5)
+
+    def _read_prices(self) -> None:
+        prices = self.engine.prices
+        for spec in self.engine.bouquet.providers.values():
+            for model in spec.models:
+                prices.rates(spec, model)
 
     async def load_last_run(self) -> None:
         last = await self.engine.last_run()
@@ -394,7 +471,7 @@ class CockpitApp(App[None]):
     def action_run_plan(self) -> None:
         def started(run: PlanRun | None) -> None:
             if run is not None:
-                self._last_plan_path = run.plan_path
+                self._last_plan_path = str(run.plan_path)  # a Path: the Input takes text
                 self.query_one(StepsPane).show_run(run.view())
                 for step in run.steps():
                     self.query_one(StepsPane).show_step(run.run_id, step,

@@ -2,7 +2,8 @@
 
 1. First frame: the installed `aetherflow` command starts in a private tmux server (its own
    socket) on the embedded default bouquet with a fresh temporary home, and the screen is
-   read with `capture-pane` until it shows the footer's "Quit" and the "Providers" title.
+   read with `capture-pane` until it shows the footer's "Quit" and the "Providers" title
+   (the first frame), then until it lists the providers (the panes fill just after).
    One untimed launch warms the page cache, then 5 timed ones; the median and the worst
    are reported, beside `aetherflow --help` and `python -c "import aetherflow_tui.app"`.
 2. Idle CPU: the cockpit on the seeded fixture engine (benchmarks/cockpit_fixture_app.py)
@@ -17,7 +18,12 @@
      next change waits until the app has handled the previous one, as the app reads the
      engine's state when it handles an event); the provider table must repaint exactly the
      cells that differ, once per change.
-   The probe alone, with no events, is the baseline.
+   The probe alone, with no events, is the baseline. The engine may publish events of its
+   own meanwhile (an open circuit can switch the response mode): they are counted beside the
+   benchmark's, since the app handles those too.
+
+Every wait is bounded: a phase that does not finish in time ends the benchmark with a FAIL
+line saying what never happened.
 
 Run from the repo root: python benchmarks/cockpit.py
 """
@@ -25,13 +31,16 @@ Run from the repo root: python benchmarks/cockpit.py
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import os
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,6 +55,8 @@ if TYPE_CHECKING:
     from rich.text import Text
 
     from aetherflow_tui.app import CockpitApp
+    from aetherflow_tui.engine import Engine
+    from aetherflow_tui.engine.events import Event
 
 FIRST_FRAME_S = 1.0
 IDLE_CPU_PCT = 3.0
@@ -59,6 +70,40 @@ EVENTS_S = 10.0
 PROBE_S = 0.010
 BASELINE_S = 3.0
 FIXTURE_APP = REPO_ROOT / "benchmarks" / "cockpit_fixture_app.py"
+HANDLED_S = 5.0  # the most the app may take to handle one event before the run fails
+# The most each part may take in all, noisy machine included, before the run fails.
+FIRST_FRAME_PHASE_S = 300.0
+IDLE_PHASE_S = 90.0
+EVENTS_PHASE_S = 180.0
+CLEANUP_S = 30.0
+
+
+class Stalled(Exception):
+    """Something the benchmark waits for never happened: the run ends with FAIL."""
+
+
+@contextlib.contextmanager
+def deadline(what: str, seconds: float) -> Iterator[None]:
+    """Raise Stalled in the main thread if the block takes longer than `seconds`, even while
+    blocked in a subprocess, a sleep or an idle event loop."""
+    def expired(signum: int, frame: object) -> None:
+        # Unwinding (an event loop cancelling its tasks) gets a bound of its own too.
+        signal.signal(signal.SIGALRM, hung)
+        signal.setitimer(signal.ITIMER_REAL, CLEANUP_S)
+        raise Stalled(f"{what} did not finish within {seconds:.0f} s")
+
+    def hung(signum: int, frame: object) -> None:
+        print(f"FAIL: {what} did not finish within {seconds:.0f} s, and stopping it did not "
+              f"finish within {CLEANUP_S:.0f} s either", flush=True)
+        os._exit(1)
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def verdict(ok: bool) -> str:
@@ -87,21 +132,26 @@ def wait_gone(tmux: Tmux, name: str, timeout: float = 10.0) -> None:
 
 
 def first_frame(tmux: Tmux, name: str, argv: list[str],
-                rows: Callable[[str], bool]) -> tuple[float, bool]:
-    """Seconds from spawn to the first frame, and whether it already showed the rows."""
+                rows: Callable[[str], bool]) -> tuple[float, bool, float]:
+    """Seconds from spawn to the first frame, whether it already showed the rows, and
+    seconds from spawn to the rows."""
     t0 = time.perf_counter()
     tmux.new_session(name, argv, width=120, height=40)
+    frame = None
     while True:
         screen = tmux.run("capture-pane", "-p", "-t", name).stdout
         elapsed = time.perf_counter() - t0
-        if "Quit" in screen and "Providers" in screen:
+        if frame is None and "Quit" in screen and "Providers" in screen:
+            frame, first_rows = elapsed, rows(screen)
+        if frame is not None and rows(screen):
             break
         if elapsed > 30:
-            raise RuntimeError(f"no first frame after 30 s; the screen was:\n{screen}")
+            what = "first frame" if frame is None else "provider rows"
+            raise Stalled(f"no {what} after 30 s; the screen was:\n{screen}")
         time.sleep(POLL_S)
     tmux.send(name, "q")
     wait_gone(tmux, name)
-    return elapsed, rows(screen)
+    return frame, first_rows, elapsed
 
 
 def median_wall(argv: list[str], runs: int) -> float:
@@ -109,28 +159,31 @@ def median_wall(argv: list[str], runs: int) -> float:
     for _ in range(runs):
         t0 = time.perf_counter()
         subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True,
-                       cwd=REPO_ROOT)
+                       cwd=REPO_ROOT, timeout=60)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
 
 def measure_first_frame(tmux: Tmux, command: str) -> bool:
-    launches: list[tuple[float, bool]] = []
+    launches: list[tuple[float, bool, float]] = []
     for i in range(LAUNCHES + 1):
         with tempfile.TemporaryDirectory(prefix="af-bench-") as tmp:
             timed = first_frame(tmux, f"launch{i}", [*env_argv(Path(tmp)), command],
                                 lambda s: "groq" in s and "openrouter" in s)
         if i:  # the first launch only warms the page cache
             launches.append(timed)
-    frames = [f for f, _ in launches]
-    with_rows = sum(rows for _, rows in launches)
+    frames = [f for f, _, _ in launches]
+    with_rows = sum(rows for _, rows, _ in launches)
+    listed = [r for _, _, r in launches]
     print(f"first frame of `aetherflow` in tmux 120x40, embedded default, fresh home "
           f"({LAUNCHES} launches, screen read every {POLL_S * 1000:.0f} ms):")
     print("  first frame  " + "  ".join(f"{f * 1000:.0f}" for f in frames)
           + f" ms; median {statistics.median(frames) * 1000:.0f} ms, "
             f"max {max(frames) * 1000:.0f} ms")
     print(f"  the first frame read already listed the providers in {with_rows} of "
-          f"{LAUNCHES} launches")
+          f"{LAUNCHES} launches; they were listed at "
+          + "  ".join(f"{r * 1000:.0f}" for r in listed)
+          + f" ms (median {statistics.median(listed) * 1000:.0f} ms)")
     help_s = median_wall([command, "--help"], 5)
     import_s = median_wall([sys.executable, "-c", "import aetherflow_tui.app"], 5)
     print(f"  for reference: `aetherflow --help` median {help_s * 1000:.0f} ms; "
@@ -251,6 +304,39 @@ def looks(text: Text) -> tuple[object, ...]:
     return (text.plain, str(text.style), tuple(text.spans), text.justify)
 
 
+class Publisher:
+    """Publishes the benchmark's events on the engine's bus, and counts those the engine
+    publishes on its own meanwhile (a subscription of its own sees every event)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.published = 0
+        self.others: list[str] = []  # the engine's own events, by type, in order
+        self._ours: dict[int, Event] = {}  # by id, held until seen so no id is reused
+        self._subscription = engine.bus.subscribe()
+        self._task = asyncio.get_running_loop().create_task(self._watch())
+
+    def publish(self, event: Event) -> None:
+        self._ours[id(event)] = event
+        self.published += 1
+        self.engine.bus.publish(event)
+
+    async def _watch(self) -> None:
+        async for event in self._subscription:
+            if self._ours.pop(id(event), None) is None:
+                self.others.append(type(event).__name__)
+
+    def close(self) -> None:
+        self._task.cancel()
+        self._subscription.close()
+
+
+def tally(names: list[str]) -> str:
+    if not names:
+        return "none"
+    return ", ".join(f"{n} x{names.count(n)}" for n in sorted(set(names)))
+
+
 async def until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -274,43 +360,54 @@ async def under_events(app: CockpitApp) -> bool:
         providers = list(engine.bouquet.providers)
         spend_rows = cost.query_one("#spend-table", DataTable)
         if not await until(lambda: table.row_count == len(providers) and spend_rows.row_count):
-            raise RuntimeError("the fixture cockpit never showed its providers and spend")
+            raise Stalled("the fixture cockpit never showed its providers and spend (10 s)")
         await pilot.pause()
         record = (await engine.store.recent_calls(1))[0]
-        published = 0
+        bus = Publisher(engine)
+        published = others = seen_before = 0
+
+        def expected() -> int:
+            """What the app has to handle since the phase began: ours and the engine's."""
+            return bus.published - published + len(bus.others) - others
+
+        def seen() -> int:
+            return app.events_seen - seen_before
 
         def backlog() -> int:
-            return published - (app.events_seen - seen_before)
+            return expected() - seen()
 
-        seen_before = app.events_seen
+        def phase() -> None:
+            nonlocal published, others, seen_before
+            published, others, seen_before = bus.published, len(bus.others), app.events_seen
+
+        phase()
         with LagProbe(backlog) as baseline:
             await asyncio.sleep(BASELINE_S)
         print(f"[probe alone, no events, {BASELINE_S:.0f} s] {baseline.line()}")
 
         # Unchanged data: the current health of every provider, and a real recorded call.
         async def unchanged(i: int) -> None:
-            nonlocal published
             now = engine.clock.now()
             if i % 5 == 4:
-                engine.bus.publish(CallRecorded(now, record))
+                bus.publish(CallRecorded(now, record))
             else:
                 provider = providers[i % len(providers)]
-                engine.bus.publish(ProviderHealthChanged(now, engine.health.health(provider)))
-            published += 1
+                bus.publish(ProviderHealthChanged(now, engine.health.health(provider)))
 
         repaints_before = (table.repaints, cost.repaints)
-        seen_before = app.events_seen
-        published = 0
+        phase()
         with LagProbe(backlog) as still:
             sent = await publish_at_rate(unchanged, EVENTS_S)
-            drained = await until(lambda: app.events_seen - seen_before == sent)
+            drained = await until(lambda: seen() == expected())
             await asyncio.sleep(1.2)  # one more spend refresh after the last CallRecorded
-        seen_still = app.events_seen - seen_before
+        seen_still = seen()
+        others_still = bus.others[others:]
         table_still = table.repaints - repaints_before[0]
         cost_still = cost.repaints - repaints_before[1]
         print(f"[unchanged: {sent} events in {EVENTS_S:.0f} s, 4/5 ProviderHealthChanged with "
               f"the current health, 1/5 CallRecorded] {still.line()}")
-        print(f"  events_seen +{seen_still} of {sent} published "
+        print(f"  events_seen +{seen_still} of {sent} published and {len(others_still)} of "
+              f"the engine's own ({tally(others_still)}) "
               f"({'all handled' if drained else 'NOT ALL HANDLED'}); provider cells repainted "
               f"+{table_still}; cost cells repainted +{cost_still}")
 
@@ -331,34 +428,41 @@ async def under_events(app: CockpitApp) -> bool:
         async def changing(i: int) -> None:
             # The app reads the engine's state when it handles an event: change it again only
             # once the previous change was handled, so each event is one change to show.
-            nonlocal published, behind, waited
-            if app.events_seen - seen_before != published:
+            # What the engine publishes on its own meanwhile (an open circuit may switch the
+            # response mode) is handled by the app too: it counts in what the app must see.
+            nonlocal behind, waited
+            if seen() != expected():
                 behind += 1
                 t0 = time.perf_counter()
-                await until(lambda: app.events_seen - seen_before == published, 5.0)
+                if not await until(lambda: seen() == expected(), HANDLED_S):
+                    raise Stalled(
+                        f"the app did not handle change {i} within {HANDLED_S:.0f} s: it saw "
+                        f"{seen()} event(s) of {i} published and "
+                        f"{len(bus.others) - others} of the engine's own "
+                        f"({tally(bus.others[others:])})")
                 waited = max(waited, time.perf_counter() - t0)
             if i % 2 == 0:
                 for _ in range(circuit.failures_to_open):
                     circuit.record(False)
             else:
                 circuit.reset()
-            engine.bus.publish(ProviderHealthChanged(engine.clock.now(),
-                                                     engine.health.health("groq")))
-            published += 1
+            bus.publish(ProviderHealthChanged(engine.clock.now(), engine.health.health("groq")))
 
         repaints_before = (table.repaints, cost.repaints)
-        seen_before = app.events_seen
-        published = 0
+        phase()
         with LagProbe(backlog) as moving:
             changes = await publish_at_rate(changing, EVENTS_S)
-            drained_moving = await until(lambda: app.events_seen - seen_before == changes)
+            drained_moving = await until(lambda: seen() == expected())
         circuit.reset()
-        seen_moving = app.events_seen - seen_before
+        seen_moving = seen()
+        others_moving = bus.others[others:]
+        bus.close()
         table_moving = table.repaints - repaints_before[0]
         cost_moving = cost.repaints - repaints_before[1]
         print(f"[changing: {changes} events in {EVENTS_S:.0f} s, groq's circuit alternately "
               f"open and closed before each] {moving.line()}")
-        print(f"  events_seen +{seen_moving} of {changes} published "
+        print(f"  events_seen +{seen_moving} of {changes} published and "
+              f"{len(others_moving)} of the engine's own ({tally(others_moving)}) "
               f"({'all handled' if drained_moving else 'NOT ALL HANDLED'}); a change differs "
               f"in {per_change} cells ({', '.join(changed_columns)}); provider cells "
               f"repainted +{table_moving} (expected {per_change} x {changes} = "
@@ -369,8 +473,9 @@ async def under_events(app: CockpitApp) -> bool:
 
     lag_p99 = max(pct(still.lags, .99), pct(moving.lags, .99))
     lag_ok = lag_p99 <= LAG_P99_MS
-    still_ok = drained and seen_still == sent and table_still == 0 and cost_still == 0
-    exact_ok = (drained_moving and seen_moving == changes and per_change > 0
+    still_ok = (drained and seen_still == sent + len(others_still) and table_still == 0
+                and cost_still == 0)
+    exact_ok = (drained_moving and seen_moving == changes + len(others_moving) and per_change > 0
                 and table_moving == per_change * changes and cost_moving == 0)
     print(f"event-loop lag at {RATE} events/s: p99 {pct(still.lags, .99):.2f} ms unchanged, "
           f"{pct(moving.lags, .99):.2f} ms changing (target <= {LAG_P99_MS:.0f} ms) "
@@ -390,19 +495,34 @@ def main() -> int:
     if command is None:
         print("the aetherflow console script is not installed (pip install -e .): FAIL")
         return 1
-    tmux = Tmux("af-bench")
-    try:
-        # A session that only holds the server open, so no launch pays for starting tmux.
-        tmux.new_session("hold", ["sleep", "3600"])
-        frame_ok = measure_first_frame(tmux, command)
-        idle_ok = measure_idle_cpu(tmux)
-    finally:
-        tmux.kill()
-    from tests.support.cockpit_fixture import fixture_app
+    from benchmarks.run_all import machine_line
 
-    with tempfile.TemporaryDirectory(prefix="af-bench-") as tmp:
-        # Seeding runs its own event loop: the app is built before the benchmark's starts.
-        events_ok = asyncio.run(under_events(fixture_app(Path(tmp))))
+    print(machine_line())
+    # Both move the first frame a lot: say what they were.
+    print(f"load average {os.getloadavg()[0]:.2f} at the start; bytecode cache "
+          + ("off (PYTHONDONTWRITEBYTECODE: every launch compiles the package's modules)"
+             if sys.dont_write_bytecode else "on"))
+    try:
+        tmux = Tmux("af-bench")
+        try:
+            # A session that only holds the server open, so no launch pays for starting tmux.
+            tmux.new_session("hold", ["sleep", "3600"])
+            with deadline("the first-frame launches", FIRST_FRAME_PHASE_S):
+                frame_ok = measure_first_frame(tmux, command)
+            with deadline("the idle CPU measure", IDLE_PHASE_S):
+                idle_ok = measure_idle_cpu(tmux)
+        finally:
+            tmux.kill()
+        from tests.support.cockpit_fixture import fixture_app
+
+        with tempfile.TemporaryDirectory(prefix="af-bench-") as tmp, \
+                deadline("the 50 events/s run (seeding, three phases, shutdown)",
+                         EVENTS_PHASE_S):
+            # Seeding runs its own event loop: the app is built before the benchmark's starts.
+            events_ok = asyncio.run(under_events(fixture_app(Path(tmp))))
+    except (Stalled, RuntimeError, subprocess.TimeoutExpired) as exc:
+        print(f"FAIL: {exc}")
+        return 1
     ok = frame_ok and idle_ok and events_ok
     print(verdict(ok), f"(targets: first frame <= {FIRST_FRAME_S:.1f} s; idle CPU <= "
           f"{IDLE_CPU_PCT:.0f}% of one core; at {RATE} events/s event-loop lag p99 <= "

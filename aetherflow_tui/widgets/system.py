@@ -150,9 +150,11 @@ class SystemPane(Pane):
                 tooltip="Scroll the system pane down a page"),
     ]
 
-    def __init__(self, engine: Engine, **kwargs: object) -> None:
+    def __init__(self, engine: Engine, *, starting: bool = False, **kwargs: object) -> None:
+        """starting: the cockpit starts the vigilance just after its first frame."""
         super().__init__("System", 5, **kwargs)
         self.engine = engine
+        self.starting = starting
         self.samples: deque[SystemSample] = deque(maxlen=HISTORY)
         self.decision: RegulatorDecision | None = None
         self.repaints = 0
@@ -191,6 +193,10 @@ class SystemPane(Pane):
     def hold_changed(self) -> None:
         self._mark()
 
+    def watch_started(self) -> None:
+        self.starting = False
+        self._mark()
+
     def _mark(self) -> None:
         if not self._dirty:
             self._dirty = True
@@ -226,7 +232,7 @@ class SystemPane(Pane):
         if vigilance is not None and vigilance.decision is not None and (
                 self.decision is None or vigilance.decision.ts >= self.decision.ts):
             self.decision = vigilance.decision
-        running = vigilance is not None
+        running = vigilance is not None or self.starting
         held = self.engine.held
         sample = self.samples[-1] if self.samples else None
         state = self.state

@@ -7,6 +7,8 @@ never parsed as markup.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -14,12 +16,13 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label, Static
 
-from ..engine.veille.classifier import LABELS
-from ..engine.veille.item import VeilleItem
-from ..engine.veille.watch import SourceStatus
 from ..formatting import age, per_mtok, percent
 from .pane import Pane
 from .safe import literal
+
+if TYPE_CHECKING:  # the veille's modules load after the first frame, with the watch
+    from ..engine.veille.item import VeilleItem
+    from ..engine.veille.watch import SourceStatus
 
 BADGE = {"price_change": ("PRICE", "bold black on cyan"),
          "outage": ("OUTAGE", "bold white on red"),
@@ -144,6 +147,8 @@ class VeillePane(Pane):
         return self.items.get(int(key)) if key is not None else None
 
     def action_cycle_filter(self) -> None:
+        from ..engine.veille.classifier import LABELS
+
         order = [None, *LABELS]
         self.label = order[(order.index(self.label) + 1) % len(order)]
         self._render_rows()

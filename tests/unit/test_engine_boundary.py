@@ -61,6 +61,31 @@ def test_the_cli_module_loads_no_heavy_library():
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
 
 
+# What the cockpit's first frame does not need: it starts after that frame (the veille,
+# the canaries and status pages, the local models) or is read once it is up (prices).
+AFTER_FIRST_FRAME = ["llama_cpp", "onnxruntime", "tokenizers", "numpy", "feedparser",
+                     "genai_prices", "ecologits", "httpx", "aiohttp", "prometheus_client"]
+AFTER_FIRST_FRAME_MODULES = [
+    "aetherflow_tui.engine.veille.extract", "aetherflow_tui.engine.veille.classifier",
+    "aetherflow_tui.engine.veille.watch", "aetherflow_tui.engine.veille.sources",
+    "aetherflow_tui.engine.veille.item", "aetherflow_tui.engine.statuspage",
+    "aetherflow_tui.engine.providers.llama_cpp", "aetherflow_tui.engine.metrics",
+]
+
+
+def test_the_cockpit_module_loads_nothing_its_first_frame_does_not_need():
+    probe = ("import aetherflow_tui.app\nimport sys, json\n"
+             "print(json.dumps(sorted(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, cwd=REPO_ROOT).stdout
+    modules = set(json.loads(out.splitlines()[-1]))
+    assert "textual" in modules  # the probe really imported the cockpit
+    top = {name.split(".")[0] for name in modules}
+    assert not top & set(AFTER_FIRST_FRAME), sorted(top & set(AFTER_FIRST_FRAME))
+    assert not modules & set(AFTER_FIRST_FRAME_MODULES), sorted(
+        modules & set(AFTER_FIRST_FRAME_MODULES))
+
+
 def test_help_runs_without_heavy_libraries():
     code = ("import sys\nfrom aetherflow_tui.cli import main\n"
             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n")

@@ -48,7 +48,7 @@ from .engine.events import (
 from .engine.health import CircuitState
 from .engine.keys import REDACTOR
 from .engine.progress import RunView
-from .engine.text import excerpt
+from .engine.text import excerpt, neutralise
 from .widgets.approvals import ApprovalsScreen
 from .widgets.confirm import ConfirmScreen
 from .widgets.cost import CostPane
@@ -476,7 +476,8 @@ class CockpitApp(App[None]):
                 for step in run.steps():
                     self.query_one(StepsPane).show_step(run.run_id, step,
                                                         self.engine.clock.now())
-                self.notify(f"run {run.run_id} started: {run.plan.task_id}", markup=False)
+                self.notify(f"run {run.run_id} started: {neutralise(run.plan.task_id)}",
+                            markup=False)
                 # Watching it is what comes next; after the dialog hands focus back.
                 self.call_after_refresh(self.action_focus_pane, 2)
 

@@ -31,7 +31,7 @@ def headline(run: RunView) -> Text:
     finished = run.done + run.failed + run.skipped
     style = {RunStatus.RUNNING: "bold", RunStatus.DONE: "bold green"}.get(run.status,
                                                                          "bold red")
-    text = Text(run.task_id, style=style)
+    text = literal(run.task_id, limit=80, style=style)  # plan text: untrusted
     text.append(f" · {run.mode} · {finished}/{run.total}")
     if run.running:
         text.append(f" · {run.running} running", style="cyan")

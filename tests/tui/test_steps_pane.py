@@ -183,3 +183,19 @@ def test_a_step_waiting_for_budget_says_so_in_its_row():
 
     assert row["state"].plain == "⧗" and row["who"].plain == "waiting for budget"
     assert row["elapsed"].plain == "2.0 s"
+
+
+def test_a_task_id_with_escape_sequences_is_shown_escaped_in_the_headline():
+    # Plan text is untrusted: an OSC title sequence or a screen clear must not reach the
+    # terminal, and Rich markup stays literal.
+    from aetherflow_tui.engine.progress import RunStatus, RunView
+    from aetherflow_tui.widgets.steps import headline
+
+    task = "evil\x1b]0;pwned\x07\x1b[2J[bold]x[/bold]"
+    run = RunView("r1", task, "build", RunStatus.RUNNING, 3, 0, 0, 0, 1, 0, 100.0, None,
+                  0.0, None)
+
+    shown = headline(run).plain
+
+    assert "\x1b" not in shown and "\x07" not in shown
+    assert "\\x1b]0;pwned" in shown and "[bold]x[/bold]" in shown

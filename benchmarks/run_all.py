@@ -19,7 +19,8 @@ sys.path.insert(0, str(REPO_ROOT))
 
 SCRIPTS = ("call_overhead.py", "store_throughput.py", "cold_start.py", "cockpit.py",
            "scheduler.py", "routing.py", "litellm_overhead.py", "local.py", "regulator.py",
-           "vigilance.py", "veille_poll.py", "veille_classifier.py", "budget.py")
+           "vigilance.py", "veille_poll.py", "veille_classifier.py", "budget.py",
+           "config_load.py")
 
 
 def cpu_model() -> str:

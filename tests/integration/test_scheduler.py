@@ -473,7 +473,9 @@ async def test_a_hundred_calls_can_be_in_flight_on_one_provider(server, tmp_path
     text = bouquet(provider("alpha", server.url, max_concurrency=200), max_concurrency=200)
     async with engine_on(tmp_path, text) as engine:
         run = await finish(engine, tmp_path,
-                           *(step(f"s{i:03}", f"@@slow:0.3@@ job {i}") for i in range(100)))
+                           # Long enough that the last leaves before the first is back,
+                           # on a busy 2-core machine too.
+                           *(step(f"s{i:03}", f"@@slow:1.5@@ job {i}") for i in range(100)))
     assert run.view().status is RunStatus.DONE
     assert server.max_in_flight == 100
 

@@ -420,6 +420,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
+        # Said, not only done: a client that reused the connection would race our close.
+        self.send_header("Connection", "close")
         self.end_headers()
         self.close_connection = True
         if kind == "hugeline":

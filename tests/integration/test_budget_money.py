@@ -12,36 +12,21 @@ import signal
 import sqlite3
 import subprocess
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from aetherflow_tui.engine import Engine, config
 from aetherflow_tui.engine.budget import worst_cost, worst_input_tokens
 from aetherflow_tui.engine.errors import BudgetRefused
 from aetherflow_tui.engine.events import StepUpdated
 from aetherflow_tui.engine.progress import RunStatus, StepState
 from aetherflow_tui.engine.providers.base import ChatRequest, Usage
 from tests.conftest import aetherflow_cmd
-from tests.support.plans import bouquet, provider, step, write_plan
-from tests.support.scripted_server import ScriptedServer
+from tests.support.plans import bouquet, engine_on, provider, step, write_plan
 
 HANGING_PROMPT = "@@hang@@ a question that never gets its answer"
 PRICE_IN = 10.0  # $ per million tokens
 PRICE_OUT = 1200.0
-
-
-@pytest.fixture
-def server():
-    with ScriptedServer() as started:
-        yield started
-
-
-@contextlib.asynccontextmanager
-async def engine_on(tmp_path: Path, text: str) -> AsyncIterator[Engine]:
-    async with Engine(config.parse(text, tmp_path / "bouquet.toml"), tmp_path / "home") as e:
-        yield e
 
 
 def priced(url: str, **budget: float) -> str:

@@ -17,7 +17,6 @@ import pytest
 
 from tests.conftest import aetherflow_cmd
 from tests.support.plans import bouquet, provider, step, user_text, write_plan
-from tests.support.scripted_server import ScriptedServer
 
 MEMORY_CAP = 2 << 30  # bytes of address space for the child: ample for the CLI, not for 4 GB
 
@@ -64,22 +63,6 @@ FILE_REASONS = {
     "symlink_loop": "Too many levels of symbolic links",
     "sparse_4gb": "4,294,967,296 bytes, over the",
 }
-
-
-@pytest.fixture
-def server():
-    with ScriptedServer() as started:
-        yield started
-
-
-@pytest.fixture
-def configure(cli_env, tmp_path):
-    def write(text: str) -> Path:
-        path = tmp_path / "bouquet.toml"
-        path.write_text(text)
-        cli_env["AETHERFLOW_CONFIG"] = str(path)
-        return path
-    return write
 
 
 # -- special files ---------------------------------------------------------------------------

@@ -13,7 +13,6 @@ import pytest
 
 from tests.conftest import aetherflow_cmd
 from tests.support.plans import bouquet, provider, step, write_plan
-from tests.support.scripted_server import ScriptedServer
 
 
 def run(env: dict[str, str], *args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -27,22 +26,6 @@ def one_line_error(done: subprocess.CompletedProcess[str], *parts: str) -> None:
     assert "\n" not in error and "Traceback" not in error, error
     for part in parts:
         assert part in error, error
-
-
-@pytest.fixture
-def server():
-    with ScriptedServer() as started:
-        yield started
-
-
-@pytest.fixture
-def configure(cli_env, tmp_path):
-    def write(text: str) -> Path:
-        path = tmp_path / "bouquet.toml"
-        path.write_text(text)
-        cli_env["AETHERFLOW_CONFIG"] = str(path)
-        return path
-    return write
 
 
 # An OSC title, a screen clear, a C1 CSI (U+009B), a bell, and Rich markup.

@@ -41,12 +41,6 @@ CONCURRENCY = 3
 STEPS = 45
 
 
-@pytest.fixture
-def server():
-    with ScriptedServer() as started:
-        yield started
-
-
 class Run:
     """`aetherflow run` in a subprocess, its stderr read line by line as it comes."""
 

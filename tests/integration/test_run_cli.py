@@ -43,23 +43,6 @@ def db(env: dict[str, str]) -> sqlite3.Connection:
     return sqlite3.connect(Path(env["AETHERFLOW_HOME"]) / "aetherflow.db")
 
 
-@pytest.fixture
-def server():
-    with ScriptedServer() as started:
-        yield started
-
-
-@pytest.fixture
-def configure(cli_env, tmp_path):
-    """Write a bouquet for the command to use."""
-    def write(text: str) -> Path:
-        path = tmp_path / "bouquet.toml"
-        path.write_text(text)
-        cli_env["AETHERFLOW_CONFIG"] = str(path)
-        return path
-    return write
-
-
 # -- plan check and schema -----------------------------------------------------------------
 
 

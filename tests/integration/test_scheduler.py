@@ -13,12 +13,11 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from aetherflow_tui.engine import Engine, PlanRun, config
+from aetherflow_tui.engine import Engine, PlanRun
 from aetherflow_tui.engine.events import StepUpdated
 from aetherflow_tui.engine.health import CircuitState
 from aetherflow_tui.engine.progress import RunStatus, StepState
@@ -26,6 +25,7 @@ from tests.support.plans import (
     bouquet,
     calls_per_step,
     chat_requests,
+    engine_on,
     provider,
     step,
     step_of,
@@ -33,18 +33,6 @@ from tests.support.plans import (
     write_plan,
 )
 from tests.support.scripted_server import ScriptedServer
-
-
-@pytest.fixture
-def server():
-    with ScriptedServer() as started:
-        yield started
-
-
-@contextlib.asynccontextmanager
-async def engine_on(tmp_path: Path, text: str) -> AsyncIterator[Engine]:
-    async with Engine(config.parse(text, tmp_path / "bouquet.toml"), tmp_path / "home") as e:
-        yield e
 
 
 async def finish(engine: Engine, tmp_path: Path, *steps: dict, **kw) -> PlanRun:

@@ -13,7 +13,7 @@ import json
 import os
 import subprocess
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from aetherflow_tui.engine.events import (
 from aetherflow_tui.engine.health import Light
 from aetherflow_tui.engine.progress import RunStatus
 from tests.conftest import aetherflow_cmd
-from tests.support.plans import bouquet, chat_requests, provider, step, write_plan
+from tests.support.plans import bouquet, chat_requests, engine_on, provider, step, write_plan
 from tests.support.scripted_server import ScriptedServer
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "statuspages"
@@ -68,12 +68,6 @@ def two_providers(alpha: ScriptedServer, beta: ScriptedServer, extra: str = "") 
     return VIGILANT + extra + bouquet(
         provider("alpha", alpha.url, "sum", price_in=0.1, price_out=0.2),
         provider("beta", beta.url, "sum", price_in=1.0, price_out=2.0))
-
-
-@contextlib.asynccontextmanager
-async def engine_on(tmp_path: Path, text: str) -> AsyncIterator[Engine]:
-    async with Engine(config.parse(text, tmp_path / "bouquet.toml"), tmp_path / "home") as e:
-        yield e
 
 
 class Events:

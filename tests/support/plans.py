@@ -3,10 +3,14 @@ and which step a request recorded by a ScriptedServer was made for."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+
+from aetherflow_tui.engine import Engine, config
 
 # Every role, so any step type's rule finds an adequate model.
 ALL_ROLES = ("fast", "cheap", "code", "reasoning", "quality", "prototyping", "qa", "chat")
@@ -78,3 +82,10 @@ def chat_requests(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def calls_per_step(requests: list[dict[str, Any]]) -> Counter[str | None]:
     return Counter(step_of(r) for r in chat_requests(requests))
+
+
+@contextlib.asynccontextmanager
+async def engine_on(tmp_path: Path, text: str) -> AsyncIterator[Engine]:
+    """A started engine on this bouquet text, its home in tmp_path (stopped after)."""
+    async with Engine(config.parse(text, tmp_path / "bouquet.toml"), tmp_path / "home") as e:
+        yield e

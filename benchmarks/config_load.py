@@ -24,6 +24,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from aetherflow_tui.engine import config  # noqa: E402
 from aetherflow_tui.engine.errors import ConfigError  # noqa: E402
+from tests.support.plans import WIDE_PROVIDER  # noqa: E402
 
 ROUNDS = 5
 MAX_PER_KB_RATIO = 1.5
@@ -31,30 +32,12 @@ MAX_CAPPED_S = 5.0
 MAX_REFUSAL_S = 0.050
 
 PROVIDER_TABLE = re.compile(r"^\[providers\.[^.\]]+\]", re.MULTILINE)
-PROVIDER = """\
-[providers.p{i}]
-kind = "openai"
-base_url = "https://api{i}.example/v1"
-key = "env:KEY_{i}"
-[[providers.p{i}.models]]
-id = "small-{i}"
-roles = ["fast", "cheap"]
-price_in = 0.1
-price_out = 0.2
-[[providers.p{i}.models]]
-id = "large-{i}"
-roles = ["quality"]
-price_in = 1.0
-price_out = 2.0
-"""
-
-
 def bouquet_of(limit: int) -> str:
     """As many providers as fit in `limit` bytes."""
     blocks: list[str] = []
     size = 0
     while True:
-        block = PROVIDER.format(i=len(blocks)) + "\n"
+        block = WIDE_PROVIDER.format(i=len(blocks)) + "\n"
         if size + len(block) > limit:
             return "".join(blocks)
         blocks.append(block)

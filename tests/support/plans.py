@@ -89,3 +89,28 @@ async def engine_on(tmp_path: Path, text: str) -> AsyncIterator[Engine]:
     """A started engine on this bouquet text, its home in tmp_path (stopped after)."""
     async with Engine(config.parse(text, tmp_path / "bouquet.toml"), tmp_path / "home") as e:
         yield e
+
+
+# One provider of a large bouquet (a config near the size cap): two priced models, its key
+# from the environment so that loading it reads no keychain.
+WIDE_PROVIDER = """\
+[providers.p{i}]
+kind = "openai"
+base_url = "https://api{i}.example/v1"
+key = "env:KEY_{i}"
+[[providers.p{i}.models]]
+id = "small-{i}"
+roles = ["fast", "cheap"]
+price_in = 0.1
+price_out = 0.2
+[[providers.p{i}.models]]
+id = "large-{i}"
+roles = ["quality"]
+price_in = 1.0
+price_out = 2.0
+"""
+
+
+def wide_bouquet(count: int) -> str:
+    """A bouquet of `count` providers p0, p1, ... (WIDE_PROVIDER each)."""
+    return "\n".join(WIDE_PROVIDER.format(i=i) for i in range(count))

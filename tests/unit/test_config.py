@@ -9,6 +9,7 @@ import pytest
 
 from aetherflow_tui.engine import config
 from aetherflow_tui.engine.errors import EXIT_INVALID, ConfigError
+from tests.support.plans import wide_bouquet
 
 DEFAULT_PROVIDERS = {"groq", "mistral", "codestral", "deepseek", "gemini", "openai", "openrouter"}
 
@@ -662,31 +663,9 @@ def test_a_config_that_is_not_a_small_regular_file_is_refused(tmp_path, kind, re
     assert info.value.exit_code == EXIT_INVALID
 
 
-def _many_providers(count: int) -> str:
-    blocks = []
-    for i in range(count):
-        blocks.append(textwrap.dedent(f"""\
-            [providers.p{i}]
-            kind = "openai"
-            base_url = "https://api{i}.example/v1"
-            key = "env:KEY_{i}"
-            [[providers.p{i}.models]]
-            id = "small-{i}"
-            roles = ["fast", "cheap"]
-            price_in = 0.1
-            price_out = 0.2
-            [[providers.p{i}.models]]
-            id = "large-{i}"
-            roles = ["quality"]
-            price_in = 1.0
-            price_out = 2.0
-            """))
-    return "\n".join(blocks)
-
-
 def test_a_config_of_three_thousand_providers_loads_whole(tmp_path):
     # How fast: benchmarks/config_load.py and docs/benchmarks.md; not timed here.
-    text = _many_providers(3000)
+    text = wide_bouquet(3000)
     assert len(text.encode()) < config.MAX_CONFIG_BYTES
     path = tmp_path / "bouquet.toml"
     path.write_text(text, encoding="utf-8")
@@ -698,7 +677,7 @@ def test_a_config_of_three_thousand_providers_loads_whole(tmp_path):
 
 
 def test_an_error_at_the_end_of_a_big_config_still_points_at_its_line():
-    text = _many_providers(3000) + textwrap.dedent("""\
+    text = wide_bouquet(3000) + textwrap.dedent("""\
         [providers.last]
         kind = "openai"
         base_url = "https://last.example/v1"

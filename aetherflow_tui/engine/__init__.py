@@ -348,6 +348,7 @@ class Engine:
             # Left behind, what this process holds would count as spend once it is gone.
             with contextlib.suppress(Exception):
                 await self._store.flush()
+            with contextlib.suppress(Exception):  # even when the flush failed
                 await self.shared.drop()
             await self._store.close()
             self._store = None
@@ -628,10 +629,10 @@ class Engine:
                              broadcast: bool = True) -> str:
         """Cancel every run, stop local generation, hold all dispatch until resume().
         broadcast: every other live process (runs started elsewhere) stops too."""
+        self.held = reason  # first: no call may leave while the runs are counted
         runs = list(self._runs.values())
         elsewhere = [r for r in await self.runs_in_flight() if r not in self._runs] \
             if broadcast else []
-        self.held = reason
         await self.store.set_setting(HOLD_SETTING, {"reason": reason}, self.clock.now())
         if broadcast:
             await self.store.add_control(self.clock.now(), "emergency_stop",
@@ -1172,6 +1173,20 @@ class Engine:
             if cancelled:
                 raise
             return CallOutcome(record, None, error, durable)  # type: ignore[arg-type]
+        except BaseException as bug:
+            # Not the provider's failure (an on_token callback that raised, a bug): the
+            # reservation must not stay held, and what the provider took is still charged.
+            cost = self.prices.cost(spec, model, Usage(worst_in, min(delivered, max_tokens)))
+            cost = Cost(cost.usd, BILLED_FAILURE)
+            self._settle(reservation, spec.id, cost.usd or 0.0)
+            self.store.record_call(CallRecord(
+                ts=now, day=day, provider=spec.id, model=request.model, purpose=purpose,
+                ok=False, error_kind="internal", error=excerpt(f"{type(bug).__name__}: {bug}"),
+                duration_s=time.perf_counter() - started, cost=cost, input_tokens=worst_in,
+                output_tokens=min(delivered, max_tokens), usage_estimated=True,
+                energy=UNKNOWN_ENERGY, run_id=run_id, step_id=step_id,
+                reservation=reservation.row))
+            raise
         finally:
             self._in_flight -= 1
         if real:
@@ -1239,6 +1254,7 @@ class Engine:
                     on_wait(f"waiting for budget: {held.reason}")
                 waiting = True
                 await self.guard.changed(BUDGET_WAIT_POLL_S)
+                self.check_dispatch()  # an emergency stop ends the wait: DispatchHeld
         finally:
             if waiting and on_wait is not None:
                 on_wait(None)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,8 @@ from typing import Any
 from .config import BudgetSpec
 from .ledger import Rates
 from .providers.base import ChatRequest
+
+log = logging.getLogger(__name__)
 
 # Chat templates add a few tokens per message and per request.
 _TOKENS_PER_MESSAGE = 8
@@ -230,6 +233,7 @@ class SharedBudget:
         self._identity = (*identity, id(self))
         self._limit = limit
         self._holdings: dict[tuple[str, str], _Holding] = {}
+        self._giving_back: set[asyncio.Future[None]] = set()
 
     def _holding(self, day: str, provider: str) -> _Holding:
         holding = self._holdings.get((day, provider))
@@ -297,7 +301,8 @@ class SharedBudget:
 
     async def give_back(self) -> None:
         """Give back every holding's unused part (others may need it)."""
-        for holding in self._holdings.values():
+        # A copy: while it awaits, a call to another provider (or a new day) adds one.
+        for holding in list(self._holdings.values()):
             await self._give_back(holding)
 
     async def drop(self) -> None:
@@ -306,12 +311,26 @@ class SharedBudget:
             if holding.idle is not None:
                 holding.idle.cancel()
             holding.total = holding.used = 0.0
+        for task in list(self._giving_back):
+            task.cancel()
         await self._store.drop_holdings(*self._identity)
 
     def _maybe_idle(self, holding: _Holding) -> None:
         if holding.used <= 1e-12 and holding.idle is None and holding.total > 0:
             holding.idle = asyncio.get_running_loop().call_later(
-                self.IDLE_S, lambda: asyncio.ensure_future(self._give_back(holding)))
+                self.IDLE_S, self._give_back_later, holding)
+
+    def _give_back_later(self, holding: _Holding) -> None:
+        # Kept until done (a task nobody holds can be collected mid-way), its failure
+        # retrieved: a store that cannot write says so once, through its own failure flag.
+        task = asyncio.ensure_future(self._give_back(holding))
+        self._giving_back.add(task)
+        task.add_done_callback(self._gave_back)
+
+    def _gave_back(self, task: asyncio.Future[None]) -> None:
+        self._giving_back.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("giving back a holding failed", exc_info=task.exception())
 
     async def _give_back(self, holding: _Holding) -> None:
         holding.idle = None

@@ -186,7 +186,9 @@ class PlanRun:
         eta = self._eta_s() if self.status is RunStatus.RUNNING and finished < total else None
         return RunView(self.run_id, self.plan.task_id, self.mode.value, self.status, total,
                        counts[StepState.DONE], counts[StepState.FAILED],
-                       counts[StepState.SKIPPED], counts[StepState.RUNNING],
+                       # A step waiting for budget is under way, not pending.
+                       counts[StepState.SKIPPED],
+                       counts[StepState.RUNNING] + counts[StepState.WAITING],
                        counts[StepState.CANCELLED], self.started, self.finished, usd, eta,
                        self.detail)
 

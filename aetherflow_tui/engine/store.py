@@ -661,8 +661,11 @@ class Store:
                         "ts = excluded.ts RETURNING id", (*key, granted, ts))
                     (row_id,) = await cursor.fetchone()  # type: ignore[misc]
                 await self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:  # a full disk, a lock held too long
+                await _rollback(self._db)
+                raise _unavailable(self.path, exc) from None
             except BaseException:
-                await self._db.execute("ROLLBACK")
+                await _rollback(self._db)
                 raise
         return row_id, granted, float(spent), float(held)
 
@@ -706,8 +709,11 @@ class Store:
                         _UPSERT_TOTALS, [(day, provider, *acc) for (day, provider), acc
                                          in _totals(records).items()])
                 await self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:  # a full disk, a lock held too long
+                await _rollback(self._db)
+                raise _unavailable(self.path, exc) from None
             except BaseException:
-                await self._db.execute("ROLLBACK")
+                await _rollback(self._db)
                 raise
         return len(records)
 
@@ -890,8 +896,11 @@ class Store:
                          for c in VEILLE_ITEM_COLUMNS])
                     ids.append(int(cursor.lastrowid or 0))
                 await self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:  # a full disk, a lock held too long
+                await _rollback(self._db)
+                raise _unavailable(self.path, exc) from None
             except BaseException:
-                await self._db.execute("ROLLBACK")
+                await _rollback(self._db)
                 raise
         return ids
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from aetherflow_tui.engine.budget import worst_cost, worst_input_tokens
-from aetherflow_tui.engine.errors import BudgetRefused
+from aetherflow_tui.engine.errors import BudgetRefused, DispatchHeld
 from aetherflow_tui.engine.events import StepUpdated
 from aetherflow_tui.engine.progress import RunStatus, StepState
 from aetherflow_tui.engine.providers.base import ChatRequest, Usage
@@ -262,3 +262,49 @@ async def test_a_free_model_goes_out_without_holding_anything(server, tmp_path):
         outcome = await asyncio.wait_for(engine.call(
             spec, ChatRequest.ask("echo", "hello", max_tokens=20), purpose="ask"), 10)
     assert outcome.ok and outcome.record.cost.usd == 0
+
+
+async def test_a_call_that_raises_outside_the_provider_releases_its_reservation(server,
+                                                                             tmp_path):
+    # An on_token callback (the cockpit's, the CLI's) that raises is not the provider's
+    # failure, but the call's reservation must not stay held: later calls would wait on it.
+    async with engine_on(tmp_path, priced(server.url)) as engine:
+        spec = engine.bouquet.providers["alpha"]
+
+        def broken(token: str) -> None:
+            raise RuntimeError("the screen went away")
+
+        with pytest.raises(RuntimeError, match="screen went away"):
+            await engine.call(spec, ChatRequest.ask("echo", "hello there", max_tokens=20),
+                              purpose="ask", on_token=broken)
+        assert engine.guard.reserved == 0
+        await engine.store.flush()
+        (row,) = await engine.store.recent_calls(1)
+    assert not row.ok and row.error_kind == "internal"
+    assert row.cost.method == "estimated:billed-failure" and row.cost.usd > 0
+
+
+async def test_an_emergency_stop_ends_a_wait_for_budget(server, tmp_path):
+    # Budget for one call's worst case at a time: the second waits for the first, which
+    # the server holds; the stop must end that wait, not leave it until budget frees up.
+    text = bouquet(provider("alpha", server.url, price_in=1.0, price_out=100.0),
+                   daily_usd=0.03)  # a worst case of ~$0.02 a call
+    async with engine_on(tmp_path, text) as engine:
+        spec = engine.bouquet.providers["alpha"]
+        request = ChatRequest.ask("echo", "@@slow:5@@ hold", max_tokens=200)
+        first = asyncio.ensure_future(engine.call(spec, request, purpose="ask"))
+        while server.in_flight < 1:  # the first call is out, holding its worst case
+            assert not first.done(), first.exception()
+            await asyncio.sleep(0.01)
+        waited: list[str | None] = []
+        second = asyncio.ensure_future(engine.call(spec, request, purpose="ask",
+                                                   on_wait=waited.append))
+        while not waited:
+            assert not second.done(), second.exception()
+            await asyncio.sleep(0.01)
+        await engine.emergency_stop("drill", broadcast=False)
+        with pytest.raises(DispatchHeld):
+            await asyncio.wait_for(second, 2)
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await first

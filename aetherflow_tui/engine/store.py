@@ -24,7 +24,7 @@ import logging
 import math
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -634,6 +634,22 @@ class Store:
             (usd,) = await cursor.fetchone()  # type: ignore[misc]
         return float(usd)
 
+    @contextlib.asynccontextmanager
+    async def _immediate(self) -> AsyncIterator[None]:
+        """One write transaction under the write lock: committed at the end, else rolled
+        back, a disk that cannot take it (full, a lock held too long) as StoreUnavailable."""
+        async with self._write_lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                await self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                await _rollback(self._db)
+                raise _unavailable(self.path, exc) from None
+            except BaseException:
+                await _rollback(self._db)
+                raise
+
     async def hold(self, key: tuple[str, int, float, int, str], least: float, wanted: float,
                    limit: float, ts: float) -> tuple[int | None, float, float, float]:
         """Add to what a process holds of the day (key: day, pid, pid start, holder (one
@@ -642,31 +658,22 @@ class Store:
         `least` if that fits, else nothing. (row id, granted, spent, held by all before),
         as they stood in the transaction."""
         day = key[0]
-        async with self._write_lock:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
+        async with self._immediate():
+            cursor = await self._db.execute(
+                "SELECT (SELECT COALESCE(SUM(usd), 0) FROM daily_totals WHERE day = ?), "
+                "(SELECT COALESCE(SUM(usd), 0) FROM reservations WHERE day = ?)",
+                (day, day))
+            (spent, held) = await cursor.fetchone()  # type: ignore[misc]
+            room = limit - spent - held + 1e-12
+            granted = wanted if wanted <= room else least if least <= room else 0.0
+            row_id = None
+            if granted > 0:
                 cursor = await self._db.execute(
-                    "SELECT (SELECT COALESCE(SUM(usd), 0) FROM daily_totals WHERE day = ?), "
-                    "(SELECT COALESCE(SUM(usd), 0) FROM reservations WHERE day = ?)",
-                    (day, day))
-                (spent, held) = await cursor.fetchone()  # type: ignore[misc]
-                room = limit - spent - held + 1e-12
-                granted = wanted if wanted <= room else least if least <= room else 0.0
-                row_id = None
-                if granted > 0:
-                    cursor = await self._db.execute(
-                        "INSERT INTO reservations (day, pid, pid_started, holder, provider, "
-                        "usd, ts) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (day, pid, "
-                        "pid_started, holder, provider) DO UPDATE SET usd = usd + excluded.usd, "
-                        "ts = excluded.ts RETURNING id", (*key, granted, ts))
-                    (row_id,) = await cursor.fetchone()  # type: ignore[misc]
-                await self._db.execute("COMMIT")
-            except sqlite3.OperationalError as exc:  # a full disk, a lock held too long
-                await _rollback(self._db)
-                raise _unavailable(self.path, exc) from None
-            except BaseException:
-                await _rollback(self._db)
-                raise
+                    "INSERT INTO reservations (day, pid, pid_started, holder, provider, "
+                    "usd, ts) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (day, pid, "
+                    "pid_started, holder, provider) DO UPDATE SET usd = usd + excluded.usd, "
+                    "ts = excluded.ts RETURNING id", (*key, granted, ts))
+                (row_id,) = await cursor.fetchone()  # type: ignore[misc]
         return row_id, granted, float(spent), float(held)
 
     async def give_back(self, row_id: int, usd: float) -> None:
@@ -687,34 +694,25 @@ class Store:
                 if not alive(pid, started)]
         if not dead:
             return 0
-        async with self._write_lock:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                rows = []
-                for pid, started in dead:
-                    cursor = await self._db.execute(
-                        "DELETE FROM reservations WHERE pid = ? AND pid_started = ? "
-                        "RETURNING ts, day, provider, usd, pid", (pid, started))
-                    rows += [row for row in await cursor.fetchall() if row[3] > 0]
-                records = [CallRecord(
-                    ts=ts, day=day, provider=provider, model="", purpose="reserved",
-                    ok=False, usage_estimated=True, cost=Cost(usd, CUT_BY_CRASH),
-                    energy=Energy(None, None, "unknown"), error_kind="interrupted",
-                    error=f"process {pid} died with calls in flight: what it held for them "
-                    "counts at their worst case") for ts, day, provider, usd, pid in rows]
-                if records:
-                    await self._db.executemany(_INSERT_CALL,
-                                               [_call_params(r) for r in records])
-                    await self._db.executemany(
-                        _UPSERT_TOTALS, [(day, provider, *acc) for (day, provider), acc
-                                         in _totals(records).items()])
-                await self._db.execute("COMMIT")
-            except sqlite3.OperationalError as exc:  # a full disk, a lock held too long
-                await _rollback(self._db)
-                raise _unavailable(self.path, exc) from None
-            except BaseException:
-                await _rollback(self._db)
-                raise
+        async with self._immediate():
+            rows = []
+            for pid, started in dead:
+                cursor = await self._db.execute(
+                    "DELETE FROM reservations WHERE pid = ? AND pid_started = ? "
+                    "RETURNING ts, day, provider, usd, pid", (pid, started))
+                rows += [row for row in await cursor.fetchall() if row[3] > 0]
+            records = [CallRecord(
+                ts=ts, day=day, provider=provider, model="", purpose="reserved",
+                ok=False, usage_estimated=True, cost=Cost(usd, CUT_BY_CRASH),
+                energy=Energy(None, None, "unknown"), error_kind="interrupted",
+                error=f"process {pid} died with calls in flight: what it held for them "
+                "counts at their worst case") for ts, day, provider, usd, pid in rows]
+            if records:
+                await self._db.executemany(_INSERT_CALL,
+                                           [_call_params(r) for r in records])
+                await self._db.executemany(
+                    _UPSERT_TOTALS, [(day, provider, *acc) for (day, provider), acc
+                                     in _totals(records).items()])
         return len(records)
 
     # -- runs --------------------------------------------------------------------------------
@@ -878,30 +876,21 @@ class Store:
         `title_window_s` (the same story syndicated under another link).
         """
         ids = []
-        async with self._write_lock:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for row in rows:
-                    cursor = await self._db.execute(
-                        "SELECT 1 FROM veille_items WHERE key = ? OR (title_key = ? AND "
-                        "seen_ts >= ?) LIMIT 1",
-                        (row["key"], row["title_key"], row["seen_ts"] - title_window_s))
-                    if await cursor.fetchone() is not None:
-                        ids.append(0)
-                        continue
-                    cursor = await self._db.execute(
-                        f"INSERT INTO veille_items ({', '.join(VEILLE_ITEM_COLUMNS)}) "
-                        f"VALUES ({', '.join('?' * len(VEILLE_ITEM_COLUMNS))})",
-                        [json.dumps(row[c]) if c == "prices" else row[c]
-                         for c in VEILLE_ITEM_COLUMNS])
-                    ids.append(int(cursor.lastrowid or 0))
-                await self._db.execute("COMMIT")
-            except sqlite3.OperationalError as exc:  # a full disk, a lock held too long
-                await _rollback(self._db)
-                raise _unavailable(self.path, exc) from None
-            except BaseException:
-                await _rollback(self._db)
-                raise
+        async with self._immediate():
+            for row in rows:
+                cursor = await self._db.execute(
+                    "SELECT 1 FROM veille_items WHERE key = ? OR (title_key = ? AND "
+                    "seen_ts >= ?) LIMIT 1",
+                    (row["key"], row["title_key"], row["seen_ts"] - title_window_s))
+                if await cursor.fetchone() is not None:
+                    ids.append(0)
+                    continue
+                cursor = await self._db.execute(
+                    f"INSERT INTO veille_items ({', '.join(VEILLE_ITEM_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' * len(VEILLE_ITEM_COLUMNS))})",
+                    [json.dumps(row[c]) if c == "prices" else row[c]
+                     for c in VEILLE_ITEM_COLUMNS])
+                ids.append(int(cursor.lastrowid or 0))
         return ids
 
     async def known_veille_keys(self, keys: Sequence[str]) -> set[str]:

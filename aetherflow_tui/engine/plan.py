@@ -117,20 +117,21 @@ def parse(text: str, path: Path, *, known_providers: dict[str, tuple[str, ...]] 
         raise PlanError(f"arrays or objects nested more than {MAX_DEPTH} deep",
                         path=label, fix="a plan nests four levels: plan, steps, step, "
                         "context_files")
-    positions = jsonpos.lines(text)
+    # Line numbers are only for the error: the scanner is walked only when there is one
+    # (on a 200-step plan it costs more than the rest of the parse together).
     try:
         plan = Plan.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = tuple(first["loc"])
         raise PlanError(f"{_place(raw, loc)}: {_reason(first)}", path=label,
-                        line=jsonpos.line_of(positions, loc)) from None
+                        line=jsonpos.line_of(jsonpos.lines(text), loc)) from None
     problem = _graph_problem(plan) or _pin_problem(plan, known_providers) \
         or _context_problem(plan, path.parent)
     if problem is not None:
         loc, message, fix = problem
         raise PlanError(f"{_place(raw, loc)}: {message}", path=label,
-                        line=jsonpos.line_of(positions, loc), fix=fix)
+                        line=jsonpos.line_of(jsonpos.lines(text), loc), fix=fix)
     return plan
 
 

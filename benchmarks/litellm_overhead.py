@@ -121,7 +121,7 @@ price_out = 0.79
 """, None)
     engine = await Engine(bouquet, home).start()
     await engine.provider_views()  # which providers have a usable key, as start_run does
-    await asyncio.to_thread(engine.router.estimate_energy, engine._wh_per_1k)
+    await asyncio.to_thread(engine.router.estimate_energy, engine.plan_runs.wh_per_1k)
     # The engine's client without the engine: 32 connections (the engine's pool at the
     # provider's default max_concurrency), the same timeouts and headers.
     client = aiohttp.ClientSession(

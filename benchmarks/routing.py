@@ -122,9 +122,9 @@ def main() -> int:
         engine = Engine(bouquet, Path(home), vault=KeyVault(environ=environ))
         # What Engine.provider_views() does: which providers have a usable key.
         statuses = {spec.id: engine.vault.status(spec) for spec in bouquet.providers.values()}
-        engine._key_status.update(statuses)
+        engine.key_statuses.update(statuses)
         router = engine.router
-        router.estimate_energy(engine._wh_per_1k)  # as start_run does once
+        router.estimate_energy(engine.plan_runs.wh_per_1k)  # as start_run does once
         feed_health(engine, rng)
     clock = time.perf_counter_ns
     request_kw = {"input_tokens": 310, "worst_input_tokens": 1_300, "max_tokens": 1024,

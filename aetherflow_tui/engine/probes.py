@@ -24,18 +24,26 @@ from .providers.base import ChatRequest
 from .store import INSERT_HEALTH_SAMPLE
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import httpx
 
-    from . import Engine
+    from .calls import Calls
+    from .context import EngineContext
 
 SOURCE_CANARY = "canary"
 SOURCE_STATUS = "status"
 
 
 class Prober:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.spec = engine.bouquet.canary
+    def __init__(self, ctx: EngineContext, calls: Calls, *,
+                 on_probe: Callable[[ProbeResult], None],
+                 on_status: Callable[[str, StatusSignal], None]) -> None:
+        self.ctx = ctx
+        self._calls = calls
+        self._on_probe = on_probe
+        self._on_status = on_status
+        self.spec = ctx.bouquet.canary
         self.budget = CanaryBudget(self.spec.daily_usd)
         self.last_probe: dict[str, float] = {}
         self.last_status: dict[str, float] = {}
@@ -48,34 +56,34 @@ class Prober:
 
     async def load(self) -> None:
         """Today's canary spend, and the recent probes and status readings, from the store."""
-        engine = self.engine
-        day = local_day(engine.clock.now())
-        self.budget.sync(day, await engine.store.canary_spend(day))
-        horizon = max(self.spec.interval_s, engine.bouquet.health.status_interval_s) * 3
-        for row in await engine.store.health_samples(engine.clock.now() - horizon):
+        ctx = self.ctx
+        day = local_day(ctx.clock.now())
+        self.budget.sync(day, await ctx.store.canary_spend(day))
+        horizon = max(self.spec.interval_s, ctx.bouquet.health.status_interval_s) * 3
+        for row in await ctx.store.health_samples(ctx.clock.now() - horizon):
             provider = row["provider"]
-            if provider not in engine.bouquet.providers:
+            if provider not in ctx.bouquet.providers:
                 continue
             if row["source"] == SOURCE_CANARY:
                 self.last_probe[provider] = row["ts"]
-                engine.health.probed(ProbeResult(row["ts"], provider, row["model"] or "",
+                ctx.health.probed(ProbeResult(row["ts"], provider, row["model"] or "",
                                                  bool(row["ok"]), row["detail"] or "",
                                                  row["latency_s"], row["ttft_s"]))
             elif row["source"] == SOURCE_STATUS:
                 self.last_status[provider] = row["ts"]
-                engine.health.status_read(provider, _status_from_row(row))
+                ctx.health.status_read(provider, _status_from_row(row))
 
     # -- canaries --------------------------------------------------------------------------
 
     def covered(self) -> list[ProviderSpec]:
         """Providers the canary probes now: covered kinds with a usable, tested key."""
-        routable = self.engine.router.routable
-        return [s for s in self.engine.bouquet.providers.values()
+        routable = self.ctx.router.routable
+        return [s for s in self.ctx.bouquet.providers.values()
                 if probed_by_canary(s) and s.id in routable]
 
     async def probe_all(self, providers: list[str] | None = None) -> list[ProbeResult]:
         """Probe now, all at once; providers: ids (default: every covered provider)."""
-        specs = ([self.engine.provider_spec(p) for p in providers] if providers is not None
+        specs = ([self.ctx.provider_spec(p) for p in providers] if providers is not None
                  else self.covered())
         return list(await asyncio.gather(*(self.probe(spec) for spec in specs)))
 
@@ -89,13 +97,13 @@ class Prober:
         return await asyncio.shield(task)
 
     async def _probe(self, spec: ProviderSpec) -> ProbeResult:
-        engine = self.engine
-        now = engine.clock.now()
-        model = canary_model(spec, engine.prices)
+        ctx = self.ctx
+        now = ctx.clock.now()
+        model = canary_model(spec, ctx.prices)
         self.last_probe[spec.id] = now
         request = ChatRequest.ask(model.id, CANARY_PROMPT, max_tokens=self.spec.max_tokens,
                                   stream=True)
-        rates = engine.prices.rates(spec, model)
+        rates = ctx.prices.rates(spec, model)
         if rates is None:
             return await self._done(ProbeResult(
                 now, spec.id, model.id, False, f"{model.id} has no known price: set "
@@ -106,7 +114,7 @@ class Prober:
                 now, spec.id, model.id, False, f"not probed: today's canary budget "
                 f"(${self.spec.daily_usd:g}, [canary] daily_usd) is spent", skipped=True))
         try:
-            outcome = await engine.settled(await engine.call(spec, request,
+            outcome = await self._calls.settled(await self._calls.call(spec, request,
                                                              purpose=SOURCE_CANARY))
         except OperatorError as exc:  # no key, a hard limit, dispatch held
             self.budget.settle(worst, 0.0)
@@ -132,12 +140,12 @@ class Prober:
 
     async def _done(self, result: ProbeResult) -> ProbeResult:
         """Durable first, then the health book and the events."""
-        engine = self.engine
+        ctx = self.ctx
         if not result.skipped:
-            await engine.store.enqueue(INSERT_HEALTH_SAMPLE, (
+            await ctx.store.enqueue(INSERT_HEALTH_SAMPLE, (
                 result.ts, result.provider, result.model, SOURCE_CANARY, int(result.ok),
                 result.latency_s, result.ttft_s, result.reason))
-        engine.probe_recorded(result)
+        self._on_probe(result)
         return result
 
     def probe_soon(self, provider: str) -> None:
@@ -146,7 +154,7 @@ class Prober:
         self._wake.set()
 
     def interval(self, provider: str) -> float:
-        health = self.engine.health
+        health = self.ctx.health
         unwell = (health.circuit(provider).is_open
                   or health.health(provider).light in (Light.ORANGE, Light.RED))
         return self.spec.unhealthy_interval_s if unwell else self.spec.interval_s
@@ -155,12 +163,12 @@ class Prober:
         """The canary schedule. periodic=False (recovery): only providers whose traffic is
         held, so that a probe can let it back."""
         while True:
-            now = self.engine.clock.now()
+            now = self.ctx.clock.now()
             due: list[ProviderSpec] = []
             next_at = now + self.spec.unhealthy_interval_s
             for spec in self.covered():
                 soon = spec.id in self._soon
-                held = self.engine.health.circuit(spec.id).is_open
+                held = self.ctx.health.circuit(spec.id).is_open
                 if not (periodic or held or soon):
                     continue  # recovery: only the providers whose traffic is held
                 at = self.last_probe.get(spec.id, 0.0) + self.interval(spec.id)
@@ -176,7 +184,7 @@ class Prober:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(),
-                                       max(0.05, next_at - self.engine.clock.now()))
+                                       max(0.05, next_at - self.ctx.clock.now()))
 
     # -- status pages ----------------------------------------------------------------------
 
@@ -185,8 +193,8 @@ class Prober:
             return None
         from . import statuspage
 
-        engine = self.engine
-        now = engine.clock.now()
+        ctx = self.ctx
+        now = ctx.clock.now()
         self.last_status[spec.id] = now
         try:
             report = await statuspage.fetch(self._client(), spec.status_page)
@@ -195,13 +203,13 @@ class Prober:
         else:
             level, reason = report.verdict(spec.status_components)
             signal = StatusSignal(now, level.value, reason, True)
-        previous = engine.health.health(spec.id).status
+        previous = ctx.health.health(spec.id).status
         if previous is None or (previous.level, previous.reason, previous.ok) != (
                 signal.level, signal.reason, signal.ok):
-            await engine.store.enqueue(INSERT_HEALTH_SAMPLE, (
+            await ctx.store.enqueue(INSERT_HEALTH_SAMPLE, (
                 now, spec.id, None, SOURCE_STATUS, int(signal.ok), None, None,
                 json.dumps({"level": signal.level, "reason": signal.reason})))
-        engine.status_recorded(spec.id, signal)
+        self._on_status(spec.id, signal)
         if signal.level == "outage":
             self.probe_soon(spec.id)
         return signal
@@ -212,9 +220,9 @@ class Prober:
         return {s.id: sig for s, sig in zip(specs, signals, strict=True) if sig is not None}
 
     async def run_status(self) -> None:
-        every = self.engine.bouquet.health.status_interval_s
+        every = self.ctx.bouquet.health.status_interval_s
         while True:
-            now = self.engine.clock.now()
+            now = self.ctx.clock.now()
             due = [s for s in self._with_status_page()
                    if self.last_status.get(s.id, 0.0) + every <= now]
             for spec in due:
@@ -225,8 +233,8 @@ class Prober:
     def _with_status_page(self) -> list[ProviderSpec]:
         """Providers in use (a tested key) that declare a status page: the page of one you
         have no key for says nothing about your factory."""
-        routable = self.engine.router.routable
-        return [s for s in self.engine.bouquet.providers.values()
+        routable = self.ctx.router.routable
+        return [s for s in self.ctx.bouquet.providers.values()
                 if s.enabled and s.status_page and s.id in routable]
 
     def _client(self) -> httpx.AsyncClient:

@@ -34,9 +34,13 @@ from .store import INSERT_ROUTE, UPSERT_STEP
 from .text import excerpt
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
-    from . import CallOutcome, Engine
+    from .calls import CallOutcome
+    from .context import EngineContext
+
+    # Calls.call: the run's only way to reach a provider.
+    Call = Callable[..., Awaitable[CallOutcome]]
     from .router import Route
 
 MAX_BACKOFF_S = 8.0
@@ -95,9 +99,13 @@ class _Step:
 class PlanRun:
     """One execution of a plan (or the resumption of one). Engine.start_run builds it."""
 
-    def __init__(self, engine: Engine, plan: Plan, plan_path: Path, run_id: str, mode: Mode,
-                 restored: dict[str, dict[str, Any]], output_dir: Path | None) -> None:
-        self.engine = engine
+    def __init__(self, ctx: EngineContext, call: Call, plan: Plan, plan_path: Path,
+                 run_id: str, mode: Mode, restored: dict[str, dict[str, Any]],
+                 output_dir: Path | None, *,
+                 on_finished: Callable[[PlanRun], None] | None = None) -> None:
+        self.ctx = ctx
+        self._call = call
+        self._on_finished = on_finished
         self.plan = plan
         self.plan_path = plan_path
         self.plan_dir = plan_path.parent
@@ -106,7 +114,7 @@ class PlanRun:
         self.output_dir = output_dir
         self.status = RunStatus.RUNNING
         self.detail: str | None = None
-        self.started = engine.clock.now()
+        self.started = ctx.clock.now()
         self.finished: float | None = None
         self._steps: dict[str, _Step] = {s.id: _Step(s) for s in plan.steps}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -204,8 +212,8 @@ class PlanRun:
         """The remaining critical path: each unfinished step takes its routed model's live
         latency (p50, or the router's prior), chained along its dependencies; and no less
         than the remaining work spread over the calls allowed in flight."""
-        engine = self.engine
-        now = engine.clock.now()
+        ctx = self.ctx
+        now = ctx.clock.now()
         routed: dict[tuple[Any, ...], float] = {}
         ends: dict[str, float] = {}
         work = end = 0.0
@@ -223,13 +231,13 @@ class PlanRun:
             ends[step.spec.id] = start + left
             end = max(end, start + left)
             work += left
-        return max(end, work / max(1, engine.concurrency.limit))
+        return max(end, work / max(1, ctx.concurrency.limit))
 
     def _latency(self, provider: str, model: str) -> float:
-        measured = self.engine.health.stats(provider).latency_p50_s
+        measured = self.ctx.health.stats(provider).latency_p50_s
         if measured is not None:
             return measured
-        spec = self.engine.bouquet.providers.get(provider)
+        spec = self.ctx.bouquet.providers.get(provider)
         declared = spec.model(model) if spec is not None else None
         fast = declared is not None and "fast" in declared.roles
         return PRIOR_LATENCY_FAST_S if fast else PRIOR_LATENCY_S
@@ -241,21 +249,21 @@ class PlanRun:
                spec.max_tokens)
         latency = routed.get(key)
         if latency is None:
-            engine = self.engine
+            ctx = self.ctx
             tokens = len(spec.prompt) // 4 + 1
-            best = engine.router.route(
+            best = ctx.router.route(
                 spec.type, input_tokens=tokens, worst_input_tokens=len(spec.prompt) + 1,
                 max_tokens=spec.max_tokens, complexity=spec.complexity,
                 estimated_tokens=spec.estimated_tokens, provider=spec.provider,
                 model=spec.model, mode=Mode.BUILD if self.mode is Mode.DOUBLE_CHECK
-                else self.mode, response=engine.response_mode).best
+                else self.mode, response=ctx.modes.mode).best
             latency = routed[key] = 0.0 if best is None else best.latency_s
         return latency
 
     # -- the run ---------------------------------------------------------------------------
 
     async def _execute(self) -> RunView:
-        engine = self.engine
+        ctx = self.ctx
         try:
             if self.output_dir is not None:
                 try:
@@ -280,20 +288,21 @@ class PlanRun:
             while self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
             self.status = self._final_status()
-            self.finished = engine.clock.now()
+            self.finished = ctx.clock.now()
             try:
-                await engine.store.update_run(self.run_id, status=self.status.value,
+                await ctx.store.update_run(self.run_id, status=self.status.value,
                                               mode=self.mode.value, finished=self.finished,
                                               detail=self.detail)
             except StoreUnavailable as down:
                 self._halt(f"the run's end was not recorded: {down}")
                 self.status = self._final_status()
-            if self._faulted and engine.store.unrecorded_calls:
-                self.detail = (f"{self.detail}; {engine.store.unrecorded_calls} calls made "
+            if self._faulted and ctx.store.unrecorded_calls:
+                self.detail = (f"{self.detail}; {ctx.store.unrecorded_calls} calls made "
                                "could not be recorded (the provider may have billed them)")
             if self.output_dir is not None:
                 await self._write_summary()
-            engine._run_finished(self)
+            if self._on_finished is not None:
+                self._on_finished(self)
             self._publish_run()
         return self.view()
 
@@ -343,7 +352,7 @@ class PlanRun:
 
     def _skip_dependents(self, failed: _Step) -> None:
         stack = list(failed.dependents)
-        now = self.engine.clock.now()
+        now = self.ctx.clock.now()
         while stack:
             step = stack.pop()
             if step.state is not StepState.PENDING:
@@ -356,9 +365,9 @@ class PlanRun:
             stack.extend(step.dependents)
 
     async def _run_step(self, step: _Step) -> None:
-        engine = self.engine
+        ctx = self.ctx
         self._set_state(step, StepState.RUNNING)
-        step.started = engine.clock.now()
+        step.started = ctx.clock.now()
         step.finished = None
         step.error = None
         self._persist(step)
@@ -388,7 +397,7 @@ class PlanRun:
             step.started = None
         except asyncio.CancelledError:
             self._set_state(step, StepState.CANCELLED)
-            step.finished = engine.clock.now()
+            step.finished = ctx.clock.now()
             step.error = "cancelled by the operator"
             self._persist(step)
             self._publish(step)
@@ -399,7 +408,7 @@ class PlanRun:
         if step.state is StepState.RUNNING:
             self._set_state(step, StepState.FAILED)
         pending = step.state is StepState.PENDING
-        step.finished = None if pending else engine.clock.now()
+        step.finished = None if pending else ctx.clock.now()
         durable = self._persist(step)
         if not pending:
             self._step_finished(step)
@@ -468,19 +477,19 @@ class PlanRun:
     async def _call_with_fallback(self, step: _Step, request: ChatRequest
                                   ) -> tuple[CallOutcome, Candidate] | None:
         """Route, call, retry, fall back; the successful outcome, or None (step failed)."""
-        engine = self.engine
+        ctx = self.ctx
         spec = step.spec
         avoid: set[str] = set()
         chars = sum(len(m.content) for m in request.messages)
         worst_in = worst_input_tokens(request)
         last_error = ""
         while True:
-            route = engine.router.route(
+            route = ctx.router.route(
                 spec.type, input_tokens=chars // 4 + 1, worst_input_tokens=worst_in,
                 max_tokens=spec.max_tokens, complexity=spec.complexity,
                 estimated_tokens=spec.estimated_tokens, provider=spec.provider,
                 model=spec.model, mode=Mode.BUILD if self.mode is Mode.DOUBLE_CHECK
-                else self.mode, avoid=avoid, response=engine.response_mode)
+                else self.mode, avoid=avoid, response=ctx.modes.mode)
             candidate = route.best
             if candidate is None:
                 self._set_state(step, StepState.FAILED)
@@ -488,7 +497,7 @@ class PlanRun:
                 return None
             step.reason = route.reason(candidate)
             step.provider, step.model = candidate.provider.id, candidate.model.id
-            engine.store.enqueue(INSERT_ROUTE, (engine.clock.now(), self.run_id, spec.id,
+            ctx.store.enqueue(INSERT_ROUTE, (ctx.clock.now(), self.run_id, spec.id,
                                                 step.attempts + 1, candidate.provider.id,
                                                 candidate.model.id, step.reason))
             self._publish(step)
@@ -497,7 +506,7 @@ class PlanRun:
                                json_mode=spec.output == "json" and candidate.provider.json_mode)
             try:
                 outcome = await self._attempt(
-                    step, candidate, call, retries=engine.bouquet.routing.retries,
+                    step, candidate, call, retries=ctx.bouquet.routing.retries,
                     fallback=functools.partial(_other_provider, route, candidate))
             except BudgetRefused as refused:
                 if refused.refusal.daily:
@@ -521,19 +530,19 @@ class PlanRun:
         """One candidate, with backoff retries on transient failures. What would move the
         step to the next candidate (an opening circuit, an unreachable provider) retries
         in place instead when `fallback()` says there is no other provider to move to."""
-        engine = self.engine
-        routing = engine.bouquet.routing
-        gate = engine.gate(candidate.provider)
+        ctx = self.ctx
+        routing = ctx.bouquet.routing
+        gate = ctx.gate(candidate.provider)
         tokens = worst_input_tokens(request) // 4 + (request.max_tokens or 0)
         retry = 0
         while True:
             step.attempts += 1
             # The provider's quota first: a call waiting for it must not hold a global
             # slot that a call to another provider could use.
-            async with gate.slot(tokens), engine.concurrency.slot():
+            async with gate.slot(tokens), ctx.concurrency.slot():
                 if self._faulted:
                     raise _Faulted
-                outcome = await engine.call(candidate.provider, request, purpose="step",
+                outcome = await self._call(candidate.provider, request, purpose="step",
                                             run_id=self.run_id, step_id=step.spec.id,
                                             on_wait=lambda why: self._waiting(step, why))
             self._account(step, outcome, audit=audit)
@@ -548,7 +557,7 @@ class PlanRun:
                 if retry_after > routing.max_retry_wait_s:
                     return outcome  # too long to wait here: let another provider take it
                 wait = max(wait, retry_after)
-            if (not engine.health.circuit(candidate.provider.id).allows_traffic()
+            if (not ctx.health.circuit(candidate.provider.id).allows_traffic()
                     and fallback()):
                 return outcome
             retry += 1
@@ -568,17 +577,17 @@ class PlanRun:
 
     async def _audit(self, step: _Step) -> str | None:
         """DOUBLE-CHECK: a different provider reviews the result; a disagreement is a flag."""
-        engine = self.engine
+        ctx = self.ctx
         spec = step.spec
         prompt = AUDIT_PROMPT.format(prompt=spec.prompt, answer=step.output)
         request = ChatRequest("", (ChatMessage("system", outputs.INSTRUCTIONS["json"]),
                                    ChatMessage("user", prompt)),
                               max_tokens=512, stream=False, json_mode=True)
-        route = engine.router.route("review", input_tokens=len(prompt) // 4 + 1,
+        route = ctx.router.route("review", input_tokens=len(prompt) // 4 + 1,
                                     worst_input_tokens=worst_input_tokens(request),
                                     max_tokens=512, mode=Mode.DOUBLE_CHECK,
                                     avoid={step.provider or ""},
-                                    response=engine.response_mode)
+                                    response=ctx.modes.mode)
         auditor = route.best
         if auditor is None:
             return "not audited: " + route.reason()
@@ -636,7 +645,7 @@ class PlanRun:
         step.state = state
 
     def _persist(self, step: _Step) -> asyncio.Future[None]:
-        return self.engine.store.enqueue(UPSERT_STEP, (
+        return self.ctx.store.enqueue(UPSERT_STEP, (
             self.run_id, step.spec.id, step.state.value, step.provider, step.model,
             step.attempts, step.started, step.finished, step.output, step.error,
             step.spec.type, step.input_tokens, step.output_tokens, step.usd, step.ttft_s,
@@ -650,12 +659,12 @@ class PlanRun:
             setattr(step, name, row[name])
 
     def _publish(self, step: _Step) -> None:
-        now = self.engine.clock.now()
-        self.engine.bus.publish(StepUpdated(now, self.run_id, step.view()))
-        self.engine.bus.publish(RunUpdated(now, self.view()))
+        now = self.ctx.clock.now()
+        self.ctx.bus.publish(StepUpdated(now, self.run_id, step.view()))
+        self.ctx.bus.publish(RunUpdated(now, self.view()))
 
     def _publish_run(self) -> None:
-        self.engine.bus.publish(RunUpdated(self.engine.clock.now(), self.view()))
+        self.ctx.bus.publish(RunUpdated(self.ctx.clock.now(), self.view()))
 
     async def _write_output(self, step: _Step) -> None:
         assert self.output_dir is not None and step.output is not None

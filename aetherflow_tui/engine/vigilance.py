@@ -27,7 +27,7 @@ import os
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from .probes import Prober
 from .regulator import (
@@ -42,8 +42,8 @@ from .regulator import (
 )
 
 if TYPE_CHECKING:
-    from . import Engine
-    from .metrics import MetricsExporter
+    from .context import EngineContext
+    from .metrics import MetricsExporter, MetricsSnapshot
 
 HISTORY = 120  # samples kept for the cockpit's sparklines
 HEARTBEAT_S = 5.0
@@ -68,37 +68,60 @@ class RegulatorDecision:
     manual: bool = False  # the operator's action, not the regulator's judgement
 
 
+class Regulated(Protocol):
+    """What the watch needs of the engine's self-regulation (engine/regulation.py)."""
+
+    prober: Prober
+
+    def recent_error_rate(self, window_s: float, *, min_calls: int = 1
+                          ) -> tuple[float | None, float | None]: ...
+
+    def publish_sample(self, sample: SystemSample) -> None: ...
+
+    async def apply_regulation(self, actions: Actions, state: SystemState) -> list[str]: ...
+
+    async def record_decision(self, decision: RegulatorDecision, *, shared: bool = True
+                              ) -> None: ...
+
+    async def apply_control(self, action: str, params: dict[str, Any], *, origin: str
+                            ) -> str: ...
+
+    async def metrics_snapshot(self) -> MetricsSnapshot: ...
+
+
 class Vigilance:
-    def __init__(self, engine: Engine, *, role: str, canaries: Canaries = "periodic",
+    def __init__(self, ctx: EngineContext, regulation: Regulated, *, role: str,
+                 canaries: Canaries = "periodic",
                  status_pages: bool = True, exporter: MetricsExporter | None = None) -> None:
-        self.engine = engine
+        self.ctx = ctx
+        self.regulation = regulation
         self.role = role
         self.canaries = canaries
         self.status_pages = status_pages
         self.exporter = exporter
-        self.spec = engine.bouquet.regulator
+        self.spec = ctx.bouquet.regulator
         self.sampler = Sampler()
         self.regulator = Regulator(self.spec)
         self.machine = Regulator(self.spec, MACHINE_METRICS)  # what local work follows
         self.samples: deque[SystemSample] = deque(maxlen=HISTORY)
         self.decision: RegulatorDecision | None = None
         self.actions: Actions | None = None
-        self.prober: Prober = engine.prober
+        self.prober: Prober = regulation.prober
         self._tasks: list[asyncio.Task[None]] = []
         self._last_control = 0
-        self._started = engine.clock.now()
+        self._started = ctx.clock.now()
         self._pid = os.getpid()
         self._force = False
         self._shared = False  # watched for hold_s: decisions go to the store
         self._recorded = SystemState.OPTIMAL  # the last state the store has from us
 
     async def start(self) -> None:
-        engine = self.engine
-        self._last_control = await engine.store.last_control_id()
-        await engine.store.heartbeat(self._pid, self.role, self._started, engine.clock.now())
-        for spec in engine.bouquet.providers.values():
+        ctx = self.ctx
+        self._last_control = await ctx.store.last_control_id()
+        await ctx.store.heartbeat(self._pid, self.role, self._started, ctx.clock.now())
+        for spec in ctx.bouquet.providers.values():
             # Covered providers are probed by the canary: real traffic waits for it.
-            engine.health.circuit(spec.id).canary_probes = (
+            ctx.health.circuit(spec.id).canary_probes = (
                 self.canaries != "off" and spec.canary and spec.kind != "llama_cpp")
         self._tasks.append(asyncio.create_task(self._tick_loop(), name="regulator"))
         if self.canaries != "off":
@@ -115,10 +138,10 @@ class Vigilance:
             with contextlib.suppress(BaseException):
                 await task
         self._tasks.clear()
-        for spec in self.engine.bouquet.providers.values():
-            self.engine.health.circuit(spec.id).canary_probes = False
+        for spec in self.ctx.bouquet.providers.values():
+            self.ctx.health.circuit(spec.id).canary_probes = False
         with contextlib.suppress(Exception):
-            await self.engine.store.drop_process(self._pid)
+            await self.ctx.store.drop_process(self._pid)
         if self.exporter is not None:
             await asyncio.to_thread(self.exporter.stop)
 
@@ -131,11 +154,11 @@ class Vigilance:
         while True:
             began = time.perf_counter()
             await self.tick(lag_ms)
-            now = self.engine.clock.now()
+            now = self.ctx.clock.now()
             if now >= next_beat:
                 next_beat = now + HEARTBEAT_S
                 with contextlib.suppress(Exception):
-                    await self.engine.store.heartbeat(self._pid, self.role, self._started, now)
+                    await self.ctx.store.heartbeat(self._pid, self.role, self._started, now)
             spent = time.perf_counter() - began
             wait = max(0.0, interval - spent)
             slept_from = time.perf_counter()
@@ -145,12 +168,13 @@ class Vigilance:
 
     async def tick(self, lag_ms: float | None = None) -> RegulatorDecision | None:
         """One sample, one judgement, the actions if the state changed; then the controls."""
-        engine = self.engine
-        error_pct, p50 = engine.recent_error_rate(ERROR_WINDOW_S, min_calls=MIN_ERROR_CALLS)
-        sample = self.sampler.sample(engine.clock.now(), loop_lag_ms=lag_ms,
+        ctx = self.ctx
+        error_pct, p50 = self.regulation.recent_error_rate(ERROR_WINDOW_S,
+                                                           min_calls=MIN_ERROR_CALLS)
+        sample = self.sampler.sample(ctx.clock.now(), loop_lag_ms=lag_ms,
                                      error_rate_pct=error_pct, latency_p50_s=p50)
         self.samples.append(sample)
-        engine.publish_sample(sample)
+        self.regulation.publish_sample(sample)
         force, self._force = self._force, False
         judgement = self.regulator.force(sample) if force else self.regulator.observe(sample)
         others = sample.others()
@@ -171,9 +195,9 @@ class Vigilance:
 
     async def _act(self, judgement: Judgement, machine: Judgement, *,
                    manual: bool) -> RegulatorDecision:
-        engine = self.engine
+        ctx = self.ctx
         state = judgement.state
-        actions = actions_for(state, max_concurrency=engine.bouquet.routing.max_concurrency,
+        actions = actions_for(state, max_concurrency=ctx.bouquet.routing.max_concurrency,
                               cores=self.sampler.cores, machine=machine.state)
         if actions.local_paused and machine.driver == "cpu_pct":
             # Local inference is itself CPU load: pausing it would drop the load, release
@@ -184,7 +208,7 @@ class Vigilance:
             actions = replace(actions, open_failing_circuits=False)
         first = self.actions is None
         self.actions = actions
-        done = list(await engine.apply_regulation(actions, state))
+        done = list(await self.regulation.apply_regulation(actions, state))
         reasoning = judgement.reasoning
         if machine.state.severity < state.severity:
             reasoning += (f" Local work follows the machine's own signals: "
@@ -192,12 +216,12 @@ class Vigilance:
         # Once shared, a decision moves from what the store last had from this process:
         # the state reached while too young to share is announced when it is shared.
         previous = self._recorded if self._shared else judgement.previous
-        decision = RegulatorDecision(engine.clock.now(), state, previous,
+        decision = RegulatorDecision(ctx.clock.now(), state, previous,
                                      judgement.confidence, reasoning,
                                      dict(judgement.metrics), tuple(done), manual)
         self.decision = decision
         if not first or state is not SystemState.OPTIMAL or manual:
-            await engine.record_decision(decision, shared=self._shared)
+            await self.regulation.record_decision(decision, shared=self._shared)
             if self._shared:
                 self._recorded = state
         return decision
@@ -213,14 +237,14 @@ class Vigilance:
     # -- the operator's controls, from other processes --------------------------------------
 
     async def _apply_controls(self) -> None:
-        engine = self.engine
-        for control in await engine.store.controls_after(self._last_control):
+        ctx = self.ctx
+        for control in await ctx.store.controls_after(self._last_control):
             self._last_control = control["id"]
             if control["origin"] == f"pid {self._pid}":
                 continue  # this process wrote it, and did it already
-            detail = await engine.apply_control(control["action"], control["params"],
+            detail = await self.regulation.apply_control(control["action"], control["params"],
                                                 origin=control["origin"])
-            await engine.store.ack_control(control["id"], self._pid, engine.clock.now(),
+            await ctx.store.ack_control(control["id"], self._pid, ctx.clock.now(),
                                            detail)
 
     # -- Prometheus --------------------------------------------------------------------------
@@ -228,7 +252,7 @@ class Vigilance:
     async def _export(self) -> None:
         if self.exporter is not None:
             with contextlib.suppress(Exception):  # a busy database: the next tick
-                self.exporter.update(await self.engine.metrics_snapshot())
+                self.exporter.update(await self.regulation.metrics_snapshot())
 
     def last_sample(self) -> SystemSample | None:
         return self.samples[-1] if self.samples else None

@@ -10,6 +10,16 @@ from tests.conftest import REPO_ROOT
 
 ENGINE_MODULES = [
     "aetherflow_tui.engine",
+    "aetherflow_tui.engine.engine",
+    "aetherflow_tui.engine.context",
+    "aetherflow_tui.engine.calls",
+    "aetherflow_tui.engine.credentials",
+    "aetherflow_tui.engine.controls",
+    "aetherflow_tui.engine.local_stack",
+    "aetherflow_tui.engine.regulation",
+    "aetherflow_tui.engine.runs",
+    "aetherflow_tui.engine.market",
+    "aetherflow_tui.engine.views",
     "aetherflow_tui.engine.bus",
     "aetherflow_tui.engine.config",
     "aetherflow_tui.engine.events",

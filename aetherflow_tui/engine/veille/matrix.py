@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .. import Engine
+    from ..context import EngineContext
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +31,7 @@ class MatrixRow:
         return asdict(self)
 
 
-def build(engine: Engine) -> list[MatrixRow]:
+def build(engine: EngineContext) -> list[MatrixRow]:
     """Blocking (EcoLogits estimates energy): call it in a thread."""
     rows = []
     routable = engine.router.routable

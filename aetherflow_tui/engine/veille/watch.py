@@ -42,8 +42,8 @@ from .opportunity import (
 if TYPE_CHECKING:
     import httpx
 
-    from .. import Engine
     from ..approvals import Approval
+    from ..context import EngineContext
     from .classifier import ClassifierWorker
     from .sources import PollResult, Source
 
@@ -82,7 +82,7 @@ class PollSummary:
 
 
 class VeilleWatch:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: EngineContext) -> None:
         self.engine = engine
         self.spec = engine.bouquet.veille
         self._classifier: ClassifierWorker | None = None
@@ -463,12 +463,12 @@ def _same(a: float, b: float) -> bool:
     return abs(a - b) <= SAME_PRICE * max(abs(a), abs(b), 1e-9)
 
 
-def _is_api(engine: Engine, provider: str) -> bool:
+def _is_api(engine: EngineContext, provider: str) -> bool:
     spec = engine.bouquet.providers.get(provider)
     return spec is not None and not spec.local
 
 
-def _params_b(engine: Engine, provider: str, model_id: str) -> float | None:
+def _params_b(engine: EngineContext, provider: str, model_id: str) -> float | None:
     spec = engine.bouquet.providers.get(provider)
     model = spec.model(model_id) if spec is not None else None
     if model is not None and model.params_b is not None:
@@ -477,7 +477,7 @@ def _params_b(engine: Engine, provider: str, model_id: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
-def _mentioned(engine: Engine, item: VeilleItem, *, everyone: bool = False) -> list[str]:
+def _mentioned(engine: EngineContext, item: VeilleItem, *, everyone: bool = False) -> list[str]:
     """Bouquet providers the item speaks about: its quotes', else the names in its text."""
     named = [q.provider for q in item.prices if q.provider]
     text = f"{item.title} {item.summary}".casefold()

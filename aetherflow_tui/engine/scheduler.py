@@ -18,18 +18,18 @@ import functools
 import json
 import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import outputs
+from . import outputs, plan_step, run_eta
 from .budget import worst_input_tokens
 from .errors import BudgetRefused, DispatchHeld, StoreUnavailable
 from .events import RunUpdated, StepUpdated
-from .plan import Plan, StepSpec, context_text
+from .plan import Plan, context_text
+from .plan_step import PlanStep
 from .progress import RunStatus, RunView, StepState, StepView
 from .providers.base import ChatMessage, ChatRequest, Unreachable
-from .router import PRIOR_LATENCY_FAST_S, PRIOR_LATENCY_S, Candidate, Mode
+from .router import Candidate, Mode
 from .store import INSERT_ROUTE, UPSERT_STEP
 from .text import excerpt
 
@@ -67,35 +67,6 @@ class _Faulted(Exception):
     """The run failed (its store or output folder) while this step waited for a slot."""
 
 
-@dataclass(slots=True)
-class _Step:
-    spec: StepSpec
-    state: StepState = StepState.PENDING
-    waiting_for: int = 0  # dependencies not done yet
-    dependents: list[_Step] = field(default_factory=list)
-    provider: str | None = None
-    model: str | None = None
-    attempts: int = 0
-    started: float | None = None
-    finished: float | None = None
-    input_tokens: int = 0
-    output_tokens: int = 0
-    usd: float = 0.0
-    ttft_s: float | None = None
-    duration_s: float | None = None
-    output: str | None = None
-    extension: str = "md"
-    error: str | None = None
-    flag: str | None = None
-    reason: str | None = None
-
-    def view(self) -> StepView:
-        return StepView(self.spec.id, self.spec.type, self.state, self.provider, self.model,
-                        self.attempts, self.started, self.finished, self.input_tokens,
-                        self.output_tokens, self.usd, self.ttft_s, self.duration_s,
-                        self.error, self.flag, self.reason)
-
-
 class PlanRun:
     """One execution of a plan (or the resumption of one). Engine.start_run builds it."""
 
@@ -116,7 +87,7 @@ class PlanRun:
         self.detail: str | None = None
         self.started = ctx.clock.now()
         self.finished: float | None = None
-        self._steps: dict[str, _Step] = {s.id: _Step(s) for s in plan.steps}
+        self._steps: dict[str, PlanStep] = {s.id: PlanStep(s) for s in plan.steps}
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._stopping = False  # no new steps: budget, cancel
@@ -143,7 +114,7 @@ class PlanRun:
                                    if self._steps[d].state is not StepState.DONE)
         # When several steps are ready at once, the one with the longest chain behind it
         # leaves first: the makespan is the critical path plus what delays it.
-        heights = _heights(plan)
+        heights = plan_step.heights(plan)
         for step in self._steps.values():
             step.dependents.sort(key=lambda s: -heights[s.spec.id])
         self._launch_order = sorted(self._steps.values(), key=lambda s: -heights[s.spec.id])
@@ -204,61 +175,9 @@ class PlanRun:
         now = time.perf_counter()
         if self._eta is not None and now - self._eta[0] < ETA_EVERY_S:
             return max(0.0, self._eta[1] - (now - self._eta[0]))
-        eta = self._remaining_s()
+        eta = run_eta.remaining_s(self.ctx, self.mode, self._launch_order)
         self._eta = (now, eta)
         return eta
-
-    def _remaining_s(self) -> float:
-        """The remaining critical path: each unfinished step takes its routed model's live
-        latency (p50, or the router's prior), chained along its dependencies; and no less
-        than the remaining work spread over the calls allowed in flight."""
-        ctx = self.ctx
-        now = ctx.clock.now()
-        routed: dict[tuple[Any, ...], float] = {}
-        ends: dict[str, float] = {}
-        work = end = 0.0
-        for step in self._launch_order:  # by height: every step after its dependencies
-            if step.state.finished or step.state is StepState.CANCELLED:
-                continue
-            if step.state is StepState.RUNNING and step.provider and step.model:
-                left = max(0.0, self._latency(step.provider, step.model)
-                           - (now - (step.started or now)))
-            else:
-                left = self._expected_s(step.spec, routed)
-            if self.mode is Mode.DOUBLE_CHECK:
-                left *= 2  # the audit is a second call after the work
-            start = max((ends.get(d, 0.0) for d in step.spec.depends_on), default=0.0)
-            ends[step.spec.id] = start + left
-            end = max(end, start + left)
-            work += left
-        return max(end, work / max(1, ctx.concurrency.limit))
-
-    def _latency(self, provider: str, model: str) -> float:
-        measured = self.ctx.health.stats(provider).latency_p50_s
-        if measured is not None:
-            return measured
-        spec = self.ctx.bouquet.providers.get(provider)
-        declared = spec.model(model) if spec is not None else None
-        fast = declared is not None and "fast" in declared.roles
-        return PRIOR_LATENCY_FAST_S if fast else PRIOR_LATENCY_S
-
-    def _expected_s(self, spec: StepSpec, routed: dict[tuple[Any, ...], float]) -> float:
-        """The latency of the model the router would pick for this step now (one decision
-        per kind of step, not per step: big plans repeat a few kinds)."""
-        key = (spec.type, spec.provider, spec.model, spec.complexity, spec.estimated_tokens,
-               spec.max_tokens)
-        latency = routed.get(key)
-        if latency is None:
-            ctx = self.ctx
-            tokens = len(spec.prompt) // 4 + 1
-            best = ctx.router.route(
-                spec.type, input_tokens=tokens, worst_input_tokens=len(spec.prompt) + 1,
-                max_tokens=spec.max_tokens, complexity=spec.complexity,
-                estimated_tokens=spec.estimated_tokens, provider=spec.provider,
-                model=spec.model, mode=Mode.BUILD if self.mode is Mode.DOUBLE_CHECK
-                else self.mode, response=ctx.modes.mode).best
-            latency = routed[key] = 0.0 if best is None else best.latency_s
-        return latency
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -329,7 +248,7 @@ class PlanRun:
         return (f"stopped: the output folder {self.output_dir} cannot be written "
                 f"({exc.strerror or exc}); make it a writable folder, then resume the run")
 
-    def _launch(self, step: _Step) -> None:
+    def _launch(self, step: PlanStep) -> None:
         task = asyncio.create_task(self._run_step(step), name=f"step-{step.spec.id}")
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
@@ -339,7 +258,7 @@ class PlanRun:
         if not self._tasks:
             self._idle.set()
 
-    def _step_finished(self, step: _Step) -> None:
+    def _step_finished(self, step: PlanStep) -> None:
         """Called synchronously when a step ends: launch or skip what waited for it."""
         if step.state is StepState.DONE:
             for dependent in step.dependents:
@@ -350,7 +269,7 @@ class PlanRun:
         elif step.state is StepState.FAILED:
             self._skip_dependents(step)
 
-    def _skip_dependents(self, failed: _Step) -> None:
+    def _skip_dependents(self, failed: PlanStep) -> None:
         stack = list(failed.dependents)
         now = self.ctx.clock.now()
         while stack:
@@ -364,7 +283,7 @@ class PlanRun:
             self._publish(step)
             stack.extend(step.dependents)
 
-    async def _run_step(self, step: _Step) -> None:
+    async def _run_step(self, step: PlanStep) -> None:
         ctx = self.ctx
         self._set_state(step, StepState.RUNNING)
         step.started = ctx.clock.now()
@@ -429,7 +348,7 @@ class PlanRun:
                     await self._persist(step)
         self._publish(step)
 
-    async def _work(self, step: _Step) -> None:
+    async def _work(self, step: PlanStep) -> None:
         spec = step.spec
         request = self._request(step)
         called = await self._call_with_fallback(step, request)
@@ -474,7 +393,7 @@ class PlanRun:
 
     # -- calls -----------------------------------------------------------------------------
 
-    async def _call_with_fallback(self, step: _Step, request: ChatRequest
+    async def _call_with_fallback(self, step: PlanStep, request: ChatRequest
                                   ) -> tuple[CallOutcome, Candidate] | None:
         """Route, call, retry, fall back; the successful outcome, or None (step failed)."""
         ctx = self.ctx
@@ -524,7 +443,7 @@ class PlanRun:
             avoid.add(candidate.label if error.kind in ("rejected", "malformed")
                       else candidate.provider.id)
 
-    async def _attempt(self, step: _Step, candidate: Candidate, request: ChatRequest, *,
+    async def _attempt(self, step: PlanStep, candidate: Candidate, request: ChatRequest, *,
                        retries: int, audit: bool = False,
                        fallback: Callable[[], bool] = lambda: True) -> CallOutcome:
         """One candidate, with backoff retries on transient failures. What would move the
@@ -563,7 +482,7 @@ class PlanRun:
             retry += 1
             await asyncio.sleep(wait)
 
-    def _account(self, step: _Step, outcome: CallOutcome, *, audit: bool = False) -> None:
+    def _account(self, step: PlanStep, outcome: CallOutcome, *, audit: bool = False) -> None:
         record = outcome.record
         step.input_tokens += record.input_tokens
         step.output_tokens += record.output_tokens
@@ -575,7 +494,7 @@ class PlanRun:
             step.duration_s = record.duration_s
             step.provider, step.model = record.provider, record.model
 
-    async def _audit(self, step: _Step) -> str | None:
+    async def _audit(self, step: PlanStep) -> str | None:
         """DOUBLE-CHECK: a different provider reviews the result; a disagreement is a flag."""
         ctx = self.ctx
         spec = step.spec
@@ -609,7 +528,7 @@ class PlanRun:
 
     # -- prompts ---------------------------------------------------------------------------
 
-    def _request(self, step: _Step) -> ChatRequest:
+    def _request(self, step: PlanStep) -> ChatRequest:
         spec = step.spec
         system = f"You are doing one step ({spec.type}) of the task {self.plan.task_id!r}"
         if self.plan.description:
@@ -633,32 +552,32 @@ class PlanRun:
 
     # -- persistence and events ------------------------------------------------------------
 
-    def _waiting(self, step: _Step, why: str | None) -> None:
+    def _waiting(self, step: PlanStep, why: str | None) -> None:
         """Its call waits for budget held by calls in flight (why), or goes out (None)."""
         self._set_state(step, StepState.WAITING if why else StepState.RUNNING)
         step.error = why
         self._publish(step)
 
-    def _set_state(self, step: _Step, state: StepState) -> None:
+    def _set_state(self, step: PlanStep, state: StepState) -> None:
         self._counts[step.state] -= 1
         self._counts[state] += 1
         step.state = state
 
-    def _persist(self, step: _Step) -> asyncio.Future[None]:
+    def _persist(self, step: PlanStep) -> asyncio.Future[None]:
         return self.ctx.store.enqueue(UPSERT_STEP, (
             self.run_id, step.spec.id, step.state.value, step.provider, step.model,
             step.attempts, step.started, step.finished, step.output, step.error,
             step.spec.type, step.input_tokens, step.output_tokens, step.usd, step.ttft_s,
             step.duration_s, step.reason, step.flag, step.extension))
 
-    def _restore(self, step: _Step, row: dict[str, Any]) -> None:
+    def _restore(self, step: PlanStep, row: dict[str, Any]) -> None:
         self._set_state(step, StepState.DONE)
         for name in ("provider", "model", "attempts", "started", "finished", "output",
                      "input_tokens", "output_tokens", "usd", "ttft_s", "duration_s", "reason",
                      "flag", "extension"):
             setattr(step, name, row[name])
 
-    def _publish(self, step: _Step) -> None:
+    def _publish(self, step: PlanStep) -> None:
         now = self.ctx.clock.now()
         self.ctx.bus.publish(StepUpdated(now, self.run_id, step.view()))
         self.ctx.bus.publish(RunUpdated(now, self.view()))
@@ -666,7 +585,7 @@ class PlanRun:
     def _publish_run(self) -> None:
         self.ctx.bus.publish(RunUpdated(self.ctx.clock.now(), self.view()))
 
-    async def _write_output(self, step: _Step) -> None:
+    async def _write_output(self, step: PlanStep) -> None:
         assert self.output_dir is not None and step.output is not None
         path = self.output_dir / f"{step.spec.id}.{step.extension}"
         await asyncio.to_thread(_atomic_write, path, step.output)
@@ -709,25 +628,6 @@ def run_summary(run: RunView, steps: list[StepView], outputs_by_step: dict[str, 
             "sequential_s": sum(s.duration_s or 0.0 for s in steps),
         },
     }
-
-
-def _heights(plan: Plan) -> dict[str, int]:
-    """Each step's longest chain of dependents, itself included (iterative: plans are big)."""
-    dependents: dict[str, list[str]] = {s.id: [] for s in plan.steps}
-    waiting = {s.id: len(s.depends_on) for s in plan.steps}
-    for s in plan.steps:
-        for dep in s.depends_on:
-            dependents[dep].append(s.id)
-    order = [sid for sid, n in waiting.items() if n == 0]
-    for sid in order:  # grows as it goes: a topological order
-        for child in dependents[sid]:
-            waiting[child] -= 1
-            if waiting[child] == 0:
-                order.append(child)
-    heights: dict[str, int] = {}
-    for sid in reversed(order):
-        heights[sid] = 1 + max((heights[c] for c in dependents[sid]), default=0)
-    return heights
 
 
 def _other_provider(route: Route, candidate: Candidate) -> bool:

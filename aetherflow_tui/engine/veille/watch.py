@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ..approvals import OPPORTUNITY, PRICE_UPDATE
+from ..approval_types import OPPORTUNITY, PRICE_UPDATE
 from ..errors import UsageError
 from ..events import VeilleItemClassified, VeillePolled
 from ..text import excerpt
@@ -38,12 +38,13 @@ from .opportunity import (
     assess,
     blended,
 )
+from .source_status import SourceStatus  # and re-exported: it lived here
 
 if TYPE_CHECKING:
     import httpx
 
     from .. import Engine
-    from ..approvals import Approval
+    from ..approval_types import Approval
     from .classifier import ClassifierWorker
     from .sources import PollResult, Source
 
@@ -54,20 +55,6 @@ TITLE_WINDOW_S = 7 * DAY_S
 # Prices within this much of the current ones are the same price, rounded differently.
 SAME_PRICE = 0.005
 _SIZE_IN_NAME = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*[bB](?![a-zA-Z])")
-
-
-@dataclass(frozen=True, slots=True)
-class SourceStatus:
-    """One source after a poll, as `veille poll` and the pane's header show it."""
-
-    name: str
-    location: str
-    kind: str
-    outcome: str  # new, not_modified, error, or "never" before its first poll
-    error: str | None
-    new_items: int
-    ts: float | None
-    ok_ts: float | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,6 @@ written): EcoLogits' model takes a fraction of a millisecond per call.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from functools import cache
 from typing import Any
 
 from .config import ModelSpec, ProviderSpec
+from .model_size import params_b_in_name
 
 # A call's values are defined in usage.py (a leaf) and re-exported here, where they lived.
 from .usage import (
@@ -49,8 +49,6 @@ ASSUMED_PARAMS_B = 70.0
 # Datacenter overhead for providers EcoLogits has no figure for: its own range for hyperscalers.
 FALLBACK_PUE = (1.09, 1.2)
 FALLBACK_WUE = 0.569
-
-_SIZE_IN_NAME = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*[bB](?![a-zA-Z])")
 
 
 class PriceTable:
@@ -151,8 +149,7 @@ def params_b(model: ModelSpec) -> float | None:
     """Model size in billions: from config, else from a name like llama-3.3-70b."""
     if model.params_b:
         return model.params_b
-    sizes = [float(m) for m in _SIZE_IN_NAME.findall(model.id)]
-    return max(sizes) if sizes else None
+    return params_b_in_name(model.id)
 
 
 class EnergyEstimator:

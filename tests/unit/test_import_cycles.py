@@ -2,7 +2,7 @@
 
 The graph is read from the source by tools/import_cycles.py (ast, nothing imported).
 TYPE_CHECKING imports never run and do not count as circles; function-level ones run
-only when called. Value types (usage, approval_types, veille.source_status)
+only when called. Value types (usage, approval_types, veille.source_status, model_size)
 live in leaves that import nothing of the engine, so that any module can use them.
 """
 
@@ -34,6 +34,7 @@ LEAVES = [
     "aetherflow_tui.engine.usage",
     "aetherflow_tui.engine.approval_types",
     "aetherflow_tui.engine.veille.source_status",
+    "aetherflow_tui.engine.model_size",
 ]
 
 

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from ..approval_types import OPPORTUNITY, PRICE_UPDATE
 from ..errors import UsageError
 from ..events import VeilleItemClassified, VeillePolled
+from ..model_size import params_b_in_name
 from ..text import excerpt
 from .extract import PriceQuote
 from .item import VeilleItem
@@ -54,7 +55,6 @@ log = logging.getLogger(__name__)
 TITLE_WINDOW_S = 7 * DAY_S
 # Prices within this much of the current ones are the same price, rounded differently.
 SAME_PRICE = 0.005
-_SIZE_IN_NAME = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*[bB](?![a-zA-Z])")
 
 
 @dataclass(frozen=True, slots=True)
@@ -460,8 +460,7 @@ def _params_b(engine: Engine, provider: str, model_id: str) -> float | None:
     model = spec.model(model_id) if spec is not None else None
     if model is not None and model.params_b is not None:
         return model.params_b
-    match = _SIZE_IN_NAME.search(model_id)
-    return float(match.group(1)) if match else None
+    return params_b_in_name(model_id)
 
 
 def _mentioned(engine: Engine, item: VeilleItem, *, everyone: bool = False) -> list[str]:

@@ -8,33 +8,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
+# Approval and its kinds live in approval_types.py (a leaf) and are re-exported here.
+from .approval_types import ACTIVATE_KEY as ACTIVATE_KEY
+from .approval_types import OPPORTUNITY as OPPORTUNITY
+from .approval_types import PRICE_UPDATE as PRICE_UPDATE
+from .approval_types import Approval
 from .bus import EventBus
 from .clock import Clock
 from .errors import UsageError
 from .events import ApprovalDecided, ApprovalRequested
 from .store import Store
 
-ACTIVATE_KEY = "activate_key"
-PRICE_UPDATE = "price_update"  # a veille price for a bouquet model, into the matrix
-OPPORTUNITY = "veille_opportunity"  # a better offer: approving walks the acquisition funnel
-
-Handler = Callable[["Approval", bool], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class Approval:
-    id: int
-    ts: float
-    kind: str
-    summary: str
-    evidence: str
-    proposed_action: str
-    payload: dict[str, Any] = field(default_factory=dict)
-    status: str = "pending"  # pending, approved, rejected
-    decided_ts: float | None = None
+Handler = Callable[[Approval, bool], Awaitable[None]]
 
 
 class ApprovalQueue:

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import BudgetSpec
-from .ledger import Rates
 from .providers.base import ChatRequest
+from .usage import Rates
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import re
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -202,6 +203,13 @@ STEP_TYPES = ("analysis", "refactoring", "code_generation", "prototyping", "revi
 Preference = Literal["cheapest", "fastest", "balanced"]
 
 
+def _refuse_unknown_step_types(types: Iterable[str]) -> None:
+    unknown = [t for t in types if t not in STEP_TYPES]
+    if unknown:
+        raise ValueError(f"unknown step type {unknown[0]!r}; use one of: "
+                         + ", ".join(STEP_TYPES))
+
+
 class RuleSpec(_Strict):
     """Where one step type goes: models with one of `roles`, ranked by `prefer`.
 
@@ -255,10 +263,7 @@ class RoutingSpec(_Strict):
     @field_validator("rules")
     @classmethod
     def _known_types(cls, rules: dict[str, RuleSpec]) -> dict[str, RuleSpec]:
-        unknown = [t for t in rules if t not in STEP_TYPES]
-        if unknown:
-            raise ValueError(f"unknown step type {unknown[0]!r}; use one of: "
-                             + ", ".join(STEP_TYPES))
+        _refuse_unknown_step_types(rules)
         return rules
 
     def rule(self, step_type: str) -> RuleSpec:
@@ -289,10 +294,7 @@ class ModesSpec(_Strict):
     @field_validator("local_types")
     @classmethod
     def _known_step_types(cls, types: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [t for t in types if t not in STEP_TYPES]
-        if unknown:
-            raise ValueError(f"unknown step type {unknown[0]!r}; use one of: "
-                             + ", ".join(STEP_TYPES))
+        _refuse_unknown_step_types(types)
         return types
 
     @model_validator(mode="after")

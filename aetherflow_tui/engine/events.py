@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .approval_types import Approval
 from .health import ProbeResult, ProviderHealth
 from .keycheck import KeyCheck
 from .keys import KeyStatus
@@ -16,11 +17,9 @@ from .progress import RunView, StepView
 from .records import CallRecord
 
 if TYPE_CHECKING:
-    from .approvals import Approval
-    from .regulator import SystemSample
+    from .regulator import RegulatorDecision, SystemSample
     from .veille.item import VeilleItem
-    from .veille.watch import SourceStatus
-    from .vigilance import RegulatorDecision
+    from .veille.source_status import SourceStatus
 
 
 @dataclass(frozen=True, slots=True)

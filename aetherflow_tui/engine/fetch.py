@@ -4,20 +4,26 @@ Somebody else's server may be slow, huge, dribbling or dead. `bounded_get` bound
 exchange in time and the decoded body in size, supports conditional GET (ETag and
 Last-Modified), and turns every network problem into one `FetchError` with a one-line
 reason. It returns bytes and never interprets them: parsing is the caller's job.
+
+`FetchError` is also what the parsers raise (statuspage.StatusPageError and
+veille.sources.SourceError are this class), so this module must load without httpx:
+httpx is imported by the first fetch.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-
-import httpx
+from typing import TYPE_CHECKING
 
 from .text import excerpt
 
+if TYPE_CHECKING:
+    import httpx
+
 
 class FetchError(Exception):
-    """A body could not be fetched; `reason` says why in one line."""
+    """A body could not be fetched or read; `reason` says why in one line."""
 
     def __init__(self, reason: str, source: str) -> None:
         self.reason = reason
@@ -39,6 +45,8 @@ async def bounded_get(client: httpx.AsyncClient, url: str, *, timeout_s: float, 
                       accept: str, etag: str | None = None,
                       last_modified: str | None = None) -> Fetched:
     """GET url within timeout_s and max_bytes (decoded); FetchError on any failure."""
+    import httpx
+
     headers = {"Accept": accept}
     if etag is not None:
         headers["If-None-Match"] = etag

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from .ledger import Cost
 from .providers.base import ChatResult, ProviderError
+from .usage import Cost
 
 SANDBOX_PROMPT = "Reply with the single word OK."
 # Enough for reasoning models, which think before they answer; still a fraction of a cent.

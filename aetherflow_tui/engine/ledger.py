@@ -11,76 +11,44 @@ written): EcoLogits' model takes a fraction of a millisecond per call.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
 from .config import ModelSpec, ProviderSpec
-from .providers.base import Usage
+from .model_size import params_b_in_name
 
-PRICE_CONFIG = "config"
-PRICE_LOCAL = "local"  # llama.cpp on this machine: paid in watt-hours, not dollars
-PRICE_TABLE = "genai-prices"
-PRICE_VEILLE = "veille"  # announced in a veille item, approved by the operator
-UNPRICED = "unpriced"
+# A call's values are defined in usage.py (a leaf) and re-exported here, where they lived.
+from .usage import (
+    ENERGY_ASSUMED,
+    ENERGY_ECOLOGITS,
+    ENERGY_SIZE,
+    LOCAL_RATES,
+    PRICE_CONFIG,
+    PRICE_TABLE,
+    PRICE_VEILLE,
+    UNKNOWN_ENERGY,
+    UNPRICED,
+    Cost,
+    Energy,
+    Rates,
+    Usage,
+)
 
-ENERGY_ECOLOGITS = "ecologits"  # EcoLogits knows the provider and the model
-ENERGY_SIZE = "estimate:size"  # EcoLogits' physics with the model size from config or its name
-ENERGY_ASSUMED = "estimate:assumed-size"  # size unknown: ASSUMED_PARAMS_B
-ENERGY_RAPL = "measured:rapl"
-ENERGY_CPU = "measured:cpu-time"
-ENERGY_UNKNOWN = "unknown"
+# Re-exported only: the ledger does not use these itself.
+from .usage import ENERGY_CPU as ENERGY_CPU
+from .usage import ENERGY_RAPL as ENERGY_RAPL
+from .usage import ENERGY_UNKNOWN as ENERGY_UNKNOWN
+from .usage import NOT_BILLED as NOT_BILLED
+from .usage import PRICE_LOCAL as PRICE_LOCAL
 
 # When neither EcoLogits nor the config knows a model's size, assume a mid-size hosted model.
 ASSUMED_PARAMS_B = 70.0
 # Datacenter overhead for providers EcoLogits has no figure for: its own range for hyperscalers.
 FALLBACK_PUE = (1.09, 1.2)
 FALLBACK_WUE = 0.569
-
-_SIZE_IN_NAME = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*[bB](?![a-zA-Z])")
-
-
-@dataclass(frozen=True, slots=True)
-class Rates:
-    """$ per million tokens."""
-
-    input: float
-    output: float
-    cached_input: float
-    source: str  # PRICE_CONFIG or PRICE_TABLE
-
-
-@dataclass(frozen=True, slots=True)
-class Cost:
-    usd: float | None  # None: unpriced, never silently zero
-    method: str
-
-    @property
-    def priced(self) -> bool:
-        return self.usd is not None
-
-
-@dataclass(frozen=True, slots=True)
-class Energy:
-    wh: float | None
-    gco2e: float | None
-    method: str
-
-    @property
-    def measured(self) -> bool:
-        return self.method.startswith("measured")
-
-
-UNKNOWN_ENERGY = Energy(None, None, ENERGY_UNKNOWN)
-# A call that failed before answering: providers do not bill those.
-NOT_BILLED = Cost(0.0, "not billed")
-
-
-LOCAL_RATES = Rates(0.0, 0.0, 0.0, PRICE_LOCAL)
 
 
 class PriceTable:
@@ -181,8 +149,7 @@ def params_b(model: ModelSpec) -> float | None:
     """Model size in billions: from config, else from a name like llama-3.3-70b."""
     if model.params_b:
         return model.params_b
-    sizes = [float(m) for m in _SIZE_IN_NAME.findall(model.id)]
-    return max(sizes) if sizes else None
+    return params_b_in_name(model.id)
 
 
 class EnergyEstimator:

@@ -14,7 +14,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .ledger import ENERGY_CPU, ENERGY_RAPL
+from .usage import ENERGY_CPU, ENERGY_RAPL
 
 RAPL_ROOT = Path("/sys/class/powercap")
 

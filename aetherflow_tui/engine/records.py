@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .ledger import UNPRICED, Cost, Energy
+from .usage import UNPRICED, Cost, Energy
 
 _UNPRICED = Cost(None, UNPRICED)
 

@@ -28,8 +28,8 @@ from .store import INSERT_DECISION, INSERT_MODE_CHANGE
 if TYPE_CHECKING:
     from .calls import Calls
     from .metrics import MetricsSnapshot
-    from .regulator import Actions, SystemSample, SystemState
-    from .vigilance import Canaries, RegulatorDecision, Vigilance
+    from .regulator import Actions, RegulatorDecision, SystemSample, SystemState
+    from .vigilance import Canaries, Vigilance
 
 
 async def _no_control(action: str, params: dict[str, Any], *, origin: str) -> str:

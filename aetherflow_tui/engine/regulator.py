@@ -18,7 +18,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -573,3 +573,17 @@ def actions_for(state: SystemState, *, max_concurrency: int, cores: int,
     if state is SystemState.DEGRADED:
         return Actions(max(1, top // 4), max(1, cores // 2), 0.5, False, True, True)
     return Actions(max(1, top // 16), 1, 0.25, True, True, True)
+
+
+@dataclass(frozen=True, slots=True)
+class RegulatorDecision:
+    """What the regulator decided, and why, as the operator reads it."""
+
+    ts: float
+    state: SystemState
+    previous: SystemState
+    confidence: float
+    reasoning: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    actions: tuple[str, ...] = ()
+    manual: bool = False  # the operator's action, not the regulator's judgement

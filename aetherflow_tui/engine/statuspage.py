@@ -2,9 +2,9 @@
 
 A status page is somebody else's server: its body may be huge, slow, malformed or hostile.
 `fetch` bounds time and size and turns every network or parse problem into one
-`StatusPageError` with a one-line reason. `parse` keeps only the fields the cockpit uses,
-with every string flattened to one line, control sequences made visible and length capped;
-strings stay literal text, never markup.
+`StatusPageError` (fetch.FetchError, the same class) with a one-line reason. `parse`
+keeps only the fields the cockpit uses, with every string flattened to one line, control
+sequences made visible and length capped; strings stay literal text, never markup.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from .fetch import FetchError, bounded_get
 from .text import excerpt
 
 if TYPE_CHECKING:
@@ -70,13 +71,8 @@ _COMPONENT = {
 }
 
 
-class StatusPageError(Exception):
-    """A status page could not be read; `reason` says why in one line."""
-
-    def __init__(self, reason: str, source: str) -> None:
-        self.reason = reason
-        self.source = excerpt(source)
-        super().__init__(f"{reason} from {self.source}")
+# A status page could not be read; `reason` says why in one line. One class with fetch's.
+StatusPageError = FetchError
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,15 +185,8 @@ def parse(body: bytes, *, source: str) -> StatusReport:
 async def fetch(client: httpx.AsyncClient, url: str, *, timeout_s: float = 10.0,
                 max_bytes: int = 2_000_000) -> StatusReport:
     """GET and parse a `summary.json`; every network or parse problem is a StatusPageError."""
-    # Imported here, not at module level: fetch.py needs httpx, and `parse` must stay usable
-    # from code that starts without it (the CLI); a caller of fetch already holds a client.
-    from .fetch import FetchError, bounded_get
-
-    try:
-        fetched = await bounded_get(client, url, timeout_s=timeout_s, max_bytes=max_bytes,
-                                    accept="application/json")
-    except FetchError as exc:
-        raise StatusPageError(exc.reason, url) from None
+    fetched = await bounded_get(client, url, timeout_s=timeout_s, max_bytes=max_bytes,
+                                accept="application/json")
     return parse(fetched.body, source=url)
 
 

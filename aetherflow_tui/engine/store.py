@@ -32,8 +32,8 @@ from typing import Any
 import aiosqlite
 
 from .errors import OperatorError, StoreUnavailable
-from .ledger import Cost, Energy
 from .records import CallRecord, ProviderTotals
+from .usage import Cost, Energy
 
 log = logging.getLogger(__name__)
 

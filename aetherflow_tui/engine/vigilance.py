@@ -26,7 +26,7 @@ import contextlib
 import os
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from .probes import Prober
@@ -35,6 +35,7 @@ from .regulator import (
     Actions,
     Judgement,
     Regulator,
+    RegulatorDecision,  # and re-exported: it lived here
     Sampler,
     SystemSample,
     SystemState,
@@ -52,20 +53,6 @@ ERROR_WINDOW_S = 60.0  # the engine's error rate and latency, over the last minu
 # Fewer real calls than this in the window: no error rate (one refused call is not 100%).
 MIN_ERROR_CALLS = 10
 Canaries = Literal["periodic", "recovery", "off"]
-
-
-@dataclass(frozen=True, slots=True)
-class RegulatorDecision:
-    """What the regulator decided, and why, as the operator reads it."""
-
-    ts: float
-    state: SystemState
-    previous: SystemState
-    confidence: float
-    reasoning: str
-    metrics: dict[str, float] = field(default_factory=dict)
-    actions: tuple[str, ...] = ()
-    manual: bool = False  # the operator's action, not the regulator's judgement
 
 
 class Regulated(Protocol):

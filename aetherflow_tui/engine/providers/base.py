@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from ..text import excerpt
-
-if TYPE_CHECKING:
-    from ..ledger import Energy
+from ..usage import Energy, Usage  # Usage lived here and is still importable from here
 
 OnToken = Callable[[str], Awaitable[None] | None]
 
@@ -37,14 +35,6 @@ class ChatRequest:
     @classmethod
     def ask(cls, model: str, prompt: str, **kw: object) -> ChatRequest:
         return cls(model=model, messages=(ChatMessage("user", prompt),), **kw)  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    input_tokens: int  # total input, cached tokens included (genai-prices' convention)
-    output_tokens: int
-    cached_input_tokens: int = 0
-    estimated: bool = False  # True when the provider sent no usage and we counted
 
 
 @dataclass(frozen=True, slots=True)

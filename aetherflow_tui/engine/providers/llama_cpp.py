@@ -34,8 +34,9 @@ from typing import Any
 
 from .. import gguf
 from ..config import ModelSpec, ProviderSpec
-from ..ledger import ENERGY_UNKNOWN, Energy, grid_gco2e_per_kwh
+from ..ledger import grid_gco2e_per_kwh
 from ..power import EnergyMeter
+from ..usage import ENERGY_UNKNOWN, Energy
 from .base import (
     ChatRequest,
     ChatResult,

@@ -137,10 +137,7 @@ class OpenAICompatProvider:
     async def _once(self, request: ChatRequest, body: dict[str, Any], started: float
                     ) -> ChatResult:
         async with self._post(body) as response:
-            if response.status != 200:
-                raw = await _read(self.id, response, _MAX_ERROR_BODY, cut=True)
-                raise _http_error(self.id, response.status, response.headers,
-                                  raw.decode("utf-8", "replace"))
+            await _refuse_error_status(self.id, response)
             raw = await _read(self.id, response, self._max_bytes)
             text_body = raw.decode("utf-8", "replace")
         duration = time.perf_counter() - started
@@ -174,10 +171,7 @@ class OpenAICompatProvider:
         max_pieces = request.max_tokens if request.max_tokens is not None else math.inf
         overrun = False
         async with self._post(body) as response:
-            if response.status != 200:
-                raw = await _read(self.id, response, _MAX_ERROR_BODY, cut=True)
-                raise _http_error(self.id, response.status, response.headers,
-                                  raw.decode("utf-8", "replace"))
+            await _refuse_error_status(self.id, response)
             lines = _lines(self.id, response.content, self._max_bytes)
             async for line in lines:
                 if not line.startswith("data:"):
@@ -277,6 +271,14 @@ async def _read(provider: str, response: aiohttp.ClientResponse, max_bytes: int,
                 return bytes(body[:max_bytes])
             raise _too_large(provider, max_bytes)
     return bytes(body)
+
+
+async def _refuse_error_status(provider: str, response: aiohttp.ClientResponse) -> None:
+    """Anything but a 200 as the ProviderError its status and (bounded) body say."""
+    if response.status != 200:
+        raw = await _read(provider, response, _MAX_ERROR_BODY, cut=True)
+        raise _http_error(provider, response.status, response.headers,
+                          raw.decode("utf-8", "replace"))
 
 
 def _too_large(provider: str, max_bytes: int) -> MalformedResponse:

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .. import statuspage
+from ..fetch import FetchError, bounded_get
 from ..text import excerpt
 
 if TYPE_CHECKING:
@@ -88,13 +89,9 @@ _FEEDS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-class SourceError(Exception):
-    """A source could not be read or parsed; `reason` says why in one line."""
-
-    def __init__(self, reason: str, source: str) -> None:
-        self.reason = reason
-        self.source = excerpt(source)
-        super().__init__(f"{reason} from {self.source}")
+# A source could not be read or parsed; `reason` says why in one line. One class with
+# fetch's (and statuspage's).
+SourceError = FetchError
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,9 +292,6 @@ def dedupe(items: Iterable[FeedItem]) -> list[FeedItem]:
 async def poll(client: httpx.AsyncClient, source: Source, validators: Validators, *,
                timeout_s: float = 10.0, max_bytes: int = 5_000_000) -> PollResult:
     """Read and parse one source; its problems come back as outcome "error", never raised."""
-    # Imported here: fetch needs httpx, and the rest of this module is useful without it.
-    from ..fetch import FetchError, bounded_get
-
     started = time.perf_counter()
     try:
         if _is_http(source.location):
@@ -319,7 +313,7 @@ async def poll(client: httpx.AsyncClient, source: Source, validators: Validators
         # Off the loop: feedparser on a 5 MB body takes a while, and the cockpit must not
         # freeze meanwhile.
         items = await asyncio.to_thread(parse, body, source=source.name)
-    except (FetchError, SourceError) as exc:
+    except SourceError as exc:  # FetchError: the same class
         return PollResult(source, "error", (), validators, exc.reason,
                           time.perf_counter() - started)
     return PollResult(source, "new", tuple(items), fresh, None, time.perf_counter() - started)

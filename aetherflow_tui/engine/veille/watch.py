@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ..approvals import OPPORTUNITY, PRICE_UPDATE
+from ..approval_types import OPPORTUNITY, PRICE_UPDATE
 from ..errors import UsageError
 from ..events import VeilleItemClassified, VeillePolled
+from ..model_size import params_b_in_name
 from ..text import excerpt
 from .extract import PriceQuote
 from .item import VeilleItem
@@ -38,11 +39,12 @@ from .opportunity import (
     assess,
     blended,
 )
+from .source_status import SourceStatus  # and re-exported: it lived here
 
 if TYPE_CHECKING:
     import httpx
 
-    from ..approvals import Approval
+    from ..approval_types import Approval
     from ..context import EngineContext
     from .classifier import ClassifierWorker
     from .sources import PollResult, Source
@@ -53,21 +55,6 @@ log = logging.getLogger(__name__)
 TITLE_WINDOW_S = 7 * DAY_S
 # Prices within this much of the current ones are the same price, rounded differently.
 SAME_PRICE = 0.005
-_SIZE_IN_NAME = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*[bB](?![a-zA-Z])")
-
-
-@dataclass(frozen=True, slots=True)
-class SourceStatus:
-    """One source after a poll, as `veille poll` and the pane's header show it."""
-
-    name: str
-    location: str
-    kind: str
-    outcome: str  # new, not_modified, error, or "never" before its first poll
-    error: str | None
-    new_items: int
-    ts: float | None
-    ok_ts: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -473,8 +460,7 @@ def _params_b(engine: EngineContext, provider: str, model_id: str) -> float | No
     model = spec.model(model_id) if spec is not None else None
     if model is not None and model.params_b is not None:
         return model.params_b
-    match = _SIZE_IN_NAME.search(model_id)
-    return float(match.group(1)) if match else None
+    return params_b_in_name(model_id)
 
 
 def _mentioned(engine: EngineContext, item: VeilleItem, *, everyone: bool = False) -> list[str]:

@@ -14,7 +14,7 @@ from typing import Any
 from .budget import Full, Refusal, Reservation, process_alive, worst_cost, worst_input_tokens
 from .clock import local_day
 from .config import ModelSpec, ProviderSpec
-from .context import EngineContext
+from .context import EngineContext, nothing
 from .errors import BudgetRefused, UsageError
 from .events import CallRecorded
 from .health import ProviderHealth
@@ -62,10 +62,6 @@ class CallOutcome:
         return self.error is None
 
 
-def _nothing(*_: Any) -> None:
-    return None
-
-
 class Calls:
     def __init__(self, ctx: EngineContext,
                  provider_views: Callable[[], Awaitable[list[ProviderView]]]) -> None:
@@ -76,9 +72,9 @@ class Calls:
         self._recent: deque[tuple[float, bool, float]] = deque(maxlen=2000)
         self._expired_at = -1e9  # when dead processes' reservations were last expired
         # What the rest of the engine does as rows are committed (set by the Engine).
-        self.on_health: Callable[[ProviderHealth], None] = _nothing
-        self.on_circuit_open: Callable[[str], None] = _nothing
-        self.after_calls: Callable[[], None] = _nothing
+        self.on_health: Callable[[ProviderHealth], None] = nothing
+        self.on_circuit_open: Callable[[str], None] = nothing
+        self.after_calls: Callable[[], None] = nothing
 
     async def sync_budget(self) -> None:
         """Today's spend as the store has it (other processes add to it)."""

@@ -33,6 +33,10 @@ if TYPE_CHECKING:
     from .store import Store
 
 
+def nothing(*_: object) -> None:
+    """The default of a hook the Engine wires later (engine.py): do nothing."""
+
+
 class Dispatch:
     """The emergency stop and the operator's throttle: read by every call before it leaves."""
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from .approvals import ACTIVATE_KEY, Approval
 from .config import ModelSpec, ProviderSpec
-from .context import EngineContext
+from .context import EngineContext, nothing
 from .errors import OperatorError, UsageError
 from .events import KeyCheckUpdated, KeyStateChanged
 from .keycheck import SANDBOX_MAX_TOKENS, SANDBOX_PROMPT, KeyCheck, KeyCheckState, judge
@@ -20,10 +20,6 @@ if TYPE_CHECKING:
     from .calls import Calls
 
 
-def _nothing() -> None:
-    return None
-
-
 class Credentials:
     def __init__(self, ctx: EngineContext, calls: Calls) -> None:
         self._ctx = ctx
@@ -32,7 +28,7 @@ class Credentials:
         self._checks: dict[str, KeyCheck] = {}
         # Set by the Engine: the response mode re-reads its signals when keys change, and
         # a veille offer the operator approved is adopted once its key is active.
-        self.after_change: Callable[[], None] = _nothing
+        self.after_change: Callable[[], None] = nothing
         self.announced: Callable[[str], Awaitable[dict[str, Any] | None]] = _none
         self.activated: Callable[[str], Awaitable[None]] = _none
         ctx.routable_now = self.routable_ids

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from .approvals import Approval
-from .context import EngineContext
+from .context import EngineContext, nothing
 from .views import ProviderView
 
 if TYPE_CHECKING:
@@ -20,10 +20,6 @@ if TYPE_CHECKING:
 ANNOUNCED = "announced:"
 
 
-def _nothing() -> None:
-    return None
-
-
 class Market:
     def __init__(self, ctx: EngineContext,
                  provider_views: Callable[[], Awaitable[list[ProviderView]]]) -> None:
@@ -31,7 +27,7 @@ class Market:
         self._provider_views = provider_views
         self._veille: VeilleWatch | None = None
         # Set by the Engine: the cheapest API price is one of the response mode's signals.
-        self.after_change: Callable[[], None] = _nothing
+        self.after_change: Callable[[], None] = nothing
 
     @property
     def veille(self) -> VeilleWatch:

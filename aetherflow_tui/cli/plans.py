@@ -1,6 +1,7 @@
-"""`aetherflow run`: start a plan, show it live with Rich, summarise it, pick the exit code.
+"""Plans: `aetherflow run` (start a plan, show it live, summarise it, pick the exit code),
+`plan check`, `plan schema`, `runs` and `report`.
 
-On a terminal the steps table refreshes in place; otherwise one line is printed per
+On a terminal the run's steps table refreshes in place; otherwise one line is printed per
 finished step. Ctrl-C cancels the run (in-flight calls are cancelled and recorded) and
 prints how to resume it.
 """
@@ -18,15 +19,17 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .cli import _print_json
-from .engine.events import ResponseModeChanged, RunUpdated, StepUpdated
-from .engine.progress import RunStatus, RunView, StepState, StepView
-from .engine.scheduler import run_summary
-from .engine.text import neutralise
-from .formatting import usd
+from ..engine.events import ResponseModeChanged, RunUpdated, StepUpdated
+from ..engine.progress import RunStatus, RunView, StepState, StepView
+from ..engine.scheduler import run_summary
+from ..engine.text import neutralise
+from ..formatting import usd
+from .common import check_metrics_port
+from .output import print_json
 
 if TYPE_CHECKING:
-    from .engine import Engine, PlanRun
+    from ..engine import Engine, PlanRun
+    from ..engine.paths import Paths
 
 STATE_STYLE = {
     StepState.PENDING: "dim", StepState.RUNNING: "cyan", StepState.WAITING: "yellow",
@@ -38,6 +41,7 @@ _ORDER = {StepState.RUNNING: 0, StepState.WAITING: 0, StepState.FAILED: 1,
 
 
 async def run_plan(engine: Engine, args: argparse.Namespace) -> int:
+    check_metrics_port(args)
     # soft_wrap: the run id and the resume command stay on one line, to copy or grep.
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     subscription = engine.bus.subscribe()
@@ -81,7 +85,7 @@ async def run_plan(engine: Engine, args: argparse.Namespace) -> int:
             state = StepState(item["status"])
             item["output_file"] = (str(run.output_dir / f"{item['id']}.{run.extension(item['id'])}")
                                    if state is StepState.DONE and run.output_dir else None)
-        _print_json(summary)
+        print_json(summary)
     else:
         console = Console(highlight=False)
         console.print(_table(view, steps, limit=None))
@@ -193,3 +197,65 @@ def _step_line(step: StepView) -> Text:
     if step.flag:
         line += f" · flagged: {step.flag}"
     return Text(line, style=STATE_STYLE[step.state])
+
+
+# -- plan check, plan schema ---------------------------------------------------------------
+
+
+def check(engine: Engine, args: argparse.Namespace) -> int:
+    plan = engine.load_plan(args.plan)
+    edges = sum(len(s.depends_on) for s in plan.steps)
+    if args.json:
+        print_json({"valid": True, "task_id": plan.task_id, "steps": len(plan.steps),
+                    "dependencies": edges, "digest": plan.digest()})
+    else:
+        print(neutralise(f"{args.plan}: valid — {plan.task_id}: {len(plan.steps)} steps, "
+                         f"{edges} dependencies"))
+    return 0
+
+
+def schema(paths: Paths, args: argparse.Namespace) -> int:
+    from ..engine.plan import schema as plan_schema
+
+    print_json(plan_schema())
+    return 0
+
+
+# -- runs, report --------------------------------------------------------------------------
+
+
+async def runs(engine: Engine, args: argparse.Namespace) -> int:
+    rows = await engine.runs()
+    if args.json:
+        print_json({"runs": rows})
+        return 0
+    from datetime import datetime
+
+    table = Table(title="Recent runs", title_justify="left")
+    for column in ("run", "task", "mode", "status", "started", "plan"):
+        table.add_column(column, no_wrap=column != "plan", overflow="fold")
+    for row in rows:
+        started = datetime.fromtimestamp(row["started"]).strftime("%m-%d %H:%M")
+        # Text, not str: a task id of "[bold]" is shown as written, not as Rich markup.
+        table.add_row(row["id"], Text(neutralise(row["task_id"] or "")), row["mode"] or "",
+                      row["status"], started, Text(neutralise(row["plan_path"] or "")))
+    Console(highlight=False).print(table)
+    return 0
+
+
+async def report(engine: Engine, args: argparse.Namespace) -> int:
+    from ..engine.report import markdown
+
+    text = await markdown(engine.store, args.run_id)
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        args.output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        from ..engine.errors import UsageError
+
+        raise UsageError(f"cannot write {args.output}: {exc.strerror}",
+                         fix="pick a writable path with -o") from None
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0

@@ -24,6 +24,7 @@ from ..engine.progress import RunStatus, RunView, StepState, StepView
 from ..engine.scheduler import run_summary
 from ..engine.text import neutralise
 from ..formatting import usd
+from ..palette import STEP, run_style
 from .common import check_metrics_port
 from .output import print_json
 
@@ -31,11 +32,6 @@ if TYPE_CHECKING:
     from ..engine import Engine, PlanRun
     from ..engine.paths import Paths
 
-STATE_STYLE = {
-    StepState.PENDING: "dim", StepState.RUNNING: "cyan", StepState.WAITING: "yellow",
-    StepState.DONE: "green",
-    StepState.FAILED: "red", StepState.SKIPPED: "yellow", StepState.CANCELLED: "magenta",
-}
 _ORDER = {StepState.RUNNING: 0, StepState.WAITING: 0, StepState.FAILED: 1,
           StepState.CANCELLED: 2, StepState.DONE: 3, StepState.SKIPPED: 4, StepState.PENDING: 5}
 
@@ -154,9 +150,7 @@ def _headline(view: RunView) -> Text:
         parts.append(f"ETA {view.eta_s:.0f} s")
     if view.status is not RunStatus.RUNNING:
         parts.append(view.status.value)
-    style = {RunStatus.DONE: "bold green", RunStatus.RUNNING: "bold"}.get(view.status,
-                                                                         "bold red")
-    return Text(" · ".join(parts), style=style)
+    return Text(" · ".join(parts), style=run_style(view.status))
 
 
 def _table(view: RunView, steps: list[StepView], *, limit: int | None) -> Table:
@@ -171,7 +165,7 @@ def _table(view: RunView, steps: list[StepView], *, limit: int | None) -> Table:
     if limit is not None and len(rows) > limit:
         rows = sorted(rows, key=lambda s: _ORDER[s.state])[:limit]
     for step in rows:
-        style = STATE_STYLE[step.state]
+        style = STEP[step.state]
         elapsed = step.elapsed(now)
         who = f"{step.provider}/{step.model}" if step.provider else ""
         if step.state is StepState.WAITING:
@@ -196,7 +190,7 @@ def _step_line(step: StepView) -> Text:
         line += f" · {step.error}"
     if step.flag:
         line += f" · flagged: {step.flag}"
-    return Text(line, style=STATE_STYLE[step.state])
+    return Text(line, style=STEP[step.state])
 
 
 # -- plan check, plan schema ---------------------------------------------------------------

@@ -61,14 +61,12 @@ def _key_text(view: ProviderView) -> Any:
     from rich.text import Text
 
     from ..engine.keys import KeyState
+    from ..palette import KEY
 
-    styles = {KeyState.PRESENT: "green", KeyState.NOT_NEEDED: "green",
-              KeyState.MISSING: "yellow", KeyState.UNAVAILABLE: "red",
-              KeyState.UNREADABLE: "red"}
     label = view.key.state.value
     if view.key.state is KeyState.PRESENT and view.key.source.startswith("env:"):
         label = f"present ({view.key.source})"
-    return Text(label, style=styles[view.key.state])
+    return Text(label, style=KEY[view.key.state])
 
 
 def _limits(view: ProviderView) -> str:

@@ -20,15 +20,13 @@ from rich.text import Text
 
 from ..engine.errors import EXIT_FAILED, EXIT_LIMIT, UsageError
 from ..formatting import age, latency, percent, usd
+from ..palette import LIGHT, SYSTEM
 from .output import PROG, print_json
 
 if TYPE_CHECKING:
     from ..engine import Engine
     from ..engine.health import ProbeResult, ProviderHealth
 
-LIGHT_STYLE = {"green": "green", "orange": "dark_orange", "red": "red", "grey": "grey50"}
-STATE_STYLE = {"optimal": "green", "stressed": "yellow", "degraded": "dark_orange",
-               "critical": "bold red"}
 
 
 # -- status --------------------------------------------------------------------------------
@@ -118,7 +116,7 @@ def _print_status(engine: Engine, data: dict[str, Any], views: list[Any]) -> Non
     sample = machine["sample"]
     state = machine["state"]
     line = Text("machine    ", style="bold")
-    line.append(state.upper(), style=STATE_STYLE[state])
+    line.append(state.upper(), style=SYSTEM[state])
     line.append(f"  (confidence {machine['confidence']:.2f}, one sample, now) ")
     line.append(Text(machine["reasoning"], style="dim"))
     console.print(line)
@@ -136,7 +134,7 @@ def _print_status(engine: Engine, data: dict[str, Any], views: list[Any]) -> Non
     decision = data["regulator"]
     if decision is not None:
         text = Text("regulator  ", style="bold")
-        text.append(str(decision["state"]).upper(), style=STATE_STYLE.get(decision["state"], ""))
+        text.append(str(decision["state"]).upper(), style=SYSTEM.get(decision["state"], ""))
         text.append(f" since {_clock(decision['ts'])}, confidence "
                     f"{decision['confidence']:.2f}: ")
         text.append(Text(decision["reasoning"]))
@@ -168,7 +166,7 @@ def _print_status(engine: Engine, data: dict[str, Any], views: list[Any]) -> Non
         probe = row["canary"]
         status = row["status_page"]
         table.add_row(
-            Text("●", style=LIGHT_STYLE[row["light"]]),
+            Text("●", style=LIGHT[row["light"]]),
             Text(row["provider"], style="bold"),
             "—" if row["score"] is None else f"{row['score']:.2f}",
             "—" if row["success_pct"] is None else f"{row['success_pct']:.0f}",

@@ -18,6 +18,7 @@ from rich.text import Text
 
 from ..engine.errors import EXIT_FAILED, UsageError
 from ..formatting import age, latency, per_mtok, percent
+from ..palette import SOURCE, VEILLE_LABEL
 from .output import print_json
 
 if TYPE_CHECKING:
@@ -27,8 +28,6 @@ if TYPE_CHECKING:
     from ..engine.veille.item import VeilleItem
     from ..engine.veille.watch import PollSummary, SourceStatus
 
-LABEL_STYLE = {"price_change": "cyan", "outage": "red", "new_offer": "green",
-               "geopolitical_risk": "magenta", "noise": "grey50"}
 # Lines classified together: big enough to batch well, small enough to stream.
 CLASSIFY_BATCH = 64
 MAX_LINE = 1_000_000  # bytes: a longer stdin line is refused, not read into memory
@@ -173,7 +172,7 @@ def _sources_table(engine: Engine, statuses: Any) -> Table:
     now = engine.clock.now()
     table = Table("source", "kind", "last poll", "outcome", "new", "detail")
     for s in statuses:
-        style = {"error": "red", "never": "grey50"}.get(s.outcome, "green")
+        style = SOURCE.get(s.outcome, "green")
         detail = s.error or s.location
         table.add_row(Text(s.name), s.kind, "—" if s.ts is None else f"{age(now - s.ts)} ago",
                       Text(s.outcome.replace("_", " "), style=style), str(s.new_items),
@@ -193,7 +192,7 @@ def _items_table(engine: Engine, items: list[VeilleItem]) -> Table:
 
 
 def _label(label: str) -> Text:
-    return Text(label, style=LABEL_STYLE.get(label, ""))
+    return Text(label, style=VEILLE_LABEL.get(label, ""))
 
 
 def _quotes(quotes: list[dict[str, Any]]) -> str:

@@ -23,17 +23,11 @@ from ..engine import Engine
 from ..engine.regulator import SystemSample, SystemState
 from ..engine.vigilance import HISTORY, MIN_ERROR_CALLS, RegulatorDecision
 from ..formatting import percent
+from ..palette import SYSTEM as STATE_STYLE
+from ..palette import SYSTEM_BADGE as BADGE_STYLE
 from .pane import Pane
 from .safe import literal
 
-BADGE_STYLE = {
-    SystemState.OPTIMAL: "bold black on green",
-    SystemState.STRESSED: "bold black on yellow1",
-    SystemState.DEGRADED: "bold black on dark_orange",
-    SystemState.CRITICAL: "bold white on red",
-}
-STATE_STYLE = {SystemState.OPTIMAL: "green", SystemState.STRESSED: "yellow1",
-               SystemState.DEGRADED: "dark_orange", SystemState.CRITICAL: "bold red"}
 HELD_STYLE = "bold white on red"
 NOT_RUNNING = "regulator not running"
 NO_TEMPERATURE = "temperature: not reported by this OS"

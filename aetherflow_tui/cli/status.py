@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..engine.errors import EXIT_FAILED, EXIT_LIMIT, UsageError
-from ..formatting import age, latency, percent, usd
+from ..formatting import ago, latency, percent, usd
 from ..palette import LIGHT, SYSTEM
 from .output import PROG, print_json
 
@@ -173,7 +173,7 @@ def _print_status(engine: Engine, data: dict[str, Any], views: list[Any]) -> Non
             latency(row["latency_p50_s"]),
             Text("—") if probe is None else Text(
                 f"{'ok' if probe['ok'] else 'FAIL'} {latency(probe['latency_s'])} "
-                f"{_ago(data['ts'] - probe['ts'])}",
+                f"{ago(data['ts'] - probe['ts'])}",
                 style="" if probe["ok"] else "red"),
             Text("—" if status is None else status["level"]),
             row["circuit"],
@@ -336,10 +336,6 @@ def _limit(text: str) -> int | None:
                          fix="give the most calls in flight, e.g. `aetherflow throttle 4`, "
                              "or `off`")
     return limit
-
-
-def _ago(seconds: float) -> str:
-    return f"{age(seconds)} ago"
 
 
 def _clock(ts: float) -> str:

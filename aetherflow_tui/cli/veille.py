@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..engine.errors import EXIT_FAILED, UsageError
-from ..formatting import age, latency, per_mtok, percent
+from ..formatting import age, ago, latency, per_mtok, percent
 from ..palette import SOURCE, VEILLE_LABEL
 from .output import print_json
 
@@ -174,7 +174,7 @@ def _sources_table(engine: Engine, statuses: Any) -> Table:
     for s in statuses:
         style = SOURCE.get(s.outcome, "green")
         detail = s.error or s.location
-        table.add_row(Text(s.name), s.kind, "—" if s.ts is None else f"{age(now - s.ts)} ago",
+        table.add_row(Text(s.name), s.kind, "—" if s.ts is None else ago(now - s.ts),
                       Text(s.outcome.replace("_", " "), style=style), str(s.new_items),
                       Text(_one_line(detail, 90)))
     return table

@@ -16,7 +16,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label, Static
 
-from ..formatting import age, per_mtok, percent
+from ..formatting import age, ago, per_mtok, percent
 from ..palette import VEILLE_BADGE as BADGE
 from .pane import Pane
 from .safe import literal
@@ -189,7 +189,7 @@ class VeilleItemScreen(ModalScreen[None]):
         text.append_text(badge(item.label))
         text.append(f" {percent(item.confidence * 100)} confident · ")
         text.append_text(literal(item.source, 40))
-        text.append(f" · {age(self.now - item.when)} ago\n")
+        text.append(f" · {ago(self.now - item.when)}\n")
         if item.link:
             text.append("link  ", style="bold")
             text.append_text(literal(item.link, 200))

@@ -1,5 +1,5 @@
-"""What the commands print with: the program's name, JSON on stdout, a Rich console, and
-the money cell of the price tables.
+"""What the commands print with: the program's name, JSON on stdout, and the money cell
+of the price tables.
 
 Rich loads inside the helpers that need it, never at import: the parser imports this module.
 """
@@ -24,13 +24,6 @@ def print_json(data: Any) -> None:
     sys.stdout.write(text + "\n")
 
 
-def console(**kwargs: Any) -> Any:
-    """A Rich console that does not colour numbers and words it guesses at."""
-    from rich.console import Console
-
-    return Console(highlight=False, **kwargs)
-
-
 def rate(value: float | None) -> Any:
     """A $/million-token rate as a table cell: right-aligned, or "unpriced" in bold red."""
     from rich.text import Text
@@ -40,4 +33,3 @@ def rate(value: float | None) -> Any:
     if value is None:
         return Text("unpriced", style="bold red")
     return Text(per_mtok(value), justify="right")
-

@@ -3,7 +3,8 @@
 
 On a terminal the run's steps table refreshes in place; otherwise one line is printed per
 finished step. Ctrl-C cancels the run (in-flight calls are cancelled and recorded) and
-prints how to resume it.
+prints how to resume it. Rich loads in the functions that draw: `plan check` and
+`plan schema` do without it.
 """
 
 from __future__ import annotations
@@ -13,11 +14,6 @@ import asyncio
 import sys
 import time
 from typing import TYPE_CHECKING, Any
-
-from rich.console import Console, Group
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
 from ..engine.events import ResponseModeChanged, RunUpdated, StepUpdated
 from ..engine.progress import RunStatus, RunView, StepState, StepView
@@ -29,6 +25,9 @@ from .common import check_metrics_port
 from .output import print_json
 
 if TYPE_CHECKING:
+    from rich.table import Table
+    from rich.text import Text
+
     from ..engine import Engine, PlanRun
     from ..engine.paths import Paths
 
@@ -37,6 +36,9 @@ _ORDER = {StepState.RUNNING: 0, StepState.WAITING: 0, StepState.FAILED: 1,
 
 
 async def run_plan(engine: Engine, args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.text import Text
+
     check_metrics_port(args)
     # soft_wrap: the run id and the resume command stay on one line, to copy or grep.
     err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -99,11 +101,16 @@ async def run_plan(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def _mode_line(event: ResponseModeChanged) -> Text:
+    from rich.text import Text
+
     return Text(f"response mode {event.mode.upper()}: {event.reason}", style="yellow")
 
 
 async def _watch(run: PlanRun, subscription: Any, as_json: bool) -> None:
     """Keep the operator informed while the run goes: a live table, or a line per step."""
+    from rich.console import Console, Group
+    from rich.live import Live
+
     if as_json:
         async for _ in subscription:
             pass
@@ -136,6 +143,8 @@ async def _watch(run: PlanRun, subscription: Any, as_json: bool) -> None:
 
 
 def _headline(view: RunView) -> Text:
+    from rich.text import Text
+
     finished = view.done + view.failed + view.skipped
     parts = [f"run {view.run_id}", view.mode, f"{finished}/{view.total} finished",
              f"{view.done} done"]
@@ -154,6 +163,9 @@ def _headline(view: RunView) -> Text:
 
 
 def _table(view: RunView, steps: list[StepView], *, limit: int | None) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
     now = time.time()
     table = Table(box=None, pad_edge=False, show_edge=False)
     for column, justify in (("", "left"), ("step", "left"), ("type", "left"),
@@ -181,6 +193,8 @@ def _table(view: RunView, steps: list[StepView], *, limit: int | None) -> Table:
 
 
 def _step_line(step: StepView) -> Text:
+    from rich.text import Text
+
     who = f" {step.provider}/{step.model}" if step.provider else ""
     line = f"{step.state.glyph} {step.step_id} ({step.type}){who}"
     if step.duration_s is not None and step.state is StepState.DONE:
@@ -224,6 +238,10 @@ async def runs(engine: Engine, args: argparse.Namespace) -> int:
         print_json({"runs": rows})
         return 0
     from datetime import datetime
+
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
 
     table = Table(title="Recent runs", title_justify="left")
     for column in ("run", "task", "mode", "status", "started", "plan"):

@@ -41,7 +41,7 @@ def per_mtok(value: float | None, missing: str = "unpriced") -> str:
 
 
 def age(seconds: float) -> str:
-    """How long ago, short: 45 s, 12 min, 3.0 h, 5 d."""
+    """How long ago, short: 45 s up to 90 s, 12 min up to 90 min, 3.0 h up to 48 h, 5 d."""
     seconds = max(0.0, seconds)
     if seconds < 90:
         return f"{seconds:.0f} s"
@@ -50,3 +50,8 @@ def age(seconds: float) -> str:
     if seconds < 2 * 86400:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.0f} d"
+
+
+def ago(seconds: float) -> str:
+    """`age` said as a time past: 45 s ago, 12 min ago, 3.0 h ago, 5 d ago."""
+    return f"{age(seconds)} ago"

@@ -11,11 +11,10 @@ from ..engine.health import Light, ProbeResult
 from ..engine.keycheck import KeyCheckState
 from ..engine.keys import KeyState
 from ..formatting import latency, per_mtok
+from ..palette import LIGHT as LIGHT_STYLE
 from .pane import Pane
 from .safe import literal
 
-LIGHT_STYLE = {Light.GREEN: "green", Light.ORANGE: "dark_orange", Light.RED: "red",
-               Light.GREY: "grey50"}
 COLUMNS = (("light", ""), ("provider", "provider"), ("key", "key"), ("score", "score"),
            ("canary", "canary"), ("p50", "p50"), ("ok", "ok %"), ("in", "in $/M"),
            ("out", "out $/M"), ("circuit", "circuit"))

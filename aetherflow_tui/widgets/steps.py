@@ -13,15 +13,12 @@ from textual.widgets import DataTable, ProgressBar, Static
 
 from ..engine.progress import RunStatus, RunView, StepState, StepView
 from ..formatting import usd
+from ..palette import STEP as STATE_STYLE
+from ..palette import run_style
 from .pane import Pane
 from .providers import same_look
 from .safe import literal
 
-STATE_STYLE = {
-    StepState.PENDING: "grey50", StepState.RUNNING: "cyan", StepState.WAITING: "yellow",
-    StepState.DONE: "green",
-    StepState.FAILED: "red", StepState.SKIPPED: "dark_orange", StepState.CANCELLED: "magenta",
-}
 COLUMNS = (("state", ""), ("step", "step"), ("who", "provider/model"), ("elapsed", "elapsed"),
            ("tokens", "tokens"), ("cost", "cost"), ("ttft", "TTFT"))
 IDLE = "no run yet · press r to run a plan"
@@ -29,8 +26,7 @@ IDLE = "no run yet · press r to run a plan"
 
 def headline(run: RunView) -> Text:
     finished = run.done + run.failed + run.skipped
-    style = {RunStatus.RUNNING: "bold", RunStatus.DONE: "bold green"}.get(run.status,
-                                                                         "bold red")
+    style = run_style(run.status)
     text = literal(run.task_id, limit=80, style=style)  # plan text: untrusted
     text.append(f" · {run.mode} · {finished}/{run.total}")
     if run.running:

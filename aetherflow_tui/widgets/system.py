@@ -22,33 +22,18 @@ from textual.widgets import Label, Sparkline, Static
 from ..engine import Engine
 from ..engine.regulator import SystemSample, SystemState
 from ..engine.vigilance import HISTORY, MIN_ERROR_CALLS, RegulatorDecision
-from ..formatting import percent
+from ..formatting import ago, percent
+from ..palette import SYSTEM as STATE_STYLE
+from ..palette import SYSTEM_BADGE as BADGE_STYLE
 from .pane import Pane
 from .safe import literal
 
-BADGE_STYLE = {
-    SystemState.OPTIMAL: "bold black on green",
-    SystemState.STRESSED: "bold black on yellow1",
-    SystemState.DEGRADED: "bold black on dark_orange",
-    SystemState.CRITICAL: "bold white on red",
-}
-STATE_STYLE = {SystemState.OPTIMAL: "green", SystemState.STRESSED: "yellow1",
-               SystemState.DEGRADED: "dark_orange", SystemState.CRITICAL: "bold red"}
 HELD_STYLE = "bold white on red"
 NOT_RUNNING = "regulator not running"
 NO_TEMPERATURE = "temperature: not reported by this OS"
 # (id, label, sample field, unit) of each sparkline row.
 SPARKS = (("cpu", "CPU", "cpu_pct", "%"), ("ram", "RAM", "memory_pct", "%"),
           ("temp", "temp", "temperature_c", " °C"))
-
-
-def _age(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.0f} s ago"
-    if seconds < 3600:
-        return f"{seconds // 60:.0f} min ago"
-    return f"{seconds // 3600:.0f} h ago"
 
 
 def _span(seconds: float) -> str:
@@ -121,7 +106,7 @@ def compact(state: SystemState | None, held: str | None, sample: SystemSample | 
 def decision_text(decision: RegulatorDecision, now: float) -> Text:
     """When, what, how sure; then why and what was done, literally."""
     when = datetime.fromtimestamp(decision.ts).strftime("%H:%M:%S")
-    text = Text.assemble(("last decision ", "bold"), f"at {when} ({_age(now - decision.ts)})")
+    text = Text.assemble(("last decision ", "bold"), f"at {when} ({ago(now - decision.ts)})")
     if decision.manual:
         text.append(" · forced by the operator", style="dim")
     text.append("\n")

@@ -16,7 +16,8 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label, Static
 
-from ..formatting import age, per_mtok, percent
+from ..formatting import age, ago, per_mtok, percent
+from ..palette import VEILLE_BADGE as BADGE
 from .pane import Pane
 from .safe import literal
 
@@ -24,11 +25,6 @@ if TYPE_CHECKING:  # the veille's modules load after the first frame, with the w
     from ..engine.veille.item import VeilleItem
     from ..engine.veille.watch import SourceStatus
 
-BADGE = {"price_change": ("PRICE", "bold black on cyan"),
-         "outage": ("OUTAGE", "bold white on red"),
-         "new_offer": ("OFFER", "bold black on green"),
-         "geopolitical_risk": ("GEO", "bold white on magenta"),
-         "noise": ("noise", "grey50")}
 COLUMNS = (("age", "age"), ("label", "label"), ("conf", "conf"), ("source", "source"),
            ("title", "title"))
 SHOWN = 300  # rows kept on screen; `aetherflow veille items` reaches further back
@@ -193,7 +189,7 @@ class VeilleItemScreen(ModalScreen[None]):
         text.append_text(badge(item.label))
         text.append(f" {percent(item.confidence * 100)} confident · ")
         text.append_text(literal(item.source, 40))
-        text.append(f" · {age(self.now - item.when)} ago\n")
+        text.append(f" · {ago(self.now - item.when)}\n")
         if item.link:
             text.append("link  ", style="bold")
             text.append_text(literal(item.link, 200))

@@ -30,5 +30,5 @@ class CrashingCockpit(app.CockpitApp):
 
 
 if __name__ == "__main__":
-    app.CockpitApp = CrashingCockpit  # cli._cockpit imports it at call time
+    app.CockpitApp = CrashingCockpit  # cli.cockpit.handle imports it at call time
     sys.exit(cli.main([]))

@@ -16,18 +16,18 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .cli import _print_json
-from .engine.errors import EXIT_FAILED, UsageError
-from .formatting import age, latency, per_mtok, percent
+from ..engine.errors import EXIT_FAILED, UsageError
+from ..formatting import age, ago, latency, per_mtok, percent
+from ..palette import SOURCE, VEILLE_LABEL
+from .output import print_json
 
 if TYPE_CHECKING:
-    from .engine import Engine
-    from .engine.config import Bouquet
-    from .engine.veille.item import VeilleItem
-    from .engine.veille.watch import PollSummary, SourceStatus
+    from ..engine import Engine
+    from ..engine.config import Bouquet
+    from ..engine.paths import Paths
+    from ..engine.veille.item import VeilleItem
+    from ..engine.veille.watch import PollSummary, SourceStatus
 
-LABEL_STYLE = {"price_change": "cyan", "outage": "red", "new_offer": "green",
-               "geopolitical_risk": "magenta", "noise": "grey50"}
 # Lines classified together: big enough to batch well, small enough to stream.
 CLASSIFY_BATCH = 64
 MAX_LINE = 1_000_000  # bytes: a longer stdin line is refused, not read into memory
@@ -37,11 +37,12 @@ def _console() -> Console:
     return Console(highlight=False)
 
 
-async def classify(bouquet: Bouquet, as_jsonl: bool) -> int:
+async def classify(bouquet: Bouquet, paths: Paths, args: argparse.Namespace) -> int:
     """stdin JSONL {"title","summary"} → label, confidence and prices per line, in order."""
-    from .engine.veille.classifier import ClassifierWorker, item_text
-    from .engine.veille.extract import Catalog, extract_prices
+    from ..engine.veille.classifier import ClassifierWorker, item_text
+    from ..engine.veille.extract import Catalog, extract_prices
 
+    as_jsonl = args.jsonl
     catalog = Catalog.from_bouquet(bouquet)
     worker = ClassifierWorker()
     table = None if as_jsonl else Table("label", "conf", "prices", "title")
@@ -66,7 +67,7 @@ async def classify(bouquet: Bouquet, as_jsonl: bool) -> int:
 
 
 def _batches(stream: Any) -> Any:
-    from .engine.text import excerpt
+    from ..engine.text import excerpt
 
     batch: list[tuple[str, str]] = []
     for number, raw in enumerate(iter(lambda: stream.readline(MAX_LINE + 1), b""), start=1):
@@ -94,42 +95,44 @@ def _batches(stream: Any) -> Any:
         yield batch
 
 
-async def dispatch(engine: Engine, args: argparse.Namespace) -> int:
-    action = args.veille_command
-    if action == "poll":
-        await engine.provider_views()
-        return _show_poll(engine, await engine.veille.poll(), args.json)
-    if action == "add":
-        source = await engine.veille.add_source(args.where, name=args.name, kind=args.kind,
-                                                provider=args.provider)
-        await engine.provider_views()
-        summary = await engine.veille.poll(only=[source])
-        if not args.json:
-            _console().print(Text(f"watching {source.name} ({source.kind}): "
-                                  f"{source.location}"))
-        return _show_poll(engine, summary, args.json)
-    if action == "remove":
-        await engine.veille.remove_source(args.name)
-        _console().print(Text(f"no longer watching {args.name}"))
-        return 0
-    if action == "sources":
-        return _show_sources(engine, await engine.veille.statuses(), args.json)
-    if action == "items":
-        if args.label is not None:
-            _check_label(args.label)
-        items = await engine.veille_items(limit=args.limit, label=args.label)
-        if args.json:
-            _print_json([_item_json(i) for i in items])
-        else:
-            _console().print(_items_table(engine, items))
-        return 0
-    if action == "report":
-        return await report(engine, args.json)
-    raise AssertionError(action)
+async def poll(engine: Engine, args: argparse.Namespace) -> int:
+    await engine.provider_views()
+    return _show_poll(engine, await engine.veille.poll(), args.json)
+
+
+async def add(engine: Engine, args: argparse.Namespace) -> int:
+    source = await engine.veille.add_source(args.where, name=args.name, kind=args.kind,
+                                            provider=args.provider)
+    await engine.provider_views()
+    summary = await engine.veille.poll(only=[source])
+    if not args.json:
+        _console().print(Text(f"watching {source.name} ({source.kind}): {source.location}"))
+    return _show_poll(engine, summary, args.json)
+
+
+async def remove(engine: Engine, args: argparse.Namespace) -> int:
+    await engine.veille.remove_source(args.name)
+    _console().print(Text(f"no longer watching {args.name}"))
+    return 0
+
+
+async def sources(engine: Engine, args: argparse.Namespace) -> int:
+    return _show_sources(engine, await engine.veille.statuses(), args.json)
+
+
+async def items(engine: Engine, args: argparse.Namespace) -> int:
+    if args.label is not None:
+        _check_label(args.label)
+    found = await engine.veille_items(limit=args.limit, label=args.label)
+    if args.json:
+        print_json([_item_json(i) for i in found])
+    else:
+        _console().print(_items_table(engine, found))
+    return 0
 
 
 def _check_label(label: str) -> None:
-    from .engine.veille.classifier import LABELS
+    from ..engine.veille.classifier import LABELS
 
     if label not in LABELS:
         raise UsageError(f"unknown label {label!r}", fix=f"use one of: {', '.join(LABELS)}")
@@ -141,7 +144,7 @@ def _check_label(label: str) -> None:
 def _show_poll(engine: Engine, summary: PollSummary, as_json: bool) -> int:
     code = EXIT_FAILED if summary.errors else 0
     if as_json:
-        _print_json({"sources": [_source_json(s) for s in summary.sources],
+        print_json({"sources": [_source_json(s) for s in summary.sources],
                      "items": [_item_json(i) for i in summary.items],
                      "approvals": [{"id": a.id, "kind": a.kind, "summary": a.summary}
                                    for a in summary.approvals]})
@@ -159,7 +162,7 @@ def _show_poll(engine: Engine, summary: PollSummary, as_json: bool) -> int:
 
 def _show_sources(engine: Engine, statuses: list[SourceStatus], as_json: bool) -> int:
     if as_json:
-        _print_json([_source_json(s) for s in statuses])
+        print_json([_source_json(s) for s in statuses])
     else:
         _console().print(_sources_table(engine, statuses))
     return 0
@@ -169,9 +172,9 @@ def _sources_table(engine: Engine, statuses: Any) -> Table:
     now = engine.clock.now()
     table = Table("source", "kind", "last poll", "outcome", "new", "detail")
     for s in statuses:
-        style = {"error": "red", "never": "grey50"}.get(s.outcome, "green")
+        style = SOURCE.get(s.outcome, "green")
         detail = s.error or s.location
-        table.add_row(Text(s.name), s.kind, "—" if s.ts is None else f"{age(now - s.ts)} ago",
+        table.add_row(Text(s.name), s.kind, "—" if s.ts is None else ago(now - s.ts),
                       Text(s.outcome.replace("_", " "), style=style), str(s.new_items),
                       Text(_one_line(detail, 90)))
     return table
@@ -189,7 +192,7 @@ def _items_table(engine: Engine, items: list[VeilleItem]) -> Table:
 
 
 def _label(label: str) -> Text:
-    return Text(label, style=LABEL_STYLE.get(label, ""))
+    return Text(label, style=VEILLE_LABEL.get(label, ""))
 
 
 def _quotes(quotes: list[dict[str, Any]]) -> str:
@@ -218,11 +221,11 @@ def _item_json(item: VeilleItem) -> dict[str, Any]:
 # -- report ----------------------------------------------------------------------------------
 
 
-async def report(engine: Engine, as_json: bool) -> int:
+async def report(engine: Engine, args: argparse.Namespace) -> int:
     """Opportunities and price proposals, the comparison matrix, the week's items, sources."""
-    from .engine.approvals import OPPORTUNITY, PRICE_UPDATE
-    from .engine.veille.classifier import LABELS
-    from .engine.veille.opportunity import DAY_S
+    from ..engine.approvals import OPPORTUNITY, PRICE_UPDATE
+    from ..engine.veille.classifier import LABELS
+    from ..engine.veille.opportunity import DAY_S
 
     now = engine.clock.now()
     approvals = [a for a in await engine.approvals.history()
@@ -241,8 +244,8 @@ async def report(engine: Engine, as_json: bool) -> int:
         "items_7d": counts,
         "sources": [_source_json(s) for s in statuses],
     }
-    if as_json:
-        _print_json(data)
+    if args.json:
+        print_json(data)
         return 0
     console = _console()
     console.rule("Opportunities")

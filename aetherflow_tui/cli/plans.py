@@ -1,8 +1,10 @@
-"""`aetherflow run`: start a plan, show it live with Rich, summarise it, pick the exit code.
+"""Plans: `aetherflow run` (start a plan, show it live, summarise it, pick the exit code),
+`plan check`, `plan schema`, `runs` and `report`.
 
-On a terminal the steps table refreshes in place; otherwise one line is printed per
+On a terminal the run's steps table refreshes in place; otherwise one line is printed per
 finished step. Ctrl-C cancels the run (in-flight calls are cancelled and recorded) and
-prints how to resume it.
+prints how to resume it. Rich loads in the functions that draw: `plan check` and
+`plan schema` do without it.
 """
 
 from __future__ import annotations
@@ -13,31 +15,31 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console, Group
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
-
-from .cli import _print_json
-from .engine.events import ResponseModeChanged, RunUpdated, StepUpdated
-from .engine.progress import RunStatus, RunView, StepState, StepView
-from .engine.scheduler import run_summary
-from .engine.text import neutralise
-from .formatting import usd
+from ..engine.events import ResponseModeChanged, RunUpdated, StepUpdated
+from ..engine.progress import RunStatus, RunView, StepState, StepView
+from ..engine.scheduler import run_summary
+from ..engine.text import neutralise
+from ..formatting import usd
+from ..palette import STEP, run_style
+from .common import check_metrics_port
+from .output import print_json
 
 if TYPE_CHECKING:
-    from .engine import Engine, PlanRun
+    from rich.table import Table
+    from rich.text import Text
 
-STATE_STYLE = {
-    StepState.PENDING: "dim", StepState.RUNNING: "cyan", StepState.WAITING: "yellow",
-    StepState.DONE: "green",
-    StepState.FAILED: "red", StepState.SKIPPED: "yellow", StepState.CANCELLED: "magenta",
-}
+    from ..engine import Engine, PlanRun
+    from ..engine.paths import Paths
+
 _ORDER = {StepState.RUNNING: 0, StepState.WAITING: 0, StepState.FAILED: 1,
           StepState.CANCELLED: 2, StepState.DONE: 3, StepState.SKIPPED: 4, StepState.PENDING: 5}
 
 
 async def run_plan(engine: Engine, args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.text import Text
+
+    check_metrics_port(args)
     # soft_wrap: the run id and the resume command stay on one line, to copy or grep.
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     subscription = engine.bus.subscribe()
@@ -81,7 +83,7 @@ async def run_plan(engine: Engine, args: argparse.Namespace) -> int:
             state = StepState(item["status"])
             item["output_file"] = (str(run.output_dir / f"{item['id']}.{run.extension(item['id'])}")
                                    if state is StepState.DONE and run.output_dir else None)
-        _print_json(summary)
+        print_json(summary)
     else:
         console = Console(highlight=False)
         console.print(_table(view, steps, limit=None))
@@ -99,11 +101,16 @@ async def run_plan(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def _mode_line(event: ResponseModeChanged) -> Text:
+    from rich.text import Text
+
     return Text(f"response mode {event.mode.upper()}: {event.reason}", style="yellow")
 
 
 async def _watch(run: PlanRun, subscription: Any, as_json: bool) -> None:
     """Keep the operator informed while the run goes: a live table, or a line per step."""
+    from rich.console import Console, Group
+    from rich.live import Live
+
     if as_json:
         async for _ in subscription:
             pass
@@ -136,6 +143,8 @@ async def _watch(run: PlanRun, subscription: Any, as_json: bool) -> None:
 
 
 def _headline(view: RunView) -> Text:
+    from rich.text import Text
+
     finished = view.done + view.failed + view.skipped
     parts = [f"run {view.run_id}", view.mode, f"{finished}/{view.total} finished",
              f"{view.done} done"]
@@ -150,12 +159,13 @@ def _headline(view: RunView) -> Text:
         parts.append(f"ETA {view.eta_s:.0f} s")
     if view.status is not RunStatus.RUNNING:
         parts.append(view.status.value)
-    style = {RunStatus.DONE: "bold green", RunStatus.RUNNING: "bold"}.get(view.status,
-                                                                         "bold red")
-    return Text(" · ".join(parts), style=style)
+    return Text(" · ".join(parts), style=run_style(view.status))
 
 
 def _table(view: RunView, steps: list[StepView], *, limit: int | None) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
     now = time.time()
     table = Table(box=None, pad_edge=False, show_edge=False)
     for column, justify in (("", "left"), ("step", "left"), ("type", "left"),
@@ -167,7 +177,7 @@ def _table(view: RunView, steps: list[StepView], *, limit: int | None) -> Table:
     if limit is not None and len(rows) > limit:
         rows = sorted(rows, key=lambda s: _ORDER[s.state])[:limit]
     for step in rows:
-        style = STATE_STYLE[step.state]
+        style = STEP[step.state]
         elapsed = step.elapsed(now)
         who = f"{step.provider}/{step.model}" if step.provider else ""
         if step.state is StepState.WAITING:
@@ -183,6 +193,8 @@ def _table(view: RunView, steps: list[StepView], *, limit: int | None) -> Table:
 
 
 def _step_line(step: StepView) -> Text:
+    from rich.text import Text
+
     who = f" {step.provider}/{step.model}" if step.provider else ""
     line = f"{step.state.glyph} {step.step_id} ({step.type}){who}"
     if step.duration_s is not None and step.state is StepState.DONE:
@@ -192,4 +204,70 @@ def _step_line(step: StepView) -> Text:
         line += f" · {step.error}"
     if step.flag:
         line += f" · flagged: {step.flag}"
-    return Text(line, style=STATE_STYLE[step.state])
+    return Text(line, style=STEP[step.state])
+
+
+# -- plan check, plan schema ---------------------------------------------------------------
+
+
+def check(engine: Engine, args: argparse.Namespace) -> int:
+    plan = engine.load_plan(args.plan)
+    edges = sum(len(s.depends_on) for s in plan.steps)
+    if args.json:
+        print_json({"valid": True, "task_id": plan.task_id, "steps": len(plan.steps),
+                    "dependencies": edges, "digest": plan.digest()})
+    else:
+        print(neutralise(f"{args.plan}: valid — {plan.task_id}: {len(plan.steps)} steps, "
+                         f"{edges} dependencies"))
+    return 0
+
+
+def schema(paths: Paths, args: argparse.Namespace) -> int:
+    from ..engine.plan import schema as plan_schema
+
+    print_json(plan_schema())
+    return 0
+
+
+# -- runs, report --------------------------------------------------------------------------
+
+
+async def runs(engine: Engine, args: argparse.Namespace) -> int:
+    rows = await engine.runs()
+    if args.json:
+        print_json({"runs": rows})
+        return 0
+    from datetime import datetime
+
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title="Recent runs", title_justify="left")
+    for column in ("run", "task", "mode", "status", "started", "plan"):
+        table.add_column(column, no_wrap=column != "plan", overflow="fold")
+    for row in rows:
+        started = datetime.fromtimestamp(row["started"]).strftime("%m-%d %H:%M")
+        # Text, not str: a task id of "[bold]" is shown as written, not as Rich markup.
+        table.add_row(row["id"], Text(neutralise(row["task_id"] or "")), row["mode"] or "",
+                      row["status"], started, Text(neutralise(row["plan_path"] or "")))
+    Console(highlight=False).print(table)
+    return 0
+
+
+async def report(engine: Engine, args: argparse.Namespace) -> int:
+    from ..engine.report import markdown
+
+    text = await markdown(engine.store, args.run_id)
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        args.output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        from ..engine.errors import UsageError
+
+        raise UsageError(f"cannot write {args.output}: {exc.strerror}",
+                         fix="pick a writable path with -o") from None
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0

@@ -18,67 +18,23 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .cli import PROG, _print_json
-from .engine.errors import EXIT_FAILED, EXIT_LIMIT, UsageError
-from .formatting import age, latency, percent, usd
+from ..engine.errors import EXIT_FAILED, EXIT_LIMIT, UsageError
+from ..formatting import ago, latency, percent, usd
+from ..palette import LIGHT, SYSTEM
+from .output import PROG, print_json
 
 if TYPE_CHECKING:
-    from .engine import Engine
-    from .engine.health import ProbeResult, ProviderHealth
+    from ..engine import Engine
+    from ..engine.health import ProbeResult, ProviderHealth
 
-LIGHT_STYLE = {"green": "green", "orange": "dark_orange", "red": "red", "grey": "grey50"}
-STATE_STYLE = {"optimal": "green", "stressed": "yellow", "degraded": "dark_orange",
-               "critical": "bold red"}
-
-
-async def dispatch(engine: Engine, args: argparse.Namespace) -> int:
-    command = args.command
-    if command == "status":
-        return await status(engine, args.json)
-    if command == "probe":
-        return await probe(engine, args.providers, args.json)
-    if command == "stop":
-        _confirm(args, "EMERGENCY STOP: cancel every run, stop local generation and hold all "
-                       "dispatch until `aetherflow resume`?")
-        reason = args.reason or "emergency stop from the command line"
-        in_flight = await engine.runs_in_flight()  # in every live process
-        code = await _control(engine, "emergency_stop", {"reason": reason},
-                              f"emergency stop recorded: dispatch is held ({reason}); "
-                              "`aetherflow resume` lifts it")
-        stopped = await engine.wait_runs_stopped(in_flight)
-        line = f"{len(stopped)} run(s) cancelled"
-        if len(stopped) < len(in_flight):
-            line += (f"; {len(in_flight) - len(stopped)} still running (its process did not "
-                     "answer)")
-        Console(highlight=False).print(Text(line))
-        return code
-    if command == "resume":
-        return await _control(engine, "resume", {}, "dispatch resumed")
-    if command == "throttle":
-        limit = _limit(args.limit)
-        done = ("throttle lifted" if limit is None
-                else f"throttle recorded: at most {limit} call(s) in flight")
-        return await _control(engine, "throttle", {"limit": limit}, done)
-    if command == "reset-circuits":
-        if args.provider is None:
-            _confirm(args, "Reset EVERY provider's circuit breaker? Real traffic may go to "
-                           "providers that are failing until their probes say otherwise.")
-        else:
-            engine.provider_spec(args.provider)  # unknown provider: exit 2
-        return await _control(engine, "reset_circuits", {"provider": args.provider},
-                              f"circuit reset recorded for {args.provider or 'every provider'}")
-    if command == "optimise":
-        return await _control(engine, "force_optimisation", {},
-                              "force optimisation recorded")
-    raise AssertionError(command)
 
 
 # -- status --------------------------------------------------------------------------------
 
 
-async def status(engine: Engine, as_json: bool) -> int:
-    from .engine.regulator import Regulator, Sampler
-    from .engine.vigilance import ALIVE_WITHIN_S
+async def status(engine: Engine, args: argparse.Namespace) -> int:
+    from ..engine.regulator import Regulator, Sampler
+    from ..engine.vigilance import ALIVE_WITHIN_S
 
     views = await engine.provider_views()
     store = engine.store
@@ -112,15 +68,15 @@ async def status(engine: Engine, as_json: bool) -> int:
         "providers": [_health_json(v.health, v.usable, canary.get(v.id)) for v in views],
         "alerts": alerts,
     }
-    if as_json:
-        _print_json(data)
+    if args.json:
+        print_json(data)
         return 0
     _print_status(engine, data, views)
     return 0
 
 
 def _day(engine: Engine) -> str:
-    from .engine.clock import local_day
+    from ..engine.clock import local_day
 
     return local_day(engine.clock.now())
 
@@ -160,7 +116,7 @@ def _print_status(engine: Engine, data: dict[str, Any], views: list[Any]) -> Non
     sample = machine["sample"]
     state = machine["state"]
     line = Text("machine    ", style="bold")
-    line.append(state.upper(), style=STATE_STYLE[state])
+    line.append(state.upper(), style=SYSTEM[state])
     line.append(f"  (confidence {machine['confidence']:.2f}, one sample, now) ")
     line.append(Text(machine["reasoning"], style="dim"))
     console.print(line)
@@ -178,7 +134,7 @@ def _print_status(engine: Engine, data: dict[str, Any], views: list[Any]) -> Non
     decision = data["regulator"]
     if decision is not None:
         text = Text("regulator  ", style="bold")
-        text.append(str(decision["state"]).upper(), style=STATE_STYLE.get(decision["state"], ""))
+        text.append(str(decision["state"]).upper(), style=SYSTEM.get(decision["state"], ""))
         text.append(f" since {_clock(decision['ts'])}, confidence "
                     f"{decision['confidence']:.2f}: ")
         text.append(Text(decision["reasoning"]))
@@ -210,14 +166,14 @@ def _print_status(engine: Engine, data: dict[str, Any], views: list[Any]) -> Non
         probe = row["canary"]
         status = row["status_page"]
         table.add_row(
-            Text("●", style=LIGHT_STYLE[row["light"]]),
+            Text("●", style=LIGHT[row["light"]]),
             Text(row["provider"], style="bold"),
             "—" if row["score"] is None else f"{row['score']:.2f}",
             "—" if row["success_pct"] is None else f"{row['success_pct']:.0f}",
             latency(row["latency_p50_s"]),
             Text("—") if probe is None else Text(
                 f"{'ok' if probe['ok'] else 'FAIL'} {latency(probe['latency_s'])} "
-                f"{_ago(data['ts'] - probe['ts'])}",
+                f"{ago(data['ts'] - probe['ts'])}",
                 style="" if probe["ok"] else "red"),
             Text("—" if status is None else status["level"]),
             row["circuit"],
@@ -234,7 +190,8 @@ def _print_status(engine: Engine, data: dict[str, Any], views: list[Any]) -> Non
 # -- probe ---------------------------------------------------------------------------------
 
 
-async def probe(engine: Engine, providers: list[str], as_json: bool) -> int:
+async def probe(engine: Engine, args: argparse.Namespace) -> int:
+    providers: list[str] = args.providers
     engine.check_dispatch()
     for provider in providers:
         engine.provider_spec(provider)  # unknown: exit 2
@@ -244,8 +201,8 @@ async def probe(engine: Engine, providers: list[str], as_json: bool) -> int:
     elapsed = time.perf_counter() - started
     failed = [r for r in results if not r.ok and not r.skipped]
     limited = [r for r in results if r.skipped and "budget" in r.reason]
-    if as_json:
-        _print_json({"elapsed_s": elapsed, "probes": [_probe_json(r) for r in results],
+    if args.json:
+        print_json({"elapsed_s": elapsed, "probes": [_probe_json(r) for r in results],
                      "status_pages": {pid: {"level": s.level, "reason": s.reason,
                                             "read": s.ok} for pid, s in pages.items()},
                      "failed": len(failed)})
@@ -285,6 +242,51 @@ def _print_probes(results: list[ProbeResult], pages: dict[str, Any], elapsed: fl
 
 
 # -- manual actions ------------------------------------------------------------------------
+
+
+async def stop(engine: Engine, args: argparse.Namespace) -> int:
+    _confirm(args, "EMERGENCY STOP: cancel every run, stop local generation and hold all "
+                   "dispatch until `aetherflow resume`?")
+    reason = args.reason or "emergency stop from the command line"
+    in_flight = await engine.runs_in_flight()  # in every live process
+    code = await _control(engine, "emergency_stop", {"reason": reason},
+                          f"emergency stop recorded: dispatch is held ({reason}); "
+                          "`aetherflow resume` lifts it")
+    stopped = await engine.wait_runs_stopped(in_flight)
+    line = f"{len(stopped)} run(s) cancelled"
+    if len(stopped) < len(in_flight):
+        line += (f"; {len(in_flight) - len(stopped)} still running (its process did not "
+                 "answer)")
+    Console(highlight=False).print(Text(line))
+    return code
+
+
+async def resume(engine: Engine, args: argparse.Namespace) -> int:
+    return await _control(engine, "resume", {}, "dispatch resumed")
+
+
+async def throttle(engine: Engine, args: argparse.Namespace) -> int:
+    limit = _limit(args.limit)
+    done = ("throttle lifted" if limit is None
+            else f"throttle recorded: at most {limit} call(s) in flight")
+    return await _control(engine, "throttle", {"limit": limit}, done)
+
+
+async def reset_circuits(engine: Engine, args: argparse.Namespace) -> int:
+    if args.provider is None:
+        _confirm(args, "Reset EVERY provider's circuit breaker? Real traffic may go to "
+                       "providers that are failing until their probes say otherwise.")
+    else:
+        engine.provider_spec(args.provider)  # unknown provider: exit 2
+    return await _control(engine, "reset_circuits", {"provider": args.provider},
+                          f"circuit reset recorded for {args.provider or 'every provider'}")
+
+
+async def optimise(engine: Engine, args: argparse.Namespace) -> int:
+    return await _control(engine, "force_optimisation", {}, "force optimisation recorded")
+
+
+# -- what the manual actions share ---------------------------------------------------------
 
 
 async def _control(engine: Engine, action: str, params: dict[str, Any], done: str) -> int:
@@ -334,10 +336,6 @@ def _limit(text: str) -> int | None:
                          fix="give the most calls in flight, e.g. `aetherflow throttle 4`, "
                              "or `off`")
     return limit
-
-
-def _ago(seconds: float) -> str:
-    return f"{age(seconds)} ago"
 
 
 def _clock(ts: float) -> str:

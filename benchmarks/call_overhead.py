@@ -39,7 +39,8 @@ import aiohttp  # noqa: E402
 
 from aetherflow_tui.engine import Engine, config  # noqa: E402
 from aetherflow_tui.engine.providers.base import ChatRequest  # noqa: E402
-from tests.support.scripted_server import spawn_server, stop_spawned  # noqa: E402
+from tests.support import loopback  # noqa: E402
+from tests.support.scripted_server import spawn_server  # noqa: E402
 
 TARGET_MS = 0.300
 PROMPT = "Summarise the state of the factory in a few words for the operator"
@@ -244,7 +245,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="af-bench-") as home:
             ok = asyncio.run(run(url, Path(home), args.n, args.warmup, args.durable))
     finally:
-        stop_spawned(proc)
+        loopback.stop(proc)
     print("PASS" if ok else "FAIL", f"(target: added p50 <= {TARGET_MS:.3f} ms per call, "
           "every call recorded)")
     return 0 if ok else 1

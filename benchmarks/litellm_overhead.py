@@ -222,7 +222,7 @@ def run(n: int, warmup: int) -> int:
     from importlib.metadata import version
 
     from benchmarks.support.fast_server import spawn_fast_server
-    from tests.support.scripted_server import stop_spawned
+    from tests.support import loopback
 
     print(f"litellm {version('litellm')}, aiohttp {version('aiohttp')} (the bare client's and "
           f"the engine's), httpx {version('httpx')}, python {sys.executable}")
@@ -235,7 +235,7 @@ def run(n: int, warmup: int) -> int:
                                               warmup=warmup))
             results[stream] = report("stream" if stream else "non-stream", samples)
     finally:
-        stop_spawned(proc)
+        loopback.stop(proc)
     added_af, added_lite, ratio = results[False]
     ok = ratio <= TARGET_FRACTION
     s_af, s_lite, s_ratio = results[True]

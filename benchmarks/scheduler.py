@@ -81,7 +81,7 @@ from aetherflow_tui.engine import Engine, config  # noqa: E402
 from aetherflow_tui.engine.providers.base import ChatRequest  # noqa: E402
 from aetherflow_tui.engine.scheduler import _atomic_write  # noqa: E402
 from benchmarks.support.fast_server import spawn_fast_server  # noqa: E402
-from tests.support.scripted_server import stop_spawned  # noqa: E402
+from tests.support import loopback  # noqa: E402
 
 TARGET_RATIO = 1.05
 TARGET_RATE = 500.0
@@ -589,7 +589,7 @@ def main() -> int:
                                             rounds=1, label="information: default caps",
                                             judge=False))
     finally:
-        stop_spawned(proc)
+        loopback.stop(proc)
     for line in lines:
         print(line)
     ok = all(verdicts)

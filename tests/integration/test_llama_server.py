@@ -24,6 +24,7 @@ from aetherflow_tui.engine import Engine, config
 from aetherflow_tui.engine.keys import KeyVault
 from aetherflow_tui.engine.progress import RunStatus, StepState
 from aetherflow_tui.engine.providers.base import ChatRequest
+from tests.support import loopback
 from tests.support.models import CHAT_FORMAT, MODEL_ID
 from tests.support.plans import step, write_plan
 
@@ -50,17 +51,6 @@ def _log_tail(log: Path, limit: int = 4000) -> str:
         return log.read_text("utf-8", "replace")[-limit:]
     except OSError as exc:
         return f"(no log: {exc})"
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +89,7 @@ def llama_server(embedded_gguf: Path, tmp_path_factory: pytest.TempPathFactory
                 time.sleep(POLL_S)
         yield LlamaServer(base_url, log)
     finally:
-        _stop(process)
+        loopback.stop(process, timeout=STOP_TIMEOUT_S)
 
 
 def _bouquet(base_url: str) -> str:

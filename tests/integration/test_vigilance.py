@@ -12,9 +12,8 @@ import contextlib
 import json
 import os
 import subprocess
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from aetherflow_tui.engine.events import (
 from aetherflow_tui.engine.health import Light
 from aetherflow_tui.engine.progress import RunStatus
 from tests.conftest import aetherflow_cmd
+from tests.support import loopback
 from tests.support.plans import bouquet, chat_requests, engine_on, provider, step, write_plan
 from tests.support.scripted_server import ScriptedServer
 
@@ -202,33 +202,36 @@ async def test_real_traffic_stops_at_the_first_failure_until_a_probe_passes(alph
 
 
 class _Pages(BaseHTTPRequestHandler):
-    body = b""
+    server: loopback.QuietHTTPServer
 
     def do_GET(self) -> None:
+        body = self.server.owner.body
         self.send_response(200)
         self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(self.server.body)))  # type: ignore[attr-defined]
+        self.send_header("content-length", str(len(body)))
         self.end_headers()
-        self.wfile.write(self.server.body)  # type: ignore[attr-defined]
+        self.wfile.write(body)
 
     def log_message(self, *args: Any) -> None:
         pass
 
 
+class StatusPage(loopback.ThreadedServer):
+    """Serves `body` (set it at will) at every path."""
+
+    handler = _Pages
+    body = b"{}"
+
+
 @pytest.fixture
 def status_page():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Pages)
-    server.body = b"{}"  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with StatusPage() as server:
+        yield server
 
 
 async def test_a_status_page_outage_holds_traffic_until_a_probe_passes(alpha, beta,
                                                                        status_page, tmp_path):
-    url = f"http://127.0.0.1:{status_page.server_address[1]}/api/v2/summary.json"
+    url = f"{status_page.url}/api/v2/summary.json"
     text = two_providers(alpha, beta).replace(
         "[providers.alpha]\n", f'[providers.alpha]\nstatus_page = "{url}"\n')
     status_page.body = (FIXTURES / "major_outage.json").read_bytes()

@@ -40,21 +40,11 @@ import aiohttp  # noqa: E402
 from aetherflow_tui.engine import Engine, config  # noqa: E402
 from aetherflow_tui.engine.providers.base import ChatRequest  # noqa: E402
 from tests.support import loopback  # noqa: E402
+from tests.support.plans import bouquet_text, model_entry, provider_table  # noqa: E402
 from tests.support.scripted_server import spawn_server  # noqa: E402
 
 TARGET_MS = 0.300
 PROMPT = "Summarise the state of the factory in a few words for the operator"
-BOUQUET = """
-[providers.bench]
-kind = "openai"
-base_url = "{url}"
-key = "none"
-[[providers.bench.models]]
-id = "echo"
-roles = ["chat"]
-price_in = 0.59
-price_out = 0.79
-"""
 
 
 def pct(values: list[int], q: float) -> float:
@@ -178,7 +168,9 @@ async def durable_sample(engine: Engine, *, stream: bool, n: int) -> list[int]:
 
 
 async def run(url: str, home: Path, n: int, warmup: int, durable_n: int) -> bool:
-    bouquet = config.parse(BOUQUET.format(url=url), None)
+    bouquet = config.parse(bouquet_text(provider_table(
+        "bench", model_entry("echo", roles=["chat"], price_in=0.59, price_out=0.79),
+        base_url=url, key="none")), None)
     engine = await Engine(bouquet, home).start()
     client = bare_session()
     endpoint = url.rstrip("/") + "/chat/completions"

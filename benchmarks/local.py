@@ -96,6 +96,7 @@ from aetherflow_tui.engine.keys import KeyVault  # noqa: E402
 from aetherflow_tui.engine.providers.base import ChatMessage, ChatRequest  # noqa: E402
 from benchmarks.support.fast_server import spawn_fast_server  # noqa: E402
 from tests.support import loopback  # noqa: E402
+from tests.support.plans import bouquet_text, model_entry, provider_table  # noqa: E402
 
 TARGET_LAG_MS = 20.0
 TARGET_RATIO = 0.90
@@ -134,45 +135,23 @@ LONG_TEXT = (
     "them with yesterday's, and decides which line to slow down before it overheats. "
 )
 
-LOCAL = f"""
-[providers.local]
-kind = "llama_cpp"
-threads = {THREADS}
-[[providers.local.models]]
-id = "{MODEL}"
-path = "embedded"
-roles = ["survival", "chat"]
-context = {CONTEXT}
-"""
-
-API = """
-[providers.{pid}]
-kind = "openai"
-base_url = "{url}"
-key = "none"
-[[providers.{pid}.models]]
-id = "echo-small"
-roles = ["chat", "cheap"]
-price_in = {small_in}
-price_out = {small_out}
-[[providers.{pid}.models]]
-id = "echo-large"
-roles = ["reasoning", "qa"]
-price_in = {large_in}
-price_out = {large_out}
-"""
+LOCAL = provider_table("local", model_entry(MODEL, path="embedded", roles=["survival", "chat"],
+                                            context=CONTEXT),
+                       kind="llama_cpp", threads=THREADS)
 
 APIS = (("api-a", 0.10, 0.40, 1.00, 3.00), ("api-b", 0.15, 0.60, 2.00, 6.00),
         ("api-c", 0.20, 0.80, 3.00, 9.00))
 
 
 def bouquet(api_url: str | None = None) -> config.Bouquet:
-    text = "[budget]\ndaily_usd = 100\n" + LOCAL
-    if api_url is not None:
-        for pid, small_in, small_out, large_in, large_out in APIS:
-            text += API.format(pid=pid, url=api_url, small_in=small_in, small_out=small_out,
-                               large_in=large_in, large_out=large_out)
-    return config.parse(text, None)
+    apis = [] if api_url is None else [
+        provider_table(pid, model_entry("echo-small", roles=["chat", "cheap"], price_in=small_in,
+                                        price_out=small_out),
+                       model_entry("echo-large", roles=["reasoning", "qa"], price_in=large_in,
+                                   price_out=large_out),
+                       base_url=api_url, key="none")
+        for pid, small_in, small_out, large_in, large_out in APIS]
+    return config.parse(bouquet_text(LOCAL, *apis, budget={"daily_usd": 100}), None)
 
 
 def new_engine(bq: config.Bouquet, home: Path, models: Path) -> Engine:

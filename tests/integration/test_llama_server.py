@@ -11,7 +11,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from aetherflow_tui.engine.progress import RunStatus, StepState
 from aetherflow_tui.engine.providers.base import ChatRequest
 from tests.support import loopback
 from tests.support.models import CHAT_FORMAT, MODEL_ID
-from tests.support.plans import step, write_plan
+from tests.support.plans import bouquet_text, model_entry, provider_table, step, write_plan
 
 STARTUP_DEADLINE_S = 60.0
 POLL_S = 0.2
@@ -93,24 +92,11 @@ def llama_server(embedded_gguf: Path, tmp_path_factory: pytest.TempPathFactory
 
 
 def _bouquet(base_url: str) -> str:
-    return textwrap.dedent(
-        f"""
-        [budget]
-        daily_usd = 1.0
-
-        [providers.llama]
-        kind = "openai"
-        base_url = "{base_url}"
-        key = "none"
-        zone = "FRA"
-        [[providers.llama.models]]
-        id = "{MODEL_ID}"
-        roles = ["survival", "chat"]
-        price_in = 0.0
-        price_out = 0.0
-        params_b = 0.27
-        """
-    )
+    return bouquet_text(
+        provider_table("llama", model_entry(MODEL_ID, roles=["survival", "chat"], price_in=0.0,
+                                            price_out=0.0, params_b=0.27),
+                       base_url=base_url, key="none", zone="FRA"),
+        budget={"daily_usd": 1.0})
 
 
 @pytest.fixture

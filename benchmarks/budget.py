@@ -35,8 +35,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from aetherflow_tui.engine import Engine, config  # noqa: E402
+from tests.support import loopback  # noqa: E402
 from tests.support.plans import bouquet, provider, step, write_plan  # noqa: E402
-from tests.support.scripted_server import spawn_server, stop_spawned  # noqa: E402
+from tests.support.scripted_server import spawn_server  # noqa: E402
 
 PRICE_IN = 10.0  # $ per million tokens
 PRICE_OUT = 1200.0
@@ -122,7 +123,7 @@ def main() -> int:
                          budget)
             print(f"exit codes of the three runs: {codes}")
     finally:
-        stop_spawned(server)
+        loopback.stop(server)
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
 

@@ -39,21 +39,12 @@ import aiohttp  # noqa: E402
 
 from aetherflow_tui.engine import Engine, config  # noqa: E402
 from aetherflow_tui.engine.providers.base import ChatRequest  # noqa: E402
-from tests.support.scripted_server import spawn_server, stop_spawned  # noqa: E402
+from tests.support import loopback  # noqa: E402
+from tests.support.plans import bouquet_text, model_entry, provider_table  # noqa: E402
+from tests.support.scripted_server import spawn_server  # noqa: E402
 
 TARGET_MS = 0.300
 PROMPT = "Summarise the state of the factory in a few words for the operator"
-BOUQUET = """
-[providers.bench]
-kind = "openai"
-base_url = "{url}"
-key = "none"
-[[providers.bench.models]]
-id = "echo"
-roles = ["chat"]
-price_in = 0.59
-price_out = 0.79
-"""
 
 
 def pct(values: list[int], q: float) -> float:
@@ -177,7 +168,9 @@ async def durable_sample(engine: Engine, *, stream: bool, n: int) -> list[int]:
 
 
 async def run(url: str, home: Path, n: int, warmup: int, durable_n: int) -> bool:
-    bouquet = config.parse(BOUQUET.format(url=url), None)
+    bouquet = config.parse(bouquet_text(provider_table(
+        "bench", model_entry("echo", roles=["chat"], price_in=0.59, price_out=0.79),
+        base_url=url, key="none")), None)
     engine = await Engine(bouquet, home).start()
     client = bare_session()
     endpoint = url.rstrip("/") + "/chat/completions"
@@ -244,7 +237,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="af-bench-") as home:
             ok = asyncio.run(run(url, Path(home), args.n, args.warmup, args.durable))
     finally:
-        stop_spawned(proc)
+        loopback.stop(proc)
     print("PASS" if ok else "FAIL", f"(target: added p50 <= {TARGET_MS:.3f} ms per call, "
           "every call recorded)")
     return 0 if ok else 1

@@ -107,18 +107,11 @@ async def measure(url: str, home: Path, *, stream: bool, n: int, warmup: int
     from aetherflow_tui.engine import Engine, config
     from aetherflow_tui.engine.budget import worst_input_tokens
     from aetherflow_tui.engine.providers.base import ChatMessage, ChatRequest
+    from tests.support.plans import bouquet_text, model_entry, provider_table
 
-    bouquet = config.parse(f"""
-[providers.bench]
-kind = "openai"
-base_url = "{url}"
-key = "none"
-[[providers.bench.models]]
-id = "echo"
-roles = ["chat", "cheap"]
-price_in = 0.59
-price_out = 0.79
-""", None)
+    bouquet = config.parse(bouquet_text(provider_table(
+        "bench", model_entry("echo", roles=["chat", "cheap"], price_in=0.59, price_out=0.79),
+        base_url=url, key="none")), None)
     engine = await Engine(bouquet, home).start()
     await engine.provider_views()  # which providers have a usable key, as start_run does
     await asyncio.to_thread(engine.router.estimate_energy, engine.plan_runs.wh_per_1k)
@@ -222,7 +215,7 @@ def run(n: int, warmup: int) -> int:
     from importlib.metadata import version
 
     from benchmarks.support.fast_server import spawn_fast_server
-    from tests.support.scripted_server import stop_spawned
+    from tests.support import loopback
 
     print(f"litellm {version('litellm')}, aiohttp {version('aiohttp')} (the bare client's and "
           f"the engine's), httpx {version('httpx')}, python {sys.executable}")
@@ -235,7 +228,7 @@ def run(n: int, warmup: int) -> int:
                                               warmup=warmup))
             results[stream] = report("stream" if stream else "non-stream", samples)
     finally:
-        stop_spawned(proc)
+        loopback.stop(proc)
     added_af, added_lite, ratio = results[False]
     ok = ratio <= TARGET_FRACTION
     s_af, s_lite, s_ratio = results[True]

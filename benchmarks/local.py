@@ -80,12 +80,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import queue
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +94,9 @@ sys.path.insert(0, str(REPO_ROOT))
 from aetherflow_tui.engine import Engine, ResponseMode, config, gguf  # noqa: E402
 from aetherflow_tui.engine.keys import KeyVault  # noqa: E402
 from aetherflow_tui.engine.providers.base import ChatMessage, ChatRequest  # noqa: E402
+from benchmarks.support.fast_server import spawn_fast_server  # noqa: E402
+from tests.support import loopback  # noqa: E402
+from tests.support.plans import bouquet_text, model_entry, provider_table  # noqa: E402
 
 TARGET_LAG_MS = 20.0
 TARGET_RATIO = 0.90
@@ -127,7 +127,6 @@ KILL_AFTER = 3  # steps done before the mid-run kill
 # The fast server answers a step this much later (its @@slow@@ directive): in milliseconds
 # the whole plan would be done before the kill; this way step 4 is in flight when it comes.
 API_STEP_S = 0.3
-FAST_SERVER = REPO_ROOT / "benchmarks" / "support" / "fast_server.py"
 
 PROMPT = "Explain in detail how a steam engine works, step by step."
 LONG_TEXT = (
@@ -136,45 +135,23 @@ LONG_TEXT = (
     "them with yesterday's, and decides which line to slow down before it overheats. "
 )
 
-LOCAL = f"""
-[providers.local]
-kind = "llama_cpp"
-threads = {THREADS}
-[[providers.local.models]]
-id = "{MODEL}"
-path = "embedded"
-roles = ["survival", "chat"]
-context = {CONTEXT}
-"""
-
-API = """
-[providers.{pid}]
-kind = "openai"
-base_url = "{url}"
-key = "none"
-[[providers.{pid}.models]]
-id = "echo-small"
-roles = ["chat", "cheap"]
-price_in = {small_in}
-price_out = {small_out}
-[[providers.{pid}.models]]
-id = "echo-large"
-roles = ["reasoning", "qa"]
-price_in = {large_in}
-price_out = {large_out}
-"""
+LOCAL = provider_table("local", model_entry(MODEL, path="embedded", roles=["survival", "chat"],
+                                            context=CONTEXT),
+                       kind="llama_cpp", threads=THREADS)
 
 APIS = (("api-a", 0.10, 0.40, 1.00, 3.00), ("api-b", 0.15, 0.60, 2.00, 6.00),
         ("api-c", 0.20, 0.80, 3.00, 9.00))
 
 
 def bouquet(api_url: str | None = None) -> config.Bouquet:
-    text = "[budget]\ndaily_usd = 100\n" + LOCAL
-    if api_url is not None:
-        for pid, small_in, small_out, large_in, large_out in APIS:
-            text += API.format(pid=pid, url=api_url, small_in=small_in, small_out=small_out,
-                               large_in=large_in, large_out=large_out)
-    return config.parse(text, None)
+    apis = [] if api_url is None else [
+        provider_table(pid, model_entry("echo-small", roles=["chat", "cheap"], price_in=small_in,
+                                        price_out=small_out),
+                       model_entry("echo-large", roles=["reasoning", "qa"], price_in=large_in,
+                                   price_out=large_out),
+                       base_url=api_url, key="none")
+        for pid, small_in, small_out, large_in, large_out in APIS]
+    return config.parse(bouquet_text(LOCAL, *apis, budget={"daily_usd": 100}), None)
 
 
 def new_engine(bq: config.Bouquet, home: Path, models: Path) -> Engine:
@@ -451,33 +428,6 @@ async def cancel_part(engine: Engine, spec: config.ProviderSpec, llm: Any, refer
 # -- 5. all APIs down -> the local model --------------------------------------------------
 
 
-def spawn_api_server(host: str, timeout: float = 15.0) -> tuple[subprocess.Popen[str], str]:
-    """benchmarks/support/fast_server.py on host, in a subprocess; (proc, base url)."""
-    proc = subprocess.Popen([sys.executable, str(FAST_SERVER), "--host", host, "--port", "0"],
-                            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None
-    stdout = proc.stdout
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
-    try:
-        line = lines.get(timeout=timeout)
-    except queue.Empty:
-        line = ""
-    if not line.startswith("READY "):
-        proc.kill()
-        proc.wait()
-        raise RuntimeError(f"fast server did not start on {host} (got {line!r})")
-    return proc, line.split(" ", 1)[1].strip()
-
-
-def kill(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-    if proc.stdout is not None:
-        proc.stdout.close()
-
-
 def write_plan(path: Path, task_id: str, prompt: str) -> Path:
     path.write_text(json.dumps({"task_id": task_id, "steps": [
         {"id": "doc", "type": "documentation", "prompt": prompt, "max_tokens": 16}]}),
@@ -500,7 +450,7 @@ class Trial:
 
 
 async def fallback_trial(models: Path, host: str, *, preload: bool) -> Trial:
-    proc, url = spawn_api_server(host)
+    proc, url = spawn_fast_server(host)
     try:
         with tempfile.TemporaryDirectory(prefix="af-bench-") as tmp:
             home = Path(tmp)
@@ -524,7 +474,7 @@ async def fallback_trial(models: Path, host: str, *, preload: bool) -> Trial:
                                   "numbers.")
                 wall0 = time.time()
                 t0 = time.perf_counter()
-                kill(proc)  # all APIs down
+                loopback.kill(proc)  # all APIs down
                 run = await engine.start_run(plan)
                 t1 = time.perf_counter()
                 view = await run.wait()
@@ -546,7 +496,7 @@ async def fallback_trial(models: Path, host: str, *, preload: bool) -> Trial:
             finally:
                 await engine.stop()
     finally:
-        kill(proc)
+        loopback.kill(proc)
 
 
 async def fallback_part(models: Path) -> tuple[bool, list[str]]:
@@ -615,7 +565,7 @@ async def survival_trial(models: Path, host: str, *, dead_from_start: bool) -> S
     from aetherflow_tui.engine.progress import StepState
     from aetherflow_tui.engine.vigilance import MIN_ERROR_CALLS
 
-    proc, url = spawn_api_server(host)
+    proc, url = spawn_fast_server(host)
     try:
         with tempfile.TemporaryDirectory(prefix="af-bench-") as tmp:
             home = Path(tmp)
@@ -626,7 +576,7 @@ async def survival_trial(models: Path, host: str, *, dead_from_start: bool) -> S
                 events = engine.bus.subscribe()
                 seen: list[str] = []
                 if dead_from_start:
-                    kill(proc)
+                    loopback.kill(proc)
                     for n in range(MIN_ERROR_CALLS):
                         pid = APIS[n % len(APIS)][0]
                         outcome = await engine.ask("hello", provider=pid, model="echo-small")
@@ -662,7 +612,7 @@ async def survival_trial(models: Path, host: str, *, dead_from_start: bool) -> S
                         elif (not dead_from_start and isinstance(event, StepUpdated)
                               and event.step.step_id == f"s{KILL_AFTER - 1}"
                               and event.step.state is StepState.DONE):
-                            kill(proc)  # the APIs die mid-run
+                            loopback.kill(proc)  # the APIs die mid-run
                 view = await done
                 wall = time.perf_counter() - t0
                 steps = run.steps()
@@ -696,7 +646,7 @@ async def survival_trial(models: Path, host: str, *, dead_from_start: bool) -> S
             finally:
                 await engine.stop()
     finally:
-        kill(proc)
+        loopback.kill(proc)
 
 
 async def survival_part(models: Path) -> tuple[bool, list[str]]:

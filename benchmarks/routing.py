@@ -39,6 +39,7 @@ from aetherflow_tui.engine.keys import KeyVault  # noqa: E402
 from aetherflow_tui.engine.providers.base import ChatRequest  # noqa: E402
 from aetherflow_tui.engine.records import CallRecord  # noqa: E402
 from aetherflow_tui.engine.router import Mode  # noqa: E402
+from tests.support.plans import bouquet_text, model_entry, provider_table  # noqa: E402
 
 TARGET_US = 40.0
 PROVIDERS = 20
@@ -54,27 +55,27 @@ PROMPT = ("Write the module's docstring and a usage example for the operator, "
           "based on the output of the previous steps")
 
 
-def bouquet_text(rng: random.Random) -> tuple[str, dict[str, str]]:
-    lines = ["[budget]", "daily_usd = 100", ""]
+def bench_bouquet(rng: random.Random) -> tuple[str, dict[str, str]]:
+    providers: list[str] = []
     environ: dict[str, str] = {}
     for p in range(PROVIDERS):
         pid = f"p{p:02d}"
-        lines += [f"[providers.{pid}]", 'kind = "openai"',
-                  f'base_url = "http://127.0.0.1:9/{pid}/v1"', f'zone = "{ZONES[p % len(ZONES)]}"']
+        settings: dict[str, object] = {"base_url": f"http://127.0.0.1:9/{pid}/v1",
+                                       "zone": ZONES[p % len(ZONES)]}
         if p % 4 == 1 or p in MISSING_KEY:
             env = f"AF_BENCH_KEY_{p:02d}"
-            lines.append(f'key = "env:{env}"')
+            settings["key"] = f"env:{env}"
             if p not in MISSING_KEY:
                 environ[env] = f"sk-bench-{p:02d}-" + "x" * 32
         else:
-            lines.append('key = "none"')
+            settings["key"] = "none"
         if p in (10, 15):
-            lines.append("free_tier = true")
+            settings["free_tier"] = True
+        models = []
         for m in range(2):
             size = rng.choice((8, 32, 70, 405))
             roles = sorted(rng.sample(ROLE_POOL, rng.randint(1, 3)))
-            lines += [f"[[providers.{pid}.models]]", f'id = "bench-{size}b-m{m}"',
-                      "roles = [" + ", ".join(f'"{r}"' for r in roles) + "]"]
+            models.append(model_entry(f"bench-{size}b-m{m}", roles=roles))
             if (p, m) in UNPRICED:
                 continue
             if (p, m) in TOO_DEAR:
@@ -82,9 +83,9 @@ def bouquet_text(rng: random.Random) -> tuple[str, dict[str, str]]:
             else:
                 price_in = round(rng.uniform(0.05, 3.0), 3)
                 price_out = round(price_in * rng.uniform(1.0, 4.0), 3)
-            lines += [f"price_in = {price_in}", f"price_out = {price_out}"]
-        lines.append("")
-    return "\n".join(lines), environ
+            models[-1].update(price_in=price_in, price_out=price_out)
+        providers.append(provider_table(pid, *models, **settings))
+    return bouquet_text(*providers, budget={"daily_usd": 100}), environ
 
 
 def feed_health(engine: Engine, rng: random.Random) -> None:
@@ -116,7 +117,7 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=20_000, help="decisions per step type")
     args = parser.parse_args()
     rng = random.Random(20261121)
-    text, environ = bouquet_text(rng)
+    text, environ = bench_bouquet(rng)
     bouquet = config.parse(text, None)
     with tempfile.TemporaryDirectory(prefix="af-bench-") as home:
         engine = Engine(bouquet, Path(home), vault=KeyVault(environ=environ))

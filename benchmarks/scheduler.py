@@ -81,7 +81,8 @@ from aetherflow_tui.engine import Engine, config  # noqa: E402
 from aetherflow_tui.engine.providers.base import ChatRequest  # noqa: E402
 from aetherflow_tui.engine.scheduler import _atomic_write  # noqa: E402
 from benchmarks.support.fast_server import spawn_fast_server  # noqa: E402
-from tests.support.scripted_server import stop_spawned  # noqa: E402
+from tests.support import loopback  # noqa: E402
+from tests.support.plans import bouquet_text, model_entry, provider_table  # noqa: E402
 
 TARGET_RATIO = 1.05
 TARGET_RATE = 500.0
@@ -96,27 +97,12 @@ BARE_POOL = 1000  # connections of the other bare executors: the engine's pool a
 # One streamed call of a bare client: the body in, the number of chunks read out.
 Send = Callable[[dict[str, Any]], Awaitable[int]]
 
-BOUQUET = """
-[budget]
-daily_usd = 10000
-[routing]
-max_concurrency = {routing_cap}
-[providers.bench]
-kind = "openai"
-base_url = "{url}"
-key = "none"
-max_concurrency = {provider_cap}
-[[providers.bench.models]]
-id = "echo"
-roles = ["chat", "cheap"]
-price_in = 0.59
-price_out = 0.79
-"""
-
-
 def bouquet(url: str, *, routing_cap: int, provider_cap: int) -> config.Bouquet:
-    return config.parse(BOUQUET.format(url=url, routing_cap=routing_cap,
-                                       provider_cap=provider_cap), None)
+    return config.parse(bouquet_text(
+        provider_table("bench", model_entry("echo", roles=["chat", "cheap"], price_in=0.59,
+                                            price_out=0.79),
+                       base_url=url, key="none", max_concurrency=provider_cap),
+        budget={"daily_usd": 10000}, routing={"max_concurrency": routing_cap}), None)
 
 
 def write_plan(path: Path, task_id: str, steps: list[dict[str, Any]]) -> Path:
@@ -589,7 +575,7 @@ def main() -> int:
                                             rounds=1, label="information: default caps",
                                             judge=False))
     finally:
-        stop_spawned(proc)
+        loopback.stop(proc)
     for line in lines:
         print(line)
     ok = all(verdicts)

@@ -51,7 +51,7 @@ from aetherflow_tui.engine.canary import canary_model, probed_by_canary  # noqa:
 from aetherflow_tui.engine.events import CanaryProbed, ProviderHealthChanged  # noqa: E402
 from aetherflow_tui.engine.health import Light  # noqa: E402
 from aetherflow_tui.engine.providers.base import Usage  # noqa: E402
-from tests.support.plans import bouquet, provider, step, write_plan  # noqa: E402
+from tests.support.plans import bouquet, provider, step, tables, write_plan  # noqa: E402
 from tests.support.scripted_server import ScriptedServer  # noqa: E402
 
 INTERVAL_S = 3.0
@@ -61,8 +61,8 @@ OUTAGE = ["status:503"] * 1000  # longer than any trial
 
 
 def schedule(interval: float, unhealthy: float) -> str:
-    return (f"[canary]\ninterval_s = {interval}\nunhealthy_interval_s = {unhealthy}\n"
-            "daily_usd = 1.0\n")
+    return tables(canary={"interval_s": interval, "unhealthy_interval_s": unhealthy,
+                          "daily_usd": 1.0})
 
 
 async def idle_trial(seed: int) -> tuple[float, float]:

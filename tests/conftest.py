@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import textwrap
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -39,33 +38,6 @@ def embedded_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def scripted() -> Iterator[ScriptedServer]:
     with ScriptedServer(api_key=TEST_KEY) as server:
         yield server
-
-
-def scripted_bouquet(url: str, *, key: str = "keyring", extra: str = "") -> str:
-    """A bouquet with one provider, `scripted`, served by a ScriptedServer."""
-    return textwrap.dedent(
-        f"""
-        [budget]
-        daily_usd = 1.0
-
-        [providers.scripted]
-        kind = "openai"
-        base_url = "{url}"
-        key = "{key}"
-        zone = "FRA"
-        [[providers.scripted.models]]
-        id = "echo"
-        roles = ["chat", "cheap"]
-        price_in = 0.5
-        price_out = 1.5
-        params_b = 8
-        [[providers.scripted.models]]
-        id = "status:503"
-        roles = ["fast"]
-        price_in = 0.5
-        price_out = 1.5
-        """
-    ) + textwrap.dedent(extra)
 
 
 @pytest.fixture

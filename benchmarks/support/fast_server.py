@@ -11,9 +11,10 @@ server: ``@@slow:SECONDS@@`` in the last user message waits that long (asyncio.s
 before answering. Everything else is answered at once. ``GET .../stats`` returns how many
 completions it served and how many connections it accepted. Standard library only.
 
-Run as ``python benchmarks/support/fast_server.py [--port 0]``: it prints ``READY <url>``
-(the base URL, ending in /v1) and serves until SIGTERM or SIGINT. ``spawn_fast_server()``
-runs it in a subprocess, so its CPU is not the client's.
+Run as ``python benchmarks/support/fast_server.py [--host H] [--port 0]``: it prints
+``READY <url>`` (the base URL, ending in /v1) and serves until SIGTERM or SIGINT, the
+handshake of tests/support/loopback.py. ``spawn_fast_server()`` runs it in a subprocess, so
+its CPU is not the client's.
 """
 
 from __future__ import annotations
@@ -22,18 +23,19 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import queue
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve()
+if not __package__:  # run as a script: the repo root, for tests.support
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.support import loopback
+
 REPLY_WORDS = 8  # words of the echoed prompt in each answer
 
 
@@ -219,7 +221,7 @@ async def _serve(host: str, port: int) -> None:
     server = FastServer()
     listener = await asyncio.start_server(server.handle, host, port, backlog=1024)
     bound = listener.sockets[0].getsockname()
-    print(f"READY http://{bound[0]}:{bound[1]}/v1", flush=True)
+    loopback.announce(f"http://{bound[0]}:{bound[1]}/v1")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -236,27 +238,14 @@ async def _serve(host: str, port: int) -> None:
             await asyncio.sleep(0.01)
 
 
-def spawn_fast_server(timeout: float = 15.0) -> tuple[subprocess.Popen[str], str]:
+def spawn_fast_server(host: str = "127.0.0.1", timeout: float = 15.0
+                      ) -> tuple[subprocess.Popen[str], str]:
     """Run the server in a subprocess; returns (proc, base url) once it is READY.
 
-    Stop it with tests.support.scripted_server.stop_spawned(proc).
+    Stop it with loopback.stop(proc), or loopback.kill(proc) for an outage.
     """
-    proc = subprocess.Popen([sys.executable, str(HERE), "--port", "0"],
-                            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-                            env=dict(os.environ))
-    lines: queue.Queue[str] = queue.Queue()
-    assert proc.stdout is not None
-    stdout = proc.stdout
-    threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
-    try:
-        line = lines.get(timeout=timeout)
-    except queue.Empty:
-        line = ""
-    if not line.startswith("READY "):
-        proc.kill()
-        proc.wait()
-        raise RuntimeError(f"fast server did not start (got {line!r})")
-    return proc, line.split(" ", 1)[1].strip()
+    return loopback.spawn("benchmarks.support.fast_server", "--host", host, "--port", "0",
+                          timeout=timeout)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import re
 import secrets
 import shlex
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.tmux import Tmux, aetherflow_command, tmux_path
+from tests.support.plans import bouquet_text, model_entry, provider_table
 from tests.support.scripted_server import ScriptedServer
 
 SESSION = "cockpit"
@@ -31,31 +31,10 @@ pytestmark = pytest.mark.skipif(
 
 def bouquet(url: str) -> str:
     """Two providers on the scripted server: spare (first, under the cursor) and scripted."""
-    return textwrap.dedent(f"""
-        [budget]
-        daily_usd = 1.0
-
-        [providers.spare]
-        kind = "openai"
-        base_url = "{url}"
-        key = "keyring"
-        [[providers.spare.models]]
-        id = "echo"
-        roles = ["chat"]
-        price_in = 0.5
-        price_out = 1.5
-
-        [providers.scripted]
-        kind = "openai"
-        base_url = "{url}"
-        key = "keyring"
-        zone = "FRA"
-        [[providers.scripted.models]]
-        id = "echo"
-        roles = ["chat"]
-        price_in = 0.5
-        price_out = 1.5
-        """)
+    echo = model_entry("echo", roles=["chat"], price_in=0.5, price_out=1.5)
+    return bouquet_text(provider_table("spare", echo, base_url=url, key="keyring"),
+                        provider_table("scripted", echo, base_url=url, key="keyring", zone="FRA"),
+                        budget={"daily_usd": 1.0})
 
 
 def key_cell(screen: str, provider: str) -> str | None:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.tmux import Tmux, aetherflow_command, tmux_path
+from tests.support.plans import bouquet_text, model_entry, provider_table
 from tests.support.scripted_server import ScriptedServer
 
 SESSION = "run-plan"
@@ -38,17 +38,10 @@ def test_r_runs_a_plan_and_the_monitor_shows_it_done(tmp_path: Path, tmux: Tmux)
     assert command is not None, "the aetherflow console script is not installed"
     with ScriptedServer() as server:
         config = tmp_path / "bouquet.toml"
-        config.write_text(textwrap.dedent(f"""
-            [providers.local]
-            kind = "openai"
-            base_url = "{server.url}"
-            key = "none"
-            [[providers.local.models]]
-            id = "echo"
-            roles = ["cheap", "code", "fast", "quality"]
-            price_in = 0.0
-            price_out = 0.0
-            """))
+        config.write_text(bouquet_text(provider_table(
+            "local", model_entry("echo", roles=["cheap", "code", "fast", "quality"],
+                                 price_in=0.0, price_out=0.0),
+            base_url=server.url, key="none")))
         plan = tmp_path / "plan.json"
         plan.write_text(json.dumps({"task_id": "e2e-plan", "steps": [
             {"id": "survey", "type": "analysis", "prompt": "@@slow:0.5@@ look around"},

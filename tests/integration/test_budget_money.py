@@ -22,7 +22,15 @@ from aetherflow_tui.engine.events import StepUpdated
 from aetherflow_tui.engine.progress import RunStatus, StepState
 from aetherflow_tui.engine.providers.base import ChatRequest, Usage
 from tests.conftest import aetherflow_cmd
-from tests.support.plans import bouquet, engine_on, provider, step, write_plan
+from tests.support.plans import (
+    bouquet,
+    engine_on,
+    model_entry,
+    provider,
+    provider_table,
+    step,
+    write_plan,
+)
 
 HANGING_PROMPT = "@@hang@@ a question that never gets its answer"
 PRICE_IN = 10.0  # $ per million tokens
@@ -193,16 +201,9 @@ def test_a_call_cut_by_kill_9_counts_in_spend_at_its_worst_case(server, tmp_path
 
 async def test_a_tiered_models_reservation_prices_the_worst_case_at_its_tier(server, tmp_path):
     # gemini-2.5-pro costs more per input token past 200k: the base rate would under-count.
-    text = bouquet(f"""
-[providers.gem]
-kind = "openai"
-base_url = "{server.url}"
-key = "none"
-price_id = "google"
-[[providers.gem.models]]
-id = "gemini-2.5-pro"
-roles = ["chat"]
-""", daily_usd=100.0, max_usd_per_request=10.0)
+    text = bouquet(provider_table("gem", model_entry("gemini-2.5-pro", roles=["chat"]),
+                                  base_url=server.url, key="none", price_id="google"),
+                   daily_usd=100.0, max_usd_per_request=10.0)
     async with engine_on(tmp_path, text) as engine:
         spec = engine.bouquet.providers["gem"]
         model = spec.models[0]

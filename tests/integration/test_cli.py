@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_KEY, aetherflow_cmd, scripted_bouquet
+from tests.conftest import TEST_KEY, aetherflow_cmd
+from tests.support.plans import bouquet_text, model_entry, provider_table, scripted_bouquet
 from tests.support.scripted_server import ScriptedServer
 
 
@@ -229,15 +229,9 @@ def test_help_lists_the_commands_and_exit_codes(cli_env):
 def test_offline_ask_on_the_default_bouquet_fails_cleanly(cli_env, tmp_path):
     # A key for groq, but no network here: a connection error, exit 1, no traceback.
     path = tmp_path / "offline.toml"
-    path.write_text(textwrap.dedent("""
-        [providers.groq]
-        kind = "openai"
-        base_url = "http://127.0.0.1:9/v1"
-        key = "none"
-        [[providers.groq.models]]
-        id = "llama-3.3-70b-versatile"
-        roles = ["chat"]
-    """))
+    path.write_text(bouquet_text(provider_table(
+        "groq", model_entry("llama-3.3-70b-versatile", roles=["chat"]),
+        base_url="http://127.0.0.1:9/v1", key="none")))
     done = run(cli_env, "ask", "hi", "--config", str(path))
     assert done.returncode == 1
     assert "Traceback" not in done.stderr

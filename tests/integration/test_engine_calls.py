@@ -20,7 +20,8 @@ from aetherflow_tui.engine.events import (
 from aetherflow_tui.engine.keycheck import KeyCheckState
 from aetherflow_tui.engine.keys import KeyState, KeyVault, Secret
 from aetherflow_tui.engine.providers.base import ChatRequest
-from tests.conftest import TEST_KEY, scripted_bouquet
+from tests.conftest import TEST_KEY
+from tests.support.plans import scripted_bouquet
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -24,8 +23,9 @@ from aetherflow_tui.engine import Engine, config
 from aetherflow_tui.engine.keys import KeyVault
 from aetherflow_tui.engine.progress import RunStatus, StepState
 from aetherflow_tui.engine.providers.base import ChatRequest
+from tests.support import loopback
 from tests.support.models import CHAT_FORMAT, MODEL_ID
-from tests.support.plans import step, write_plan
+from tests.support.plans import bouquet_text, model_entry, provider_table, step, write_plan
 
 STARTUP_DEADLINE_S = 60.0
 POLL_S = 0.2
@@ -50,17 +50,6 @@ def _log_tail(log: Path, limit: int = 4000) -> str:
         return log.read_text("utf-8", "replace")[-limit:]
     except OSError as exc:
         return f"(no log: {exc})"
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -99,28 +88,15 @@ def llama_server(embedded_gguf: Path, tmp_path_factory: pytest.TempPathFactory
                 time.sleep(POLL_S)
         yield LlamaServer(base_url, log)
     finally:
-        _stop(process)
+        loopback.stop(process, timeout=STOP_TIMEOUT_S)
 
 
 def _bouquet(base_url: str) -> str:
-    return textwrap.dedent(
-        f"""
-        [budget]
-        daily_usd = 1.0
-
-        [providers.llama]
-        kind = "openai"
-        base_url = "{base_url}"
-        key = "none"
-        zone = "FRA"
-        [[providers.llama.models]]
-        id = "{MODEL_ID}"
-        roles = ["survival", "chat"]
-        price_in = 0.0
-        price_out = 0.0
-        params_b = 0.27
-        """
-    )
+    return bouquet_text(
+        provider_table("llama", model_entry(MODEL_ID, roles=["survival", "chat"], price_in=0.0,
+                                            price_out=0.0, params_b=0.27),
+                       base_url=base_url, key="none", zone="FRA"),
+        budget={"daily_usd": 1.0})
 
 
 @pytest.fixture

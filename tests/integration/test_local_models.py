@@ -25,17 +25,23 @@ from aetherflow_tui.engine.keys import KeyVault
 from aetherflow_tui.engine.providers.base import ChatMessage, ChatRequest
 from tests.conftest import aetherflow_cmd
 from tests.support.models import CHAT_FORMAT, MODEL_ID
-from tests.support.plans import step, write_plan
+from tests.support.plans import bouquet_text, model_entry, provider_table, step, write_plan
 
 PROMPT = "List three colours of the sea, one per line."
 
 
 def local_provider(model_path: Path, **settings: object) -> str:
-    extra = "".join(f"{name} = {json.dumps(value)}\n" for name, value in settings.items())
-    return (f'[providers.local]\nkind = "llama_cpp"\nthreads = 2\n{extra}'
-            f'[[providers.local.models]]\nid = "{MODEL_ID}"\npath = "{model_path}"\n'
-            f'chat_format = "{CHAT_FORMAT}"\nroles = ["survival", "chat", "code"]\n'
-            "context = 2048\n")
+    return provider_table("local", model_entry(MODEL_ID, path=model_path, chat_format=CHAT_FORMAT,
+                                               roles=["survival", "chat", "code"], context=2048),
+                          kind="llama_cpp", threads=2, **settings)
+
+
+def closed_apis() -> tuple[str, ...]:
+    """api1 and api2, keyless, on closed loopback ports: every call to them fails."""
+    return tuple(provider_table(f"api{n}", model_entry("m", roles=["cheap", "chat", "quality"],
+                                                       price_in=0.1, price_out=0.2),
+                                base_url=f"http://127.0.0.1:{_closed_port()}/v1", key="none")
+                 for n in (1, 2))
 
 
 @pytest.fixture
@@ -164,14 +170,8 @@ async def test_survival_mode_when_every_api_is_down_then_a_plan_runs_locally(
         embedded_gguf: Path, tmp_path: Path):
     """APIs on closed loopback ports: the first step falls back to the local model, the
     circuits open, and the engine switches to SURVIVAL, with the reason, by itself."""
-    apis = "".join(
-        f'[providers.api{n}]\nkind = "openai"\nbase_url = "http://127.0.0.1:{port}/v1"\n'
-        f'key = "none"\n[[providers.api{n}.models]]\nid = "m"\n'
-        'roles = ["cheap", "chat", "quality"]\n'
-        "price_in = 0.1\nprice_out = 0.2\n"
-        for n, port in ((1, _closed_port()), (2, _closed_port())))
-    text = ("[routing]\nbackoff_s = 0.01\n[modes]\nrecover_s = 600\n" + apis
-            + local_provider(embedded_gguf))
+    text = bouquet_text(*closed_apis(), local_provider(embedded_gguf),
+                        routing={"backoff_s": 0.01}, modes={"recover_s": 600})
     bouquet = config.parse(text, None)
     plan = write_plan(tmp_path / "plan.json",
                       *(step(f"s{i}", f"Name a colour ({i}).", type="documentation",
@@ -195,9 +195,11 @@ async def test_survival_mode_when_every_api_is_down_then_a_plan_runs_locally(
 
 async def test_pinned_survival_never_calls_an_api(embedded_gguf: Path, tmp_path: Path,
                                                   scripted):
-    text = (f'[providers.api]\nkind = "openai"\nbase_url = "{scripted.url}"\nkey = "none"\n'
-            '[[providers.api.models]]\nid = "echo"\nroles = ["cheap", "chat"]\n'
-            "price_in = 0.1\nprice_out = 0.2\n" + local_provider(embedded_gguf))
+    text = bouquet_text(
+        provider_table("api", model_entry("echo", roles=["cheap", "chat"], price_in=0.1,
+                                          price_out=0.2),
+                       base_url=scripted.url, key="none"),
+        local_provider(embedded_gguf))
     plan = write_plan(tmp_path / "plan.json",
                       step("a", "Say yes.", type="documentation", max_tokens=4))
     async with Engine(config.parse(text, None), tmp_path / "home",
@@ -219,14 +221,14 @@ def test_an_offline_survival_run_with_no_network_at_all(embedded_gguf: Path, tmp
     env = dict(cli_env)
     env.update(AETHERFLOW_CONFIG=str(tmp_path / "bouquet.toml"), GROQ_KEY="gsk_" + "x" * 40,
                MISTRAL_KEY="m" * 32)
-    (tmp_path / "bouquet.toml").write_text(
-        "[routing]\nbackoff_s = 0.01\n"
-        '[providers.groq]\nkind = "openai"\nbase_url = "https://api.groq.com/openai/v1"\n'
-        'key = "env:GROQ_KEY"\n[[providers.groq.models]]\nid = "llama-3.1-8b-instant"\n'
-        'roles = ["cheap", "fast", "code"]\n'
-        '[providers.mistral]\nkind = "openai"\nbase_url = "https://api.mistral.ai/v1"\n'
-        'key = "env:MISTRAL_KEY"\n[[providers.mistral.models]]\nid = "mistral-small-latest"\n'
-        'roles = ["cheap", "chat", "quality"]\n' + local_provider(embedded_gguf))
+    (tmp_path / "bouquet.toml").write_text(bouquet_text(
+        provider_table("groq", model_entry("llama-3.1-8b-instant",
+                                           roles=["cheap", "fast", "code"]),
+                       base_url="https://api.groq.com/openai/v1", key="env:GROQ_KEY"),
+        provider_table("mistral", model_entry("mistral-small-latest",
+                                              roles=["cheap", "chat", "quality"]),
+                       base_url="https://api.mistral.ai/v1", key="env:MISTRAL_KEY"),
+        local_provider(embedded_gguf), routing={"backoff_s": 0.01}))
     plan = write_plan(tmp_path / "plan.json",
                       step("survey", "Name one fruit.", type="analysis", max_tokens=8),
                       step("draft", "Write one word about it.", "survey",
@@ -289,16 +291,10 @@ async def test_a_survival_plan_never_waits_on_the_regulator(embedded_gguf: Path,
     from aetherflow_tui.engine.regulator import actions_for
     from aetherflow_tui.engine.vigilance import MIN_ERROR_CALLS
 
-    apis = "".join(
-        f'[providers.api{n}]\nkind = "openai"\nbase_url = "http://127.0.0.1:{port}/v1"\n'
-        f'key = "none"\n[[providers.api{n}.models]]\nid = "m"\n'
-        'roles = ["cheap", "chat", "quality"]\n'
-        "price_in = 0.1\nprice_out = 0.2\n"
-        for n, port in ((1, _closed_port()), (2, _closed_port())))
     # The regulator acts on every tick and speaks for the machine at once.
-    text = ("[routing]\nbackoff_s = 0.01\n[modes]\nrecover_s = 600\n"
-            "[regulator]\ninterval_s = 0.1\nwindow = 1\nhold_s = 0\n" + apis
-            + local_provider(embedded_gguf))
+    text = bouquet_text(*closed_apis(), local_provider(embedded_gguf),
+                        routing={"backoff_s": 0.01}, modes={"recover_s": 600},
+                        regulator={"interval_s": 0.1, "window": 1, "hold_s": 0})
     plan = write_plan(tmp_path / "plan.json", *(
         step(f"s{i}", f"Name a colour ({i}).", *([f"s{i - 1}"] if i else []),
              type="documentation", max_tokens=12) for i in range(3)))

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import aetherflow_cmd
+from tests.support import loopback
 from tests.support.plans import bouquet, calls_per_step, provider, step, write_plan
-from tests.support.scripted_server import ScriptedServer, spawn_server, stop_spawned
+from tests.support.scripted_server import ScriptedServer, spawn_server
 
 STEP_FIELDS = {"id", "type", "status", "provider", "model", "attempts", "input_tokens",
                "output_tokens", "usd", "ttft_s", "duration_s", "error", "flag", "route",
@@ -327,7 +328,7 @@ def test_kill_9_mid_run_then_resume_finishes_without_redoing_work(cli_env, tmp_p
         assert f"({len(before)} already done)" in resumed.stderr
         summary = as_json(resumed)
     finally:
-        stop_spawned(proc)
+        loopback.stop(proc)
 
     assert summary["status"] == "done"
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted(

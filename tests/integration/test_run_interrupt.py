@@ -11,23 +11,16 @@ import time
 from pathlib import Path
 
 from tests.conftest import aetherflow_cmd
+from tests.support.plans import bouquet_text, model_entry, provider_table
 from tests.support.scripted_server import ScriptedServer
 
 
 def test_ctrl_c_cancels_records_and_resumes(tmp_path: Path, cli_env: dict[str, str]) -> None:
     with ScriptedServer() as server:
         config = tmp_path / "bouquet.toml"
-        config.write_text(f"""
-[providers.local]
-kind = "openai"
-base_url = "{server.url}"
-key = "none"
-[[providers.local.models]]
-id = "echo"
-roles = ["cheap"]
-price_in = 0.1
-price_out = 0.2
-""")
+        config.write_text(bouquet_text(provider_table(
+            "local", model_entry("echo", roles=["cheap"], price_in=0.1, price_out=0.2),
+            base_url=server.url, key="none")))
         plan = tmp_path / "plan.json"
         plan.write_text(json.dumps({"task_id": "interrupt-me", "steps": [
             {"id": "quick", "type": "analysis", "prompt": "first"},

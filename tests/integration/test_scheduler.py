@@ -29,6 +29,7 @@ from tests.support.plans import (
     provider,
     step,
     step_of,
+    tables,
     user_text,
     write_plan,
 )
@@ -159,7 +160,7 @@ async def test_a_failing_provider_falls_back_to_the_next_and_the_routes_say_why(
     # passive_failures = 2: the circuit tolerates one 503, so the retry in place happens.
     text = bouquet(provider("sick", server.url, "status:503", price_in=0.01),
                    provider("well", server.url, price_in=0.5), retries=1)
-    text = "[health]\npassive_failures = 2\n" + text
+    text = tables(health={"passive_failures": 2}) + text
     async with engine_on(tmp_path, text) as engine:
         run = await finish(engine, tmp_path, step("s", "summarise the notes"))
         routes = await engine.store.routes(run.run_id)

@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.scripted_server import ScriptedServer, spawn_server, stop_spawned
+from tests.support import loopback
+from tests.support.scripted_server import ScriptedServer, spawn_server
 
 
 @pytest.fixture
@@ -285,5 +286,5 @@ def test_spawn_server_subprocess() -> None:
         assert resp.status_code == 200
         assert resp.json()["choices"][0]["message"]["content"] == "echo: hello there world"
     finally:
-        stop_spawned(proc)
+        loopback.stop(proc)
     assert proc.returncode == 0

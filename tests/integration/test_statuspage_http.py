@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import gzip
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
 import pytest
 
 from aetherflow_tui.engine.statuspage import StatusLevel, StatusPageError, fetch, parse
+from tests.support import loopback
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "statuspages"
 MAX_BYTES = 100_000
@@ -26,13 +26,8 @@ MAX_BYTES = 100_000
 HOLD_S = 5.0
 
 
-class _StatusPages(ThreadingHTTPServer):
-    daemon_threads = True
-    released: threading.Event
-
-
 class _Handler(BaseHTTPRequestHandler):
-    server: _StatusPages
+    server: loopback.QuietHTTPServer
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: object) -> None:
@@ -51,7 +46,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
         elif path == "/hang":
-            self.server.released.wait(HOLD_S)  # no byte at all until the test ends
+            self.server.owner.stopping.wait(HOLD_S)  # no byte at all until the test ends
         elif path == "/dribble":
             self._dribble()
         elif path == "/huge-declared":
@@ -60,7 +55,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._head(200, MAX_BYTES + 1)
             self.wfile.write(b'{"status": ')
             self.wfile.flush()
-            self.server.released.wait(HOLD_S)
+            self.server.owner.stopping.wait(HOLD_S)
         elif path == "/huge-chunked":
             self._endless_chunks()
         elif path == "/gzip-bomb":
@@ -99,7 +94,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._head(200, None)
         try:
             deadline = time.monotonic() + HOLD_S
-            while time.monotonic() < deadline and not self.server.released.wait(0.02):
+            while time.monotonic() < deadline and not self.server.owner.stopping.wait(0.02):
                 self._chunk(b" ")
             self._chunk(b"{}")
             self.wfile.write(b"0\r\n\r\n")
@@ -117,19 +112,14 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
 
+class _StatusPages(loopback.ThreadedServer):
+    handler = _Handler
+
+
 @pytest.fixture
 def server() -> Iterator[str]:
-    httpd = _StatusPages(("127.0.0.1", 0), _Handler)
-    httpd.released = threading.Event()
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    host, port = httpd.server_address[:2]
-    yield f"http://{host}:{port}"
-    httpd.released.set()
-    httpd.shutdown()
-    thread.join(timeout=2)
-    httpd.server_close()
+    with _StatusPages() as pages:
+        yield pages.url
 
 
 @pytest.fixture

@@ -6,13 +6,13 @@ held-out set. Real feedparser, real onnxruntime inference, real SQLite, real eng
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 from aetherflow_tui.engine import Engine, config
 from aetherflow_tui.engine.events import AlertRaised
 from aetherflow_tui.engine.keys import KeyVault
 from aetherflow_tui.engine.veille.sources import parse_feed, parse_status
+from tests.support.plans import bouquet_text, model_entry, provider_table
 
 # The shape of a Statuspage history feed (history.rss): each entry lists its updates,
 # newest first, each led by its state in <strong>.
@@ -42,25 +42,12 @@ SLUGGISH = """<?xml version="1.0" encoding="UTF-8"?>
 
 
 def bouquet(scripted_url: str, feed: Path) -> str:
-    return textwrap.dedent(f"""
-        [veille]
-        default_sources = false
-        min_confidence = 0.3
-        [[veille.sources]]
-        name = "groq-history"
-        path = "{feed}"
-
-        [providers.groq]
-        kind = "openai"
-        base_url = "{scripted_url}"
-        key = "keyring"
-        canary = false
-        [[providers.groq.models]]
-        id = "llama-3.3-70b-versatile"
-        roles = ["chat", "cheap"]
-        price_in = 0.59
-        price_out = 0.79
-        """)
+    return bouquet_text(
+        provider_table("groq", model_entry("llama-3.3-70b-versatile", roles=["chat", "cheap"],
+                                           price_in=0.59, price_out=0.79),
+                       base_url=scripted_url, key="keyring", canary=False),
+        veille={"default_sources": False, "min_confidence": 0.3,
+                "sources": [{"name": "groq-history", "path": feed}]})
 
 
 async def _poll(tmp_path: Path, keyring_backend, scripted, body: str):

@@ -4,10 +4,10 @@ real classifier, JSON on stdout, one-line errors and exit codes."""
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 from tests.integration.test_cli import run
+from tests.support.plans import bouquet_text, model_entry, provider_table
 
 FEED = """<?xml version="1.0"?><rss version="2.0"><channel><title>news</title>
 <item><title>Groq cuts Llama 3.1 8B Instant to $0.04/M input and $0.07/M output</title>
@@ -23,19 +23,12 @@ FEED = """<?xml version="1.0"?><rss version="2.0"><channel><title>news</title>
 def offline_config(tmp_path: Path, cli_env: dict[str, str]) -> dict[str, str]:
     """The embedded bouquet's providers, no default sources: nothing leaves the machine."""
     config = tmp_path / "bouquet.toml"
-    config.write_text(textwrap.dedent("""
-        [veille]
-        default_sources = false
-        [providers.groq]
-        kind = "openai"
-        base_url = "http://127.0.0.1:9/v1"
-        console_url = "https://console.groq.example/keys"
-        [[providers.groq.models]]
-        id = "llama-3.1-8b-instant"
-        roles = ["fast", "cheap"]
-        price_in = 0.05
-        price_out = 0.08
-        """), encoding="utf-8")
+    config.write_text(bouquet_text(
+        provider_table("groq", model_entry("llama-3.1-8b-instant", roles=["fast", "cheap"],
+                                           price_in=0.05, price_out=0.08),
+                       base_url="http://127.0.0.1:9/v1",
+                       console_url="https://console.groq.example/keys"),
+        veille={"default_sources": False}), encoding="utf-8")
     return {**cli_env, "AETHERFLOW_CONFIG": str(config)}
 
 

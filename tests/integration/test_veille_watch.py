@@ -7,7 +7,6 @@ Real feedparser, real onnxruntime inference, real SQLite, a real keyring file.
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from aetherflow_tui.engine.events import AlertRaised, VeilleItemClassified, Veil
 from aetherflow_tui.engine.keycheck import KeyCheckState
 from aetherflow_tui.engine.keys import KeyVault
 from tests.conftest import TEST_KEY
+from tests.support.plans import bouquet_text, model_entry, provider_table
 
 FEED = """<?xml version="1.0" encoding="UTF-8"?>
 <rss version="2.0"><channel><title>Provider news</title>
@@ -40,43 +40,20 @@ completions API. Some requests fail with 503.</description></item>
 """
 
 
-def bouquet_text(scripted_url: str, feed: Path, extra: str = "") -> str:
-    return textwrap.dedent(f"""
-        [budget]
-        daily_usd = 1.0
-
-        [veille]
-        default_sources = false
-        min_confidence = 0.3
-        [[veille.sources]]
-        name = "news"
-        path = "{feed}"
-
-        [providers.scripted]
-        kind = "openai"
-        base_url = "{scripted_url}"
-        key = "env:SCRIPTED_KEY"
-        zone = "FRA"
-        canary = false
-        [[providers.scripted.models]]
-        id = "echo-2"
-        roles = ["chat", "cheap"]
-        price_in = 0.5
-        price_out = 1.5
-
-        [providers.groq]
-        kind = "openai"
-        base_url = "{scripted_url}"
-        key = "keyring"
-        zone = "USA"
-        canary = false
-        console_url = "https://console.groq.example/keys"
-        [[providers.groq.models]]
-        id = "llama-3.1-8b-instant"
-        roles = ["fast", "cheap"]
-        price_in = 0.05
-        price_out = 0.08
-        """) + textwrap.dedent(extra)
+def bouquet(scripted_url: str, feed: Path, *sources: dict[str, object]) -> str:
+    """scripted (its key in the environment) and groq (keyring), no canaries; the news feed
+    then `sources` watched."""
+    return bouquet_text(
+        provider_table("scripted", model_entry("echo-2", roles=["chat", "cheap"], price_in=0.5,
+                                               price_out=1.5),
+                       base_url=scripted_url, key="env:SCRIPTED_KEY", zone="FRA", canary=False),
+        provider_table("groq", model_entry("llama-3.1-8b-instant", roles=["fast", "cheap"],
+                                           price_in=0.05, price_out=0.08),
+                       base_url=scripted_url, key="keyring", zone="USA", canary=False,
+                       console_url="https://console.groq.example/keys"),
+        budget={"daily_usd": 1.0},
+        veille={"default_sources": False, "min_confidence": 0.3,
+                "sources": [{"name": "news", "path": feed}, *sources]})
 
 
 @pytest.fixture
@@ -90,9 +67,9 @@ def feed(tmp_path: Path) -> Path:
 async def engine_for(tmp_path, keyring_backend, scripted, feed):
     engines = []
 
-    async def make(extra: str = "") -> Engine:
-        bouquet = config.parse(bouquet_text(scripted.url, feed, extra), None)
-        engine = Engine(bouquet, tmp_path / "home", vault=KeyVault(
+    async def make(*sources: dict[str, object]) -> Engine:
+        parsed = config.parse(bouquet(scripted.url, feed, *sources), None)
+        engine = Engine(parsed, tmp_path / "home", vault=KeyVault(
             backend=keyring_backend, environ={"SCRIPTED_KEY": TEST_KEY}))
         engines.append(engine)
         return await engine.start()
@@ -234,14 +211,8 @@ async def test_sources_added_from_the_command_line(engine_for, tmp_path, feed):
 async def test_a_broken_source_is_reported_and_the_others_still_read(engine_for, tmp_path):
     broken = tmp_path / "broken.xml"
     broken.write_text("<rss><channel><title>cut off", encoding="utf-8")
-    engine = await engine_for(f"""
-        [[veille.sources]]
-        name = "broken"
-        path = "{broken}"
-        [[veille.sources]]
-        name = "gone"
-        url = "http://127.0.0.1:9/feed.xml"
-        """)
+    engine = await engine_for({"name": "broken", "path": broken},
+                              {"name": "gone", "url": "http://127.0.0.1:9/feed.xml"})
     summary = await engine.veille.poll()
     by_name = {s.name: s for s in summary.sources}
     assert by_name["news"].outcome == "new" and by_name["news"].new_items == 4

@@ -12,9 +12,8 @@ import contextlib
 import json
 import os
 import subprocess
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -33,22 +32,29 @@ from aetherflow_tui.engine.events import (
 from aetherflow_tui.engine.health import Light
 from aetherflow_tui.engine.progress import RunStatus
 from tests.conftest import aetherflow_cmd
-from tests.support.plans import bouquet, chat_requests, engine_on, provider, step, write_plan
+from tests.support import loopback
+from tests.support.plans import (
+    bouquet,
+    chat_requests,
+    engine_on,
+    provider,
+    step,
+    tables,
+    write_plan,
+)
 from tests.support.scripted_server import ScriptedServer
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "statuspages"
-# Fast schedules, so a whole outage and recovery takes a second or two.
-VIGILANT = """
-[canary]
-interval_s = 60
-unhealthy_interval_s = 0.2
-daily_usd = 1.0
-[health]
-failure_threshold = 2
-success_threshold = 2
-[regulator]
-interval_s = 0.2
-"""
+
+
+def vigilant(*, canary: dict[str, Any] | None = None, health: dict[str, Any] | None = None,
+             **regulator: Any) -> str:
+    """[canary], [health] and [regulator] on fast schedules, so a whole outage and recovery
+    takes a second or two; `canary`, `health` and `regulator` change some of their keys."""
+    return tables(canary={"interval_s": 60, "unhealthy_interval_s": 0.2, "daily_usd": 1.0,
+                          **(canary or {})},
+                  health={"failure_threshold": 2, "success_threshold": 2, **(health or {})},
+                  regulator={"interval_s": 0.2, **regulator})
 
 
 @pytest.fixture
@@ -63,10 +69,10 @@ def beta():
         yield server
 
 
-def two_providers(alpha: ScriptedServer, beta: ScriptedServer, extra: str = "") -> str:
+def two_providers(alpha: ScriptedServer, beta: ScriptedServer, **alpha_settings: Any) -> str:
     # alpha is the cheaper: routing prefers it while it is up. "sum" answers the canary.
-    return VIGILANT + extra + bouquet(
-        provider("alpha", alpha.url, "sum", price_in=0.1, price_out=0.2),
+    return vigilant() + bouquet(
+        provider("alpha", alpha.url, "sum", price_in=0.1, price_out=0.2, **alpha_settings),
         provider("beta", beta.url, "sum", price_in=1.0, price_out=2.0))
 
 
@@ -148,7 +154,7 @@ async def test_healthy_failing_recovered_the_light_and_routing_follow(alpha, bet
 
 
 async def test_a_wrong_answer_is_a_failed_probe_and_says_why(alpha, tmp_path):
-    text = VIGILANT + bouquet(provider("alpha", alpha.url, "echo"))
+    text = vigilant() + bouquet(provider("alpha", alpha.url, "echo"))
     async with engine_on(tmp_path, text) as engine:
         (result,) = await engine.probe()
     assert not result.ok and not result.skipped
@@ -159,7 +165,7 @@ async def test_a_wrong_answer_is_a_failed_probe_and_says_why(alpha, tmp_path):
 async def test_canaries_are_charged_to_the_budget_and_capped(alpha, tmp_path):
     # One probe's worst case (256 tokens at $200/M out: $0.0512) fits the cap; the second
     # does not, once the first one's $0.0002 is spent.
-    text = (VIGILANT.replace("daily_usd = 1.0", "daily_usd = 0.0513")
+    text = (vigilant(canary={"daily_usd": 0.0513})
             + bouquet(provider("alpha", alpha.url, "sum", price_in=0.0, price_out=200.0)))
     async with engine_on(tmp_path, text) as engine:
         (first,) = await engine.probe()
@@ -202,35 +208,36 @@ async def test_real_traffic_stops_at_the_first_failure_until_a_probe_passes(alph
 
 
 class _Pages(BaseHTTPRequestHandler):
-    body = b""
+    server: loopback.QuietHTTPServer
 
     def do_GET(self) -> None:
+        body = self.server.owner.body
         self.send_response(200)
         self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(self.server.body)))  # type: ignore[attr-defined]
+        self.send_header("content-length", str(len(body)))
         self.end_headers()
-        self.wfile.write(self.server.body)  # type: ignore[attr-defined]
+        self.wfile.write(body)
 
     def log_message(self, *args: Any) -> None:
         pass
 
 
+class StatusPage(loopback.ThreadedServer):
+    """Serves `body` (set it at will) at every path."""
+
+    handler = _Pages
+    body = b"{}"
+
+
 @pytest.fixture
 def status_page():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Pages)
-    server.body = b"{}"  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with StatusPage() as server:
+        yield server
 
 
 async def test_a_status_page_outage_holds_traffic_until_a_probe_passes(alpha, beta,
                                                                        status_page, tmp_path):
-    url = f"http://127.0.0.1:{status_page.server_address[1]}/api/v2/summary.json"
-    text = two_providers(alpha, beta).replace(
-        "[providers.alpha]\n", f'[providers.alpha]\nstatus_page = "{url}"\n')
+    text = two_providers(alpha, beta, status_page=f"{status_page.url}/api/v2/summary.json")
     status_page.body = (FIXTURES / "major_outage.json").read_bytes()
     async with engine_on(tmp_path, text) as engine:
         events = Events(engine)
@@ -258,13 +265,13 @@ async def test_a_status_page_outage_holds_traffic_until_a_probe_passes(alpha, be
 
 # Memory in use is always above 0.3%: with these thresholds the machine is CRITICAL, for
 # certain, as soon as the regulator may say so.
-ALWAYS_CRITICAL = ("[regulator.stressed]\nmemory_pct = 0.1\n[regulator.degraded]\n"
-                   "memory_pct = 0.2\n[regulator.critical]\nmemory_pct = 0.3\n")
+ALWAYS_CRITICAL = {"stressed": {"memory_pct": 0.1}, "degraded": {"memory_pct": 0.2},
+                   "critical": {"memory_pct": 0.3}}
 
 
 async def test_a_critical_machine_acts_and_the_decision_is_explained(alpha, tmp_path):
     # hold_s = 0: this process may speak for the machine as soon as its window is full.
-    text = VIGILANT + "hold_s = 0\n" + ALWAYS_CRITICAL + bouquet(
+    text = vigilant(hold_s=0, **ALWAYS_CRITICAL) + bouquet(
         provider("alpha", alpha.url, "sum"), max_concurrency=64)
     async with engine_on(tmp_path, text) as engine:
         events = Events(engine)
@@ -286,7 +293,7 @@ async def test_a_critical_machine_acts_and_the_decision_is_explained(alpha, tmp_
 async def test_the_first_samples_after_start_up_decide_nothing(alpha, tmp_path):
     """A new cockpit showed CRITICAL beside "CPU 2%": psutil's first reading, taken as the
     process started, judged alone with confidence 1.0. Now the window fills first."""
-    text = VIGILANT + "hold_s = 0\nwindow = 4\n" + ALWAYS_CRITICAL + bouquet(
+    text = vigilant(hold_s=0, window=4, **ALWAYS_CRITICAL) + bouquet(
         provider("alpha", alpha.url, "sum"))
     async with engine_on(tmp_path, text) as engine:
         events = Events(engine)
@@ -304,7 +311,7 @@ async def test_the_first_samples_after_start_up_decide_nothing(alpha, tmp_path):
 async def test_a_process_speaks_for_the_machine_only_after_the_hold(alpha, tmp_path):
     """Before hold_s, the state acts in this process (its cap) and is published, but it is
     no row for `aetherflow status` or other processes, no alert, and opens no circuit."""
-    text = VIGILANT + "hold_s = 1\nwindow = 1\n" + ALWAYS_CRITICAL + bouquet(
+    text = vigilant(hold_s=1, window=1, **ALWAYS_CRITICAL) + bouquet(
         provider("alpha", alpha.url, "sum"), max_concurrency=64)
     async with engine_on(tmp_path, text) as engine:
         events = Events(engine)
@@ -330,11 +337,9 @@ async def test_a_short_command_records_no_state_and_opens_no_circuit(alpha, beta
     """A 0.2 s `aetherflow run` left "regulator CRITICAL ... opened circuits: flakyco" in
     `aetherflow status`, on one sample. A process that lives less than hold_s (15 s) keeps
     what it judged to itself."""
-    health = "[health]\nfailure_threshold = 10\n"  # flakyco's history alone is not red
-    text = (VIGILANT.replace("[regulator]\ninterval_s = 0.2\n",
-                             "[regulator]\ninterval_s = 0.05\nwindow = 1\n")
-            .replace("[health]\nfailure_threshold = 2\n", health)
-            + ALWAYS_CRITICAL
+    # failure_threshold = 10: flakyco's history alone is not red.
+    text = (vigilant(health={"failure_threshold": 10}, interval_s=0.05, window=1,
+                     **ALWAYS_CRITICAL)
             + bouquet(provider("steady", alpha.url, "echo", price_in=0.1, price_out=0.2),
                       provider("flakyco", beta.url, "echo", price_in=1.0, price_out=2.0)))
     (tmp_path / "bouquet.toml").write_text(text)
@@ -365,9 +370,8 @@ async def test_a_refused_key_test_is_not_traffic(tmp_path, keyring_backend):
     from aetherflow_tui.engine.regulator import actions_for
 
     with ScriptedServer(api_key="sk-test-right-key-0000000000") as server:
-        text = (VIGILANT + "hold_s = 0\nwindow = 1\n"
-                + bouquet(provider("keyed", server.url, "echo"), max_concurrency=64)
-                .replace('key = "none"', 'key = "keyring"'))
+        text = vigilant(hold_s=0, window=1) + bouquet(
+            provider("keyed", server.url, "echo", key="keyring"), max_concurrency=64)
         bq = config.parse(text, tmp_path / "bouquet.toml")
         async with Engine(bq, tmp_path / "home",
                           vault=KeyVault(backend=keyring_backend)) as engine:
@@ -394,7 +398,7 @@ async def test_an_error_rate_needs_ten_calls_and_never_throttles_local_work(alph
     from aetherflow_tui.engine.regulator import actions_for
     from aetherflow_tui.engine.vigilance import MIN_ERROR_CALLS
 
-    text = VIGILANT + "hold_s = 0\nwindow = 1\n" + bouquet(
+    text = vigilant(hold_s=0, window=1) + bouquet(
         provider("alpha", alpha.url, "echo"), max_concurrency=64)
     async with engine_on(tmp_path, text) as engine:
         vigilance = await engine.start_vigilance(role="test", canaries="off",
@@ -426,7 +430,7 @@ async def test_an_error_rate_needs_ten_calls_and_never_throttles_local_work(alph
 
 async def test_emergency_stop_cancels_runs_holds_dispatch_and_survives_a_restart(alpha,
                                                                                tmp_path):
-    text = VIGILANT + bouquet(provider("alpha", alpha.url, "sum"))
+    text = vigilant() + bouquet(provider("alpha", alpha.url, "sum"))
     plan = write_plan(tmp_path / "plan.json", step("slow", "@@slow:30@@ wait"))
     async with engine_on(tmp_path, text) as engine:
         run = await engine.start_run(plan)
@@ -467,7 +471,7 @@ async def test_reset_and_throttle(alpha, beta, tmp_path):
 async def test_controls_from_the_command_line_reach_a_live_process(alpha, tmp_path,
                                                                    cli_env):
     # The live engine runs here; `aetherflow stop` and `resume` run as real processes.
-    text = VIGILANT + bouquet(provider("alpha", alpha.url, "sum"))
+    text = vigilant() + bouquet(provider("alpha", alpha.url, "sum"))
     (tmp_path / "bouquet.toml").write_text(text)
     cli_env["AETHERFLOW_CONFIG"] = str(tmp_path / "bouquet.toml")
     cli_env["AETHERFLOW_HOME"] = str(tmp_path / "home")
@@ -514,7 +518,7 @@ async def aetherflow(env: dict[str, str], *args: str) -> subprocess.CompletedPro
 async def test_metrics_port_exposes_health_spend_and_the_regulator(alpha, tmp_path):
     from prometheus_client.parser import text_string_to_metric_families
 
-    text = VIGILANT + bouquet(provider("alpha", alpha.url, "sum"))
+    text = vigilant() + bouquet(provider("alpha", alpha.url, "sum"))
     async with engine_on(tmp_path, text) as engine:
         events = Events(engine)
         vigilance = await engine.start_vigilance(role="test", status_pages=False,

@@ -1,6 +1,6 @@
 """A real HTTP server on 127.0.0.1 serving feeds and status pages, for tests and benchmarks.
 
-Standard library only (ThreadingHTTPServer, like scripted_server.py). Each path serves a
+Standard library only (a loopback.ThreadedServer, like scripted_server.py). Each path serves a
 body registered with ``serve()``: with its own ETag and Last-Modified validators, answering
 304 to a matching If-None-Match (or, without one, a fresh enough If-Modified-Since), and
 optionally slow, failing or without a declared length::
@@ -26,8 +26,10 @@ import threading
 import time
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.support import loopback
 
 # Every Last-Modified is this instant unless a route says otherwise: a fixed date keeps
 # If-Modified-Since comparisons independent of when the test runs.
@@ -55,17 +57,11 @@ class Request:
     received: float
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    # Handler threads may be parked in a hang; joining them would make stop() block.
-    block_on_close = False
+class _HTTPServer(loopback.QuietHTTPServer):
+    # Quiet: a client that hung up mid-body (as "too large" does) is not news.
     request_queue_size = 512  # the benchmark opens a hundred connections at once
-    allow_reuse_address = True
 
     owner: FeedServer
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a client that hung up mid-body (as "too large" does) is not news
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -89,11 +85,11 @@ class _Handler(BaseHTTPRequestHandler):
             status = 304 if route.status == 200 and _unchanged(route, inm, ims) else route.status
         # Recorded before answering, so a client that has its answer finds it recorded.
         owner._record(Request(path, inm, ims, self.headers.get("Accept"), status, time.time()))
-        if route is None or (route.delay_s and owner._stopping.wait(route.delay_s)):
+        if route is None or (route.delay_s and owner.stopping.wait(route.delay_s)):
             if status == 404:
                 self._send(404, b"not found", "text/plain")
             else:  # a hang, or a delay cut short by stop(): no answer at all
-                owner._stopping.wait()
+                owner.stopping.wait()
                 self.close_connection = True
             return
         self._send(status, b"" if status == 304 else route.body, route.content_type, route,
@@ -169,51 +165,23 @@ def feed_xml(name: str, items: int, *, base: str = "https://news.example") -> by
     return "".join(parts).encode()
 
 
-class FeedServer:
+class FeedServer(loopback.ThreadedServer):
     """In-process feed server; binds in __init__ so ``url`` is known before start()."""
 
     HANG_PATH = "/hang"
+    handler = _Handler
+    server_class = _HTTPServer
+    thread_name = "feed-server"
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.requests: list[Request] = []
         self._routes: dict[str, Route] = {}
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._httpd = _HTTPServer((host, port), _Handler)
-        self._httpd.owner = self
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        super().__init__(host, port)
 
     @property
     def hang_url(self) -> str:
         return self.url + self.HANG_PATH
-
-    def start(self) -> FeedServer:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._httpd.serve_forever,
-                                            kwargs={"poll_interval": 0.05},
-                                            name="feed-server", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._stopping.is_set():
-            return
-        self._stopping.set()  # releases hangs and delays
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join(timeout=2)
-        self._httpd.server_close()
-
-    def __enter__(self) -> FeedServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def serve(self, path: str, body: bytes, *,
               content_type: str = "application/rss+xml; charset=utf-8", status: int = 200,

@@ -1,5 +1,6 @@
-"""Bouquets and plans for scheduler tests: keyless providers on scripted servers, plan files,
-and which step a request recorded by a ScriptedServer was made for."""
+"""Bouquets and plans for tests and benchmarks: the one bouquet builder (TOML text from
+keyword arguments), keyless providers on scripted servers, plan files, and which step a
+request recorded by a ScriptedServer was made for."""
 
 from __future__ import annotations
 
@@ -15,35 +16,96 @@ from aetherflow_tui.engine import Engine, config
 # Every role, so any step type's rule finds an adequate model.
 ALL_ROLES = ("fast", "cheap", "code", "reasoning", "quality", "prototyping", "qa", "chat")
 
+# -- the bouquet builder: TOML text from keyword arguments ---------------------------------
+#
+# tables(), model_entry(), provider_table() and bouquet_text() write what they are given and
+# nothing else (a value of None is left out, so the config's own default applies); provider()
+# and bouquet() are the scheduler tests' presets on top of them (keyless providers in FRA,
+# every role, fast retries, a budget that does not get in the way).
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, Path):
+        value = str(value)
+    elif isinstance(value, tuple):
+        value = list(value)
+    return json.dumps(value)  # JSON's strings, numbers, booleans and arrays are TOML's
+
+
+def _table(name: str, fields: dict[str, Any], *, array: bool = False) -> list[str]:
+    """[name] (or [[name]]) and its keys: scalars first, then sub-tables and arrays of them
+    (a table of sub-tables alone goes without its own header: TOML implies it)."""
+    lines: list[str] = []
+    nested: list[str] = []
+    for key, value in fields.items():
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            nested += _table(f"{name}.{key}", value)
+        elif isinstance(value, list | tuple) and value and all(
+                isinstance(item, dict) for item in value):
+            for item in value:
+                nested += _table(f"{name}.{key}", item, array=True)
+        else:
+            lines.append(f"{key} = {_value(value)}")
+    if array or lines or not nested:
+        lines.insert(0, f"[[{name}]]" if array else f"[{name}]")
+    return lines + nested
+
+
+def tables(**sections: dict[str, Any] | None) -> str:
+    """TOML tables, one per keyword: tables(routing={"backoff_s": 0.01}, veille={...})."""
+    return "".join("\n".join(_table(name, fields)) + "\n"
+                   for name, fields in sections.items() if fields is not None)
+
+
+def model_entry(model_id: str = "echo", **fields: Any) -> dict[str, Any]:
+    """One model of a provider: its id and any other keys (roles, price_in, path...)."""
+    return {"id": model_id, **fields}
+
+
+def provider_table(pid: str, *models: str | dict[str, Any], kind: str = "openai",
+                   **settings: Any) -> str:
+    """One provider as given: kind, its settings (base_url, key, zone, max_concurrency...),
+    then its models (an id, or a model_entry()); nothing else is implied."""
+    listed = [model_entry(m) if isinstance(m, str) else m for m in models]
+    return tables(**{f"providers.{pid}": {"kind": kind, **settings, "models": listed}})
+
+
+def bouquet_text(*providers: str, **sections: dict[str, Any] | None) -> str:
+    """The sections (budget=, routing=, modes=, regulator=, veille=...), then the providers
+    (provider_table() or provider() text), as a bouquet file holds them."""
+    return tables(**sections) + "\n".join(providers)
+
 
 def provider(pid: str, url: str, *models: str, price_in: float = 0.1, price_out: float = 0.2,
              roles: tuple[str, ...] = ALL_ROLES, **settings: Any) -> str:
-    """One keyless provider's TOML; `settings` are extra provider keys (rpm, json_mode...)."""
-    lines = [f"[providers.{pid}]", 'kind = "openai"', f'base_url = "{url}"', 'key = "none"',
-             'zone = "FRA"']
-    lines += [f"{name} = {json.dumps(value)}" for name, value in settings.items()]
-    for model in models or ("echo",):
-        lines += [f"[[providers.{pid}.models]]", f'id = "{model}"',
-                  f"roles = {json.dumps(list(roles))}", f"price_in = {price_in}",
-                  f"price_out = {price_out}", "params_b = 8"]
-    return "\n".join(lines) + "\n"
+    """One keyless provider in FRA, its models (default: echo) with every role and 8B
+    parameters; `settings` are extra provider keys (rpm, json_mode...) or replace those."""
+    priced = {"roles": roles, "price_in": price_in, "price_out": price_out, "params_b": 8}
+    return provider_table(pid, *(model_entry(m, **priced) for m in models or ("echo",)),
+                          **{"base_url": url, "key": "none", "zone": "FRA", **settings})
 
 
 def bouquet(*providers: str, daily_usd: float = 10.0, max_usd_per_request: float = 1.0,
             **routing: Any) -> str:
     """A bouquet of the given providers; fast retries unless `routing` says otherwise."""
-    routing = {"backoff_s": 0.01, **routing}
-    head = [
-        "[budget]",
-        f"daily_usd = {daily_usd}",
-        "max_usd_per_1k_tokens = 1.0",
-        f"max_usd_per_request = {max_usd_per_request}",
-        "",
-        "[routing]",
-        *(f"{name} = {json.dumps(value)}" for name, value in routing.items()),
-        "",
-    ]
-    return "\n".join(head) + "\n".join(providers)
+    return bouquet_text(*providers, budget={"daily_usd": daily_usd,
+                                            "max_usd_per_1k_tokens": 1.0,
+                                            "max_usd_per_request": max_usd_per_request},
+                        routing={"backoff_s": 0.01, **routing})
+
+
+def scripted_bouquet(url: str, *providers: str, key: str = "keyring",
+                     **sections: dict[str, Any] | None) -> str:
+    """A bouquet with one provider, `scripted`, served by a ScriptedServer (its key in the
+    keyring unless `key` says otherwise), then `providers`; $1 a day unless budget= says."""
+    scripted = provider_table(
+        "scripted",
+        model_entry("echo", roles=["chat", "cheap"], price_in=0.5, price_out=1.5, params_b=8),
+        model_entry("status:503", roles=["fast"], price_in=0.5, price_out=1.5),
+        base_url=url, key=key, zone="FRA")
+    return bouquet_text(scripted, *providers, **{"budget": {"daily_usd": 1.0}, **sections})
 
 
 def step(step_id: str, prompt: str, *depends_on: str, type: str = "analysis",

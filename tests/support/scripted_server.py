@@ -66,8 +66,6 @@ import contextlib
 import io
 import itertools
 import json
-import os
-import queue
 import signal
 import socket
 import subprocess
@@ -76,14 +74,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.support import loopback
 
 DEFAULT_MAX_WORDS = 16
 # Markup and an ANSI escape so clients that render raw bodies get caught out.
 MALFORMED_BODY = '{"choices": [' + "<b>not json</b> [red]markup[/red] \x1b[31m"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Errors a client hanging up mid-response produces; never worth reporting.
 # (all OSError subclasses; also covers sockets shut by stop()).
@@ -133,19 +131,8 @@ def _parse_behaviour(raw: str) -> tuple[str, list[str]]:
     return (kind, args) if kind in known else ("ok", [])
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    # Daemon handler threads may be parked on idle keep-alive sockets or in "hang";
-    # joining them in server_close() would make stop() block.
-    block_on_close = False
-    request_queue_size = 256
-    allow_reuse_address = True
-
+class _HTTPServer(loopback.QuietHTTPServer):
     owner: ScriptedServer
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # The default prints a traceback to stderr; tests want a quiet server.
-        pass
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -314,7 +301,7 @@ class _Handler(BaseHTTPRequestHandler):
         if kind == "hang":
             owner._bill(_reply_and_usage(body, 0)[1]["prompt_tokens"], 0)
             with owner._held(entry):
-                owner._stopping.wait()
+                owner.stopping.wait()
             self._abort()
             return
         if kind == "status":
@@ -343,7 +330,7 @@ class _Handler(BaseHTTPRequestHandler):
                 delay = 0.0
             # Interruptible so stop() stays fast.
             with owner._held(entry):
-                stopped = owner._stopping.wait(max(0.0, delay))
+                stopped = owner.stopping.wait(max(0.0, delay))
             if stopped:
                 self._abort()
                 return
@@ -399,7 +386,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _trickle(self, data: bytes, interval: float) -> None:
         for i in range(len(data)):
-            if self.server.owner._stopping.wait(interval):
+            if self.server.owner.stopping.wait(interval):
                 self._abort()
                 return
             self.wfile.write(data[i:i + 1])
@@ -408,7 +395,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _hostile(self, kind: str, args: list[str], body: dict[str, Any], model: str,
                  stream: bool) -> None:
         """endless, keepalive, hugeline: a provider that never finishes, or sends too much."""
-        stopping = self.server.owner._stopping
+        stopping = self.server.owner.stopping
         if kind == "hugeline" and not stream:
             size = _count(args, 1 << 22)
             head = json.dumps({"model": model, "choices": [{"index": 0, "message": {
@@ -571,8 +558,12 @@ def _reply_and_usage(body: dict[str, Any], cached: int, say: bool = False,
     return words, usage
 
 
-class ScriptedServer:
+class ScriptedServer(loopback.ThreadedServer):
     """In-process scripted provider; bind happens in __init__ so ``url`` is known early."""
+
+    handler = _Handler
+    server_class = _HTTPServer
+    thread_name = "scripted-server"
 
     def __init__(self, api_key: str | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
         self.api_key = api_key
@@ -586,48 +577,20 @@ class ScriptedServer:
         self._script: deque[str] = deque()
         self._ids = itertools.count(1)
         self._connections: set[socket.socket] = set()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._httpd = _HTTPServer((host, port), _Handler)
-        self._httpd.owner = self
+        super().__init__(host, port)
 
     @property
     def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return f"{self.origin}/v1"
 
-    def start(self) -> ScriptedServer:
-        if self._thread is None:
-            # Short poll interval keeps shutdown() (and so stop()) quick.
-            self._thread = threading.Thread(
-                target=self._httpd.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name="scripted-server",
-                daemon=True,
-            )
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._stopping.is_set():
-            return
-        self._stopping.set()  # releases "hang" and "slow" handlers
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join(timeout=2)
-        # Wake handler threads parked on idle keep-alive sockets.
+    def _closing(self) -> None:
+        # stop() set `stopping` (releasing "hang" and "slow" handlers) and ended the
+        # serving loop; wake the handler threads parked on idle keep-alive sockets.
         with self._lock:
             conns = list(self._connections)
         for conn in conns:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-        self._httpd.server_close()
-
-    def __enter__(self) -> ScriptedServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def script(self, *behaviours: str) -> None:
         """Queue behaviours, consumed FIFO one per chat-completions request."""
@@ -692,42 +655,10 @@ def spawn_server(
 ) -> tuple[subprocess.Popen[str], str]:
     """Run the server in a subprocess (for clients under test in other processes).
 
-    Returns (proc, url) once READY is printed; the caller must terminate ``proc``.
+    Returns (proc, url) once READY is printed; stop it with loopback.stop(proc).
     """
-    cmd = [sys.executable, "-m", "tests.support.scripted_server", "--port", str(port)]
-    if api_key is not None:
-        cmd += ["--api-key", api_key]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
-    proc = subprocess.Popen(
-        cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
-    )
-    # readline() has no timeout, so read on a helper thread and wait on a queue.
-    lines: queue.Queue[str] = queue.Queue()
-    assert proc.stdout is not None
-    stdout = proc.stdout
-    threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
-    try:
-        line = lines.get(timeout=timeout)
-    except queue.Empty:
-        line = ""
-    if not line.startswith("READY "):
-        stop_spawned(proc)
-        raise RuntimeError(f"scripted server did not start (got {line!r})")
-    return proc, line.split(" ", 1)[1].strip()
-
-
-def stop_spawned(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:
-    """Terminate a spawn_server() process, killing it if SIGTERM is ignored."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    if proc.stdout is not None:
-        proc.stdout.close()
+    args = ["--port", str(port), *(["--api-key", api_key] if api_key is not None else [])]
+    return loopback.spawn("tests.support.scripted_server", *args, timeout=timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -741,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
     server = ScriptedServer(api_key=args.api_key, host=args.host, port=args.port).start()
-    print(f"READY {server.url}", flush=True)
+    loopback.announce(server.url)
     # Poll so signal handlers get to run on the main thread promptly.
     while not done.wait(0.2):
         pass

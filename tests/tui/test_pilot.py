@@ -35,34 +35,23 @@ from aetherflow_tui.widgets.providers import ProviderTable
 from aetherflow_tui.widgets.run_modal import RunPlanModal
 from aetherflow_tui.widgets.throttle_modal import ThrottleModal
 from aetherflow_tui.widgets.veille import VeilleItemScreen, VeillePane
-from tests.conftest import TEST_KEY, scripted_bouquet
+from tests.conftest import TEST_KEY
 from tests.support.cockpit_fixture import FIXED_NOW, fixture_engine
+from tests.support.plans import model_entry, provider_table, scripted_bouquet
 from tests.support.scripted_server import ScriptedServer
 from tests.tui.screen import screen_text, settle, until
 
 SIZE = (160, 48)  # wide enough that no message the tests read is wrapped or cut
 WRONG_KEY = "sk-wrong-key-000000000000"
-# Two more providers on the same server: one whose key comes from the environment, one
-# keyless (a local server). Neither takes a key from the cockpit.
-OTHER_PROVIDERS = """
-[providers.envkey]
-kind = "openai"
-base_url = "{url}"
-key = "env:ENVKEY_API_KEY"
-[[providers.envkey.models]]
-id = "echo"
-price_in = 0.5
-price_out = 1.5
 
-[providers.local]
-kind = "openai"
-base_url = "{url}"
-key = "none"
-[[providers.local.models]]
-id = "echo"
-price_in = 0.0
-price_out = 0.0
-"""
+
+def other_providers(url: str) -> tuple[str, str]:
+    """Two more providers on the same server: one whose key comes from the environment, one
+    keyless (a local server). Neither takes a key from the cockpit."""
+    return (provider_table("envkey", model_entry("echo", price_in=0.5, price_out=1.5),
+                           base_url=url, key="env:ENVKEY_API_KEY"),
+            provider_table("local", model_entry("echo", price_in=0.0, price_out=0.0),
+                           base_url=url, key="none"))
 
 
 class Notes:
@@ -97,7 +86,7 @@ def vault(tmp_path: Path) -> KeyVault:
 
 def engine_on(server: ScriptedServer, vault: KeyVault, tmp_path: Path) -> Engine:
     """Unstarted, with no key stored: the cockpit starts it and stops it."""
-    text = scripted_bouquet(server.url, extra=OTHER_PROVIDERS.format(url=server.url))
+    text = scripted_bouquet(server.url, *other_providers(server.url))
     bouquet = config.parse(text, tmp_path / "bouquet.toml")
     return Engine(bouquet, tmp_path / "home", vault=vault, clock=FixedClock(FIXED_NOW))
 

@@ -14,8 +14,8 @@ from aetherflow_tui.engine.keys import KeyVault
 from aetherflow_tui.widgets.approvals import ApprovalsScreen
 from aetherflow_tui.widgets.key_modal import KeyModal
 from aetherflow_tui.widgets.veille import VeilleItemScreen, VeillePane
-from tests.conftest import scripted_bouquet
 from tests.support.cockpit_fixture import FIXED_NOW, fixture_engine
+from tests.support.plans import scripted_bouquet
 from tests.tui.screen import screen_text, settle, until
 
 SIZE = (160, 48)
@@ -100,12 +100,8 @@ and timeouts.</description></item></channel></rss>"""
 async def test_u_polls_and_new_items_arrive_at_the_top(scripted, keyring_backend, tmp_path):
     feed = tmp_path / "feed.xml"
     feed.write_text(FEED, encoding="utf-8")
-    text = scripted_bouquet(scripted.url, extra=f"""
-        [veille]
-        [[veille.sources]]
-        name = "local-news"
-        path = "{feed}"
-        """)
+    text = scripted_bouquet(scripted.url,
+                            veille={"sources": [{"name": "local-news", "path": feed}]})
     engine = Engine(config.parse(text, None), tmp_path / "home",
                     vault=KeyVault(backend=keyring_backend, environ={}),
                     clock=FixedClock(FIXED_NOW))

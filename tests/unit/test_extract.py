@@ -10,6 +10,7 @@ import pytest
 
 from aetherflow_tui.engine import config
 from aetherflow_tui.engine.veille.extract import Catalog, PriceQuote, extract_prices
+from tests.support.plans import bouquet_text, model_entry, provider_table
 
 DEFAULT = Catalog.default()
 
@@ -266,29 +267,13 @@ def test_the_default_catalog_names_each_known_vendor_by_its_bouquet_id():
     assert DEFAULT.model_ids("openai") == ("gpt-4o-mini", "gpt-4.1")
 
 
-OWN_BOUQUET = """
-[providers.together]
-kind = "openai"
-base_url = "https://api.together.xyz/v1"
-[[providers.together.models]]
-id = "meta-llama/Llama-3.3-70B-Instruct-Turbo"
-
-[providers.nebius]
-kind = "openai"
-base_url = "https://api.studio.nebius.ai/v1"
-[[providers.nebius.models]]
-id = "Qwen/Qwen2.5-72B-Instruct"
-
-[providers.ollama]
-kind = "openai"
-base_url = "http://127.0.0.1:11434/v1"
-key = "none"
-local = true
-[[providers.ollama.models]]
-id = "qwen2.5-coder:3b"
-price_in = 0.0
-price_out = 0.0
-"""
+OWN_BOUQUET = bouquet_text(
+    provider_table("together", "meta-llama/Llama-3.3-70B-Instruct-Turbo",
+                   base_url="https://api.together.xyz/v1"),
+    provider_table("nebius", "Qwen/Qwen2.5-72B-Instruct",
+                   base_url="https://api.studio.nebius.ai/v1"),
+    provider_table("ollama", model_entry("qwen2.5-coder:3b", price_in=0.0, price_out=0.0),
+                   base_url="http://127.0.0.1:11434/v1", key="none", local=True))
 
 
 def test_an_operators_bouquet_renames_vendors_and_models():

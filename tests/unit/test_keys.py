@@ -7,7 +7,6 @@ import copy
 import io
 import logging
 import pickle
-import textwrap
 
 import pytest
 from keyring.backend import KeyringBackend
@@ -26,36 +25,16 @@ from aetherflow_tui.engine.keys import (
     UnreadableKey,
     check_key_text,
 )
+from tests.support.plans import bouquet_text, provider_table
 
 GROQ_KEY = "gsk_" + "TestKey0123456789abcdefXYZ"  # split: not a real key
 
-BOUQUET = config.parse(
-    textwrap.dedent(
-        """\
-        [providers.groq]
-        kind = "openai"
-        base_url = "https://api.groq.com/openai/v1"
-        key = "keyring"
-        [[providers.groq.models]]
-        id = "llama-3.3-70b-versatile"
-
-        [providers.envprov]
-        kind = "openai"
-        base_url = "https://env.example/v1"
-        key = "env:ENVPROV_API_KEY"
-        [[providers.envprov.models]]
-        id = "m"
-
-        [providers.ollama]
-        kind = "openai"
-        base_url = "http://127.0.0.1:11434/v1"
-        key = "none"
-        [[providers.ollama.models]]
-        id = "qwen2.5-coder:3b"
-        """
-    ),
-    None,
-)
+BOUQUET = config.parse(bouquet_text(
+    provider_table("groq", "llama-3.3-70b-versatile", base_url="https://api.groq.com/openai/v1",
+                   key="keyring"),
+    provider_table("envprov", "m", base_url="https://env.example/v1", key="env:ENVPROV_API_KEY"),
+    provider_table("ollama", "qwen2.5-coder:3b", base_url="http://127.0.0.1:11434/v1",
+                   key="none")), None)
 GROQ = BOUQUET.providers["groq"]
 ENVPROV = BOUQUET.providers["envprov"]
 OLLAMA = BOUQUET.providers["ollama"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 from genai_prices import Usage as PriceUsage
 from genai_prices import calc_price
@@ -21,90 +19,29 @@ from aetherflow_tui.engine.ledger import (
     params_b,
 )
 from aetherflow_tui.engine.providers.base import Usage
+from tests.support.plans import bouquet_text, model_entry, provider_table
 
-BOUQUET = config.parse(
-    textwrap.dedent(
-        """\
-        [providers.groq]
-        kind = "openai"
-        base_url = "https://api.groq.com/openai/v1"
-        zone = "USA"
-        [[providers.groq.models]]
-        id = "llama-3.3-70b-versatile"
-        [[providers.groq.models]]
-        id = "llama-3.1-8b-instant"
-        [[providers.groq.models]]
-        id = "priced-by-me"
-        price_in = 0.5
-        price_out = 1.5
-        [[providers.groq.models]]
-        id = "llama-3.3-70b-specdec"
-        price_in = 0.5
-        price_out = 1.5
-        price_cached_in = 0.1
-
-        [providers.openai]
-        kind = "openai"
-        base_url = "https://api.openai.com/v1"
-        zone = "USA"
-        energy_id = "openai"
-        [[providers.openai.models]]
-        id = "gpt-4o-mini"
-        [[providers.openai.models]]
-        id = "gpt-4o-mini-overridden"
-        price_in = 3.0
-        price_out = 4.0
-
-        [providers.deepseek]
-        kind = "openai"
-        base_url = "https://api.deepseek.com/v1"
-        zone = "CHN"
-        [[providers.deepseek.models]]
-        id = "deepseek-chat"
-        params_b = 37
-
-        [providers.codestral]
-        kind = "openai"
-        base_url = "https://codestral.mistral.ai/v1"
-        zone = "FRA"
-        price_id = "mistral"
-        energy_id = "mistralai"
-        [[providers.codestral.models]]
-        id = "codestral-latest"
-
-        [providers.gemini]
-        kind = "openai"
-        base_url = "https://generativelanguage.googleapis.com/v1beta/openai"
-        price_id = "google"
-        [[providers.gemini.models]]
-        id = "gemini-2.5-pro"
-
-        [providers.ollama]
-        kind = "openai"
-        base_url = "http://127.0.0.1:11434/v1"
-        key = "none"
-        zone = "FRA"
-        [[providers.ollama.models]]
-        id = "qwen2.5-coder:3b"
-        [[providers.ollama.models]]
-        id = "gpt-4o-mini"
-        [[providers.ollama.models]]
-        id = "house-model"
-        [[providers.ollama.models]]
-        id = "house-model-sized"
-        params_b = 14
-
-        [providers.polska]
-        kind = "openai"
-        base_url = "https://llm.example.pl/v1"
-        zone = "POL"
-        [[providers.polska.models]]
-        id = "house-model"
-        params_b = 14
-        """
-    ),
-    None,
-)
+BOUQUET = config.parse(bouquet_text(
+    provider_table("groq", "llama-3.3-70b-versatile", "llama-3.1-8b-instant",
+                   model_entry("priced-by-me", price_in=0.5, price_out=1.5),
+                   model_entry("llama-3.3-70b-specdec", price_in=0.5, price_out=1.5,
+                               price_cached_in=0.1),
+                   base_url="https://api.groq.com/openai/v1", zone="USA"),
+    provider_table("openai", "gpt-4o-mini",
+                   model_entry("gpt-4o-mini-overridden", price_in=3.0, price_out=4.0),
+                   base_url="https://api.openai.com/v1", zone="USA", energy_id="openai"),
+    provider_table("deepseek", model_entry("deepseek-chat", params_b=37),
+                   base_url="https://api.deepseek.com/v1", zone="CHN"),
+    provider_table("codestral", "codestral-latest", base_url="https://codestral.mistral.ai/v1",
+                   zone="FRA", price_id="mistral", energy_id="mistralai"),
+    provider_table("gemini", "gemini-2.5-pro",
+                   base_url="https://generativelanguage.googleapis.com/v1beta/openai",
+                   price_id="google"),
+    provider_table("ollama", "qwen2.5-coder:3b", "gpt-4o-mini", "house-model",
+                   model_entry("house-model-sized", params_b=14),
+                   base_url="http://127.0.0.1:11434/v1", key="none", zone="FRA"),
+    provider_table("polska", model_entry("house-model", params_b=14),
+                   base_url="https://llm.example.pl/v1", zone="POL")), None)
 
 
 def spec(provider_id: str, model_id: str):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Iterable
 
 import pytest
@@ -15,47 +14,39 @@ from aetherflow_tui.engine.ledger import PriceTable
 from aetherflow_tui.engine.modes import ResponseMode
 from aetherflow_tui.engine.records import CallRecord
 from aetherflow_tui.engine.router import Mode, Route, Router
+from tests.support.plans import model_entry, provider_table, tables
 
 START = 1_700_000_000.0
 DAY = "2023-11-14"
 
 
-def provider(pid: str, *models: str, free_tier: bool = False) -> str:
-    head = textwrap.dedent(
-        f"""
-        [providers.{pid}]
-        kind = "openai"
-        base_url = "http://127.0.0.1:9/v1"
-        key = "none"
-        free_tier = {"true" if free_tier else "false"}
-        """
-    )
-    return head + "".join(models)
+def provider(pid: str, *models: dict[str, object], free_tier: bool = False) -> str:
+    return provider_table(pid, *models, base_url="http://127.0.0.1:9/v1", key="none",
+                          free_tier=free_tier)
 
 
-def model(pid: str, model_id: str, roles: Iterable[str], price_in: float | None,
-          price_out: float | None) -> str:
-    prices = "" if price_in is None else f"price_in = {price_in}\nprice_out = {price_out}\n"
-    return (f"[[providers.{pid}.models]]\nid = \"{model_id}\"\n"
-            f"roles = {list(roles)!r}\n".replace("'", '"') + prices)
+def model(model_id: str, roles: Iterable[str], price_in: float | None,
+          price_out: float | None) -> dict[str, object]:
+    return model_entry(model_id, roles=list(roles), price_in=price_in, price_out=price_out)
 
 
-BUDGET = "[budget]\ndaily_usd = 5.0\nmax_usd_per_1k_tokens = 0.02\nmax_usd_per_request = 0.10\n"
+BUDGET = tables(budget={"daily_usd": 5.0, "max_usd_per_1k_tokens": 0.02,
+                        "max_usd_per_request": 0.10})
 
 # alpha: paid, one cheap/fast model; beta: a free tier, pricier per token; gamma: fast only.
-ALPHA = provider(
-    "alpha",
-    model("alpha", "alpha-mini", ["cheap", "fast"], 0.2, 0.4),
-    model("alpha", "alpha-coder", ["code"], 1.0, 2.0),
-    model("alpha", "alpha-max", ["quality"], 5.0, 10.0),
+ALPHA_MODELS = (
+    model("alpha-mini", ["cheap", "fast"], 0.2, 0.4),
+    model("alpha-coder", ["code"], 1.0, 2.0),
+    model("alpha-max", ["quality"], 5.0, 10.0),
 )
+ALPHA = provider("alpha", *ALPHA_MODELS)
 BETA_MODELS = (
-    model("beta", "beta-chat", ["cheap", "chat"], 0.5, 1.0),
-    model("beta", "beta-coder", ["code"], 0.8, 1.6),
+    model("beta-chat", ["cheap", "chat"], 0.5, 1.0),
+    model("beta-coder", ["code"], 0.8, 1.6),
 )
 BETA_FREE = provider("beta", *BETA_MODELS, free_tier=True)
 BETA_PAID = provider("beta", *BETA_MODELS)
-GAMMA = provider("gamma", model("gamma", "gamma-proto", ["fast", "prototyping"], 0.1, 0.2))
+GAMMA = provider("gamma", model("gamma-proto", ["fast", "prototyping"], 0.1, 0.2))
 SEED = BUDGET + ALPHA + BETA_FREE + GAMMA
 
 
@@ -161,7 +152,8 @@ def test_prototyping_goes_to_the_fastest_by_live_p50(alpha_s: float, gamma_s: fl
 
 
 def test_a_rule_in_the_config_replaces_the_seeds_rule() -> None:
-    override = '\n[routing.rules.analysis]\nroles = ["quality"]\nprefer = "fastest"\n'
+    override = tables(routing={"rules": {"analysis": {"roles": ["quality"],
+                                                      "prefer": "fastest"}}})
     fixture = Fixture(override + SEED)
 
     route = fixture.route("analysis")
@@ -232,7 +224,7 @@ def test_two_rate_limits_do_not_open_the_circuit() -> None:
 
 
 def test_an_unpriced_model_is_excluded() -> None:
-    delta = provider("delta", model("delta", "mystery-model-7f3a", ["cheap"], None, None))
+    delta = provider("delta", model("mystery-model-7f3a", ["cheap"], None, None))
     route = Fixture(SEED + delta).route("analysis")
 
     assert "no known price" in excluded(route)["delta/mystery-model-7f3a"]
@@ -240,7 +232,7 @@ def test_an_unpriced_model_is_excluded() -> None:
 
 
 def test_a_model_above_the_per_1k_ceiling_is_excluded() -> None:
-    omega = provider("omega", model("omega", "omega-ultra", ["quality"], 100.0, 200.0))
+    omega = provider("omega", model("omega-ultra", ["quality"], 100.0, 200.0))
     route = Fixture(SEED + omega).route("review")
 
     assert "per 1k tokens" in excluded(route)["omega/omega-ultra"]
@@ -330,8 +322,8 @@ def test_a_pinned_step_is_said_to_be_pinned_not_short_of_a_role() -> None:
 
 
 def test_fallbacks_try_another_provider_before_another_model() -> None:
-    alpha_lite = model("alpha", "alpha-lite", ["cheap"], 0.25, 0.5)
-    fixture = Fixture(BUDGET + ALPHA + alpha_lite + BETA_PAID + GAMMA)
+    alpha_lite = model("alpha-lite", ["cheap"], 0.25, 0.5)
+    fixture = Fixture(BUDGET + provider("alpha", *ALPHA_MODELS, alpha_lite) + BETA_PAID + GAMMA)
 
     route = fixture.route("analysis")
 
@@ -408,20 +400,10 @@ def test_the_reason_names_a_fallback_when_given_one() -> None:
 
 # --- response modes ----------------------------------------------------------------------
 
-LOCAL = textwrap.dedent(
-    """
-    [providers.local]
-    kind = "llama_cpp"
-    [[providers.local.models]]
-    id = "logic-7b"
-    path = "embedded"
-    roles = ["logic", "qa", "survival"]
-    [[providers.local.models]]
-    id = "code-3b"
-    path = "embedded"
-    roles = ["code", "survival"]
-    """
-)
+LOCAL = provider_table("local",
+                       model_entry("logic-7b", path="embedded", roles=["logic", "qa", "survival"]),
+                       model_entry("code-3b", path="embedded", roles=["code", "survival"]),
+                       kind="llama_cpp")
 WITH_LOCAL = SEED + LOCAL
 
 

@@ -22,6 +22,7 @@ from aetherflow_tui.engine.veille.sources import (
     read_local,
 )
 from tests.support.feed_server import feed_xml
+from tests.support.plans import bouquet_text, provider_table
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 FEEDS = FIXTURES / "feeds"
@@ -236,34 +237,13 @@ def test_default_sources_cover_the_default_bouquet():
                   "gemini") in sources
 
 
-BOUQUET = """
-[providers.oai]
-kind = "openai"
-base_url = "https://api.openai.com/v1"
-status_page = "https://status.openai.com/api/v2/summary.json"
-[[providers.oai.models]]
-id = "gpt-4o-mini"
-
-[providers.oai-eu]
-kind = "openai"
-base_url = "https://eu.api.openai.com/v1"
-[[providers.oai-eu.models]]
-id = "gpt-4o-mini"
-
-[providers.hf]
-kind = "openai"
-base_url = "https://router.huggingface.co/v1"
-enabled = false
-status_page = "https://status.huggingface.co/api/v2/summary.json"
-[[providers.hf.models]]
-id = "m"
-
-[providers.other]
-kind = "openai"
-base_url = "https://llm.example.com/v1"
-[[providers.other.models]]
-id = "m"
-"""
+BOUQUET = bouquet_text(
+    provider_table("oai", "gpt-4o-mini", base_url="https://api.openai.com/v1",
+                   status_page="https://status.openai.com/api/v2/summary.json"),
+    provider_table("oai-eu", "gpt-4o-mini", base_url="https://eu.api.openai.com/v1"),
+    provider_table("hf", "m", base_url="https://router.huggingface.co/v1", enabled=False,
+                   status_page="https://status.huggingface.co/api/v2/summary.json"),
+    provider_table("other", "m", base_url="https://llm.example.com/v1"))
 
 
 def test_default_sources_follow_hosts_skip_disabled_providers_and_repeat_nothing():

@@ -16,14 +16,14 @@ calls, so the cockpit's once-a-second query reads a handful of rows, not the who
 
 The package: core.py (Store: open, close), base.py (the connection and its write
 helpers), schema.py (DDL and migrations), statements.py (the SQL other modules enqueue),
-rows.py (the call row converters), writer.py (the batching writer), and one
+rows.py (typed rows and the call row converters), writer.py (the batching writer), and one
 mixin per area: calls.py, holdings.py, runs.py, vigilance.py, controls.py, veille.py.
 """
 
 from .base import BUSY_TIMEOUT_MS
 from .core import Store
 from .holdings import CUT_BY_CRASH
-from .rows import NonFiniteValue
+from .rows import ApprovalRow, CanarySpend, KeyCheckRow, MinuteSpend, NonFiniteValue
 from .schema import MIGRATIONS
 from .statements import (
     INSERT_ALERT,
@@ -52,7 +52,11 @@ __all__ = [
     "STEP_COLUMNS",
     "UPSERT_STEP",
     "VEILLE_ITEM_COLUMNS",
+    "ApprovalRow",
+    "CanarySpend",
     "Committed",
+    "KeyCheckRow",
+    "MinuteSpend",
     "NonFiniteValue",
     "Prepare",
     "Store",

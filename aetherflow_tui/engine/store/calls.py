@@ -7,7 +7,7 @@ from typing import Any
 
 from ..records import CallRecord, ProviderTotals
 from .base import StoreBase
-from .rows import _call_from_row
+from .rows import CanarySpend, MinuteSpend, _call_from_row
 from .statements import _CALL_COLUMNS
 
 
@@ -24,13 +24,13 @@ class CallsMixin(StoreBase):
         )
         return [_call_from_row(row) for row in await cursor.fetchall()]
 
-    async def minute_series(self, since_ts: float) -> list[tuple[int, float, float, float]]:
-        """(minute, usd, wh, gco2e) for each minute with calls since `since_ts`."""
+    async def minute_series(self, since_ts: float) -> list[MinuteSpend]:
+        """What each minute with calls since `since_ts` cost, oldest first."""
         cursor = await self._db.execute(
             "SELECT CAST(ts / 60 AS INTEGER) AS minute, COALESCE(SUM(usd), 0), "
             "COALESCE(SUM(wh), 0), COALESCE(SUM(gco2e), 0) FROM calls WHERE ts >= ? "
             "GROUP BY minute ORDER BY minute", (since_ts,))
-        return [tuple(row) for row in await cursor.fetchall()]  # type: ignore[misc]
+        return [MinuteSpend(*row) for row in await cursor.fetchall()]
 
     async def day_spend(self, day: str) -> float:
         """Today's committed dollars, read while no batch is mid-commit (the budget syncs)."""
@@ -47,11 +47,12 @@ class CallsMixin(StoreBase):
         (usd,) = await cursor.fetchone()  # type: ignore[misc]
         return float(usd)
 
-    async def canary_spend_by_provider(self, day: str) -> dict[str, tuple[int, float]]:
+    async def canary_spend_by_provider(self, day: str) -> dict[str, CanarySpend]:
         cursor = await self._db.execute(
             "SELECT provider, COUNT(*), COALESCE(SUM(usd), 0) FROM calls "
             "WHERE day = ? AND purpose = 'canary' GROUP BY provider", (day,))
-        return {row[0]: (int(row[1]), float(row[2])) for row in await cursor.fetchall()}
+        return {row[0]: CanarySpend(int(row[1]), float(row[2]))
+                for row in await cursor.fetchall()}
 
     async def usage_since(self, since_ts: float) -> list[dict[str, Any]]:
         """Real traffic per provider and model since since_ts (canaries and tests apart)."""

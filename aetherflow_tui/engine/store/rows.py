@@ -1,13 +1,61 @@
-"""Call records to and from their SQL rows."""
+"""Rows as the store hands them out, and call records to and from their SQL rows.
+
+The typed rows are NamedTuples, not dataclasses: a row read by position before it had
+names (`minute, usd, wh, gco2e = row`) still reads the same, and building one from a
+fetched tuple costs no more than the tuple did.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..ledger import Cost, Energy
 from ..records import CallRecord
+
+
+class MinuteSpend(NamedTuple):
+    """What the calls that started in one minute cost (Store.minute_series)."""
+
+    minute: int  # minutes since the epoch: int(ts // 60)
+    usd: float
+    wh: float
+    gco2e: float
+
+
+class KeyCheckRow(NamedTuple):
+    """A provider's last key check (the sandbox verdict), as stored (Store.latest_key_checks)."""
+
+    provider: str
+    ts: float
+    passed: bool  # active, or awaiting the operator's approval
+    state: str  # a KeyCheckState value
+    reason: str
+    latency_s: float | None
+    usd: float | None  # what the check's call cost by our price table
+    billed_usd: float | None  # what the provider said it billed, where it says so
+
+
+class ApprovalRow(NamedTuple):
+    """An approval asked of the operator, decided or not (Store.approvals)."""
+
+    id: int
+    ts: float
+    kind: str
+    summary: str
+    evidence: str | None
+    proposed_action: str | None
+    payload: str | None  # JSON text
+    status: str  # pending, approved, rejected
+    decided_ts: float | None
+
+
+class CanarySpend(NamedTuple):
+    """A provider's canaries of one day (Store.canary_spend_by_provider)."""
+
+    calls: int
+    usd: float
 
 
 class NonFiniteValue(ValueError):

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from .base import StoreBase
+from .rows import ApprovalRow, KeyCheckRow
 
 
 class VigilanceMixin(StoreBase):
@@ -41,11 +42,13 @@ class VigilanceMixin(StoreBase):
             "billed_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (ts, provider, int(passed), state, reason, latency_s, usd, billed_usd))
 
-    async def latest_key_checks(self) -> dict[str, tuple[Any, ...]]:
+    async def latest_key_checks(self) -> dict[str, KeyCheckRow]:
+        """Each provider's last key check."""
         cursor = await self._db.execute(
             "SELECT provider, ts, passed, state, reason, latency_s, usd, billed_usd "
             "FROM key_checks WHERE id IN (SELECT MAX(id) FROM key_checks GROUP BY provider)")
-        return {row[0]: tuple(row) for row in await cursor.fetchall()}
+        return {row[0]: KeyCheckRow(row[0], row[1], bool(row[2]), *row[3:])
+                for row in await cursor.fetchall()}
 
     async def add_approval(self, ts: float, kind: str, summary: str, evidence: str,
                            proposed_action: str, payload: dict[str, Any]) -> int:
@@ -55,12 +58,13 @@ class VigilanceMixin(StoreBase):
             (ts, kind, summary, evidence, proposed_action, json.dumps(payload)))
         return int(cursor.lastrowid or 0)
 
-    async def approvals(self, status: str | None = "pending") -> list[tuple[Any, ...]]:
+    async def approvals(self, status: str | None = "pending") -> list[ApprovalRow]:
+        """Approvals with this status (None: all of them), oldest first."""
         where = "WHERE status = ?" if status else ""
         cursor = await self._db.execute(
             "SELECT id, ts, kind, summary, evidence, proposed_action, payload, status, "
             f"decided_ts FROM approvals {where} ORDER BY id", (status,) if status else ())
-        return [tuple(row) for row in await cursor.fetchall()]
+        return [ApprovalRow(*row) for row in await cursor.fetchall()]
 
     async def decide_approval(self, approval_id: int, status: str, ts: float) -> bool:
         cursor = await self._write(

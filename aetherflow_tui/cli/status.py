@@ -26,6 +26,7 @@ from .output import PROG, print_json
 if TYPE_CHECKING:
     from ..engine import Engine
     from ..engine.health import ProbeResult, ProviderHealth
+    from ..engine.store import CanarySpend
 
 
 
@@ -62,7 +63,7 @@ async def status(engine: Engine, args: argparse.Namespace) -> int:
                  "pinned": engine.modes.pinned is not None},
         "budget": {"day": spend.day, "spent_usd": spend.spent_usd,
                    "daily_usd": spend.budget_usd,
-                   "canary_usd": sum(u for _, u in canary.values()),
+                   "canary_usd": sum(c.usd for c in canary.values()),
                    "canary_daily_usd": engine.bouquet.canary.daily_usd},
         "processes": processes,
         "providers": [_health_json(v.health, v.usable, canary.get(v.id)) for v in views],
@@ -81,7 +82,7 @@ def _day(engine: Engine) -> str:
     return local_day(engine.clock.now())
 
 
-def _health_json(health: ProviderHealth, usable: bool, canary: tuple[int, float] | None
+def _health_json(health: ProviderHealth, usable: bool, canary: CanarySpend | None
                  ) -> dict[str, Any]:
     probe = health.canary
     status = health.status
@@ -99,7 +100,7 @@ def _health_json(health: ProviderHealth, usable: bool, canary: tuple[int, float]
         "canary": None if probe is None else {
             "ts": probe.ts, "model": probe.model, "ok": probe.ok, "reason": probe.reason,
             "latency_s": probe.latency_s, "ttft_s": probe.ttft_s, "usd": probe.usd},
-        "canaries_today": {"count": canary[0], "usd": canary[1]} if canary else None,
+        "canaries_today": {"count": canary.calls, "usd": canary.usd} if canary else None,
         "status_page": None if status is None else {
             "ts": status.ts, "level": status.level, "reason": status.reason,
             "read": status.ok},

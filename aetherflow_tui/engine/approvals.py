@@ -19,7 +19,7 @@ from .bus import EventBus
 from .clock import Clock
 from .errors import UsageError
 from .events import ApprovalDecided, ApprovalRequested
-from .store import Store
+from .store import ApprovalRow, Store
 
 Handler = Callable[[Approval, bool], Awaitable[None]]
 
@@ -56,7 +56,7 @@ class ApprovalQueue:
         if not await self._store.decide_approval(approval_id, status, ts):
             raise UsageError(f"approval {approval_id} is not pending",
                              fix="list pending approvals with `a` in the cockpit")
-        (row,) = [r for r in await self._store.approvals(None) if r[0] == approval_id]
+        (row,) = [r for r in await self._store.approvals(None) if r.id == approval_id]
         approval = _approval(row)
         handler = self._handlers.get(approval.kind)
         if handler is not None:
@@ -65,7 +65,7 @@ class ApprovalQueue:
         return approval
 
 
-def _approval(row: tuple[Any, ...]) -> Approval:
-    id_, ts, kind, summary, evidence, action, payload, status, decided = row
-    return Approval(id_, ts, kind, summary, evidence or "", action or "",
-                    json.loads(payload or "{}"), status, decided)
+def _approval(row: ApprovalRow) -> Approval:
+    return Approval(row.id, row.ts, row.kind, row.summary, row.evidence or "",
+                    row.proposed_action or "", json.loads(row.payload or "{}"), row.status,
+                    row.decided_ts)

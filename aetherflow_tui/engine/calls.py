@@ -370,7 +370,7 @@ class Calls:
     async def spend_view(self) -> SpendView:
         now = self._ctx.clock.now()
         this_minute = int(now // 60)
-        series = {m: (usd, wh, g) for m, usd, wh, g in
+        series = {row.minute: (row.usd, row.wh, row.gco2e) for row in
                   await self._ctx.store.minute_series((this_minute - 59) * 60)}
         minutes = tuple(series.get(m, (0.0, 0.0, 0.0))
                         for m in range(this_minute - 59, this_minute + 1))

@@ -36,9 +36,8 @@ class Credentials:
     async def load(self) -> None:
         """The last sandbox verdict of each provider, from the store."""
         for provider, row in (await self._ctx.store.latest_key_checks()).items():
-            _, ts, _, state, reason, latency, usd, billed = row
-            self._checks[provider] = KeyCheck(provider, KeyCheckState(state), reason, ts,
-                                              latency, usd, billed)
+            self._checks[provider] = KeyCheck(provider, KeyCheckState(row.state), row.reason,
+                                              row.ts, row.latency_s, row.usd, row.billed_usd)
 
     def routable_ids(self) -> set[str]:
         return {pid for pid, status in self.statuses.items()

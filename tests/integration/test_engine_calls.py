@@ -191,7 +191,7 @@ async def test_injected_key_is_tested_then_activated_on_approval(scripted, keyri
     async with Engine(bouquet, tmp_path / "home", vault=KeyVault(backend=keyring_backend)) as e:
         assert e.key_check("scripted").active
         (decided,) = [a for a in await e.store.approvals(None)]
-        assert decided[7] == "approved"
+        assert decided.status == "approved"
 
 
 async def test_a_refused_key_fails_its_test_and_stays_inactive(scripted, keyring_backend,

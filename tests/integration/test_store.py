@@ -16,7 +16,14 @@ import pytest
 from aetherflow_tui.engine.errors import OperatorError
 from aetherflow_tui.engine.ledger import Cost, Energy
 from aetherflow_tui.engine.records import CallRecord
-from aetherflow_tui.engine.store import MIGRATIONS, Store
+from aetherflow_tui.engine.store import (
+    MIGRATIONS,
+    ApprovalRow,
+    CanarySpend,
+    KeyCheckRow,
+    MinuteSpend,
+    Store,
+)
 from tests.conftest import REPO_ROOT
 
 
@@ -59,6 +66,24 @@ async def test_rows_come_back_as_written(tmp_path: Path):
     (back,) = await store.recent_calls(1)
     assert back == written
     assert back.cost.usd is None and back.cost.method == "unpriced"
+    await store.close()
+
+
+async def test_reads_come_back_as_named_rows(tmp_path: Path):
+    store = await Store.open(tmp_path / "a.db")
+    first = _record(1)  # minute 28_333_333
+    await asyncio.gather(store.record_call(first), store.record_call(
+        replace(_record(2, provider="mistral"), purpose="canary")))
+    assert await store.minute_series(0) == [MinuteSpend(28_333_333, 0.002, 0.02, 0.006)]
+    assert await store.canary_spend_by_provider(first.day) == {
+        "mistral": CanarySpend(calls=1, usd=0.001)}
+    await store.add_key_check(5.0, "groq", True, "active", "billed as priced", 0.4, 1e-6, None)
+    (check,) = (await store.latest_key_checks()).values()
+    assert check == KeyCheckRow("groq", 5.0, True, "active", "billed as priced", 0.4, 1e-6, None)
+    approval_id = await store.add_approval(6.0, "activate_key", "groq", "ok", "activate", {})
+    assert await store.decide_approval(approval_id, "approved", 7.0)
+    assert await store.approvals(None) == [ApprovalRow(
+        approval_id, 6.0, "activate_key", "groq", "ok", "activate", "{}", "approved", 7.0)]
     await store.close()
 
 

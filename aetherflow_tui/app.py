@@ -13,7 +13,6 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import App, ComposeResult, ScreenStackError, SystemCommand
@@ -31,24 +30,14 @@ from .engine.events import (
     AlertRaised,
     ApprovalDecided,
     ApprovalRequested,
-    CallRecorded,
     DispatchHoldChanged,
     Event,
-    KeyCheckUpdated,
-    KeyStateChanged,
-    ProviderHealthChanged,
-    RegulatorDecided,
     ResponseModeChanged,
-    RunUpdated,
-    StepUpdated,
-    SystemSampled,
-    VeilleItemClassified,
-    VeillePolled,
 )
 from .engine.health import CircuitState
 from .engine.keys import REDACTOR
-from .engine.progress import RunView
 from .engine.text import excerpt, neutralise
+from .routing import Routes, handles
 from .widgets.approvals import ApprovalsScreen
 from .widgets.confirm import ConfirmScreen
 from .widgets.cost import CostPane
@@ -61,9 +50,6 @@ from .widgets.steps import StepsPane
 from .widgets.system import SystemPane
 from .widgets.throttle_modal import ThrottleModal
 from .widgets.veille import VeilleItemScreen, VeillePane
-
-if TYPE_CHECKING:
-    from .engine.veille.item import VeilleItem
 
 REFRESH_S = 1.0
 SEVERITIES = ("information", "warning", "error")  # AlertRaised's, and Textual's
@@ -156,13 +142,10 @@ class CockpitApp(App[None]):
         self.engine = engine
         self._start_watch = start_watch
         self._keymap = dict(keymap or {})
-        self._spend_dirty = True
-        self._last_minute = -1
         self._owns_engine = False
         self.events_seen = 0
         self._pump: asyncio.Task[None] | None = None
         self._last_plan_path = ""
-        self._veille_new: list[VeilleItem] = []  # shown together when their poll ends
         self.crash_log: Path | None = None  # where an unhandled exception's traceback went
         self.crash_report: str | None = None  # and the one line that says so
 
@@ -175,12 +158,14 @@ class CockpitApp(App[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        now = self.engine.clock.now
         with Grid(id="panes"):
-            yield ProvidersPane(id="providers")
+            yield ProvidersPane(self.engine.bouquet.providers, self.engine.provider_view,
+                                id="providers")
             yield CostPane(id="cost")
-            yield StepsPane(id="steps")
+            yield StepsPane(now, id="steps")
             yield SystemPane(self.engine, starting=self._start_watch is not None, id="system")
-            yield VeillePane(id="veille")
+            yield VeillePane(now, id="veille")
         yield Input(placeholder="filter providers (esc closes)", id="filter-input")
         yield Footer()
 
@@ -193,6 +178,9 @@ class CockpitApp(App[None]):
         self.show_mode()
         self.query_one("#filter-input", Input).display = False
         self.query_one(ProviderTable).focus()
+        # Each engine event to the pane that owns it; what is global, to the app.
+        self.routes = Routes(*(self.query_one(pane) for pane in (
+            ProvidersPane, CostPane, StepsPane, SystemPane, VeillePane)), self)
         self.pump_events()
         # Textual paints once on_mount returns: the panes fill in a worker, after that first
         # frame, so `workers.wait_for_complete()` still waits for them.
@@ -263,58 +251,43 @@ class CockpitApp(App[None]):
 
     async def on_engine_event(self, message: EngineEvent) -> None:
         self.events_seen += 1
-        event = message.event
-        if isinstance(event, CallRecorded):
-            self._spend_dirty = True
-        elif isinstance(event, ProviderHealthChanged):
-            await self.show_provider(event.health.provider)
-        elif isinstance(event, KeyCheckUpdated):
-            await self.show_provider(event.check.provider)
-        elif isinstance(event, KeyStateChanged):
-            await self.show_provider(event.provider)
-        elif isinstance(event, StepUpdated):
-            self.query_one(StepsPane).show_step(event.run_id, event.step,
-                                                self.engine.clock.now())
-        elif isinstance(event, RunUpdated):
-            self._show_run(event.run)
-        elif isinstance(event, ResponseModeChanged):
-            self.show_mode()
-            self.notify(f"{event.mode.upper()}: {excerpt(event.reason, 120)}",
-                        title="Response mode", markup=False,
-                        severity="warning" if event.mode != "bouquet" else "information")
-        elif isinstance(event, ApprovalRequested):
-            self.notify(f"approval waiting: {excerpt(event.approval.summary, 120)} (press a)",
-                        title="Approval", markup=False)
-            for screen in self.screen_stack:
-                if isinstance(screen, ApprovalsScreen):
-                    screen.reload()
-        elif isinstance(event, ApprovalDecided):
-            self.notify(f"{event.approval.status}: {excerpt(event.approval.summary, 120)}",
-                        markup=False)
-            approval = event.approval
-            if (approval.kind == OPPORTUNITY and approval.status == "approved"
-                    and approval.payload.get("report", {}).get("funnel")):
-                self.walk_funnel(str(approval.payload["provider"]))
-        elif isinstance(event, VeilleItemClassified):
-            self._veille_new.append(event.item)
-        elif isinstance(event, VeillePolled):
-            pane = self.query_one(VeillePane)
-            with self.batch_update():
-                pane.add(self._veille_new, self.engine.clock.now())
-                pane.polled(event.sources, self.engine.clock.now())
-            self._veille_new = []
-        elif isinstance(event, SystemSampled):
-            self.query_one(SystemPane).sampled(event.sample)
-        elif isinstance(event, RegulatorDecided):
-            self.query_one(SystemPane).decided(event.decision)
-        elif isinstance(event, DispatchHoldChanged):
-            self.query_one(SystemPane).hold_changed()
-            self.show_mode()
-        elif isinstance(event, AlertRaised):
-            severity = event.severity if event.severity in SEVERITIES else "warning"
-            self.notify(excerpt(event.message, 300), title=excerpt(event.title, 80),
-                        severity=severity, markup=False,  # type: ignore[arg-type]
-                        timeout=10 if severity == "error" else 5)
+        await self.routes.dispatch(message.event)
+
+    # -- what is global: the header, notifications, approvals ------------------------------
+
+    @handles(ResponseModeChanged)
+    def mode_changed(self, event: ResponseModeChanged) -> None:
+        self.show_mode()
+        self.notify(f"{event.mode.upper()}: {excerpt(event.reason, 120)}",
+                    title="Response mode", markup=False,
+                    severity="warning" if event.mode != "bouquet" else "information")
+
+    @handles(DispatchHoldChanged)
+    def hold_changed(self, event: DispatchHoldChanged) -> None:
+        self.show_mode()
+
+    @handles(ApprovalRequested)
+    def approval_requested(self, event: ApprovalRequested) -> None:
+        self.notify(f"approval waiting: {excerpt(event.approval.summary, 120)} (press a)",
+                    title="Approval", markup=False)
+        for screen in self.screen_stack:
+            if isinstance(screen, ApprovalsScreen):
+                screen.reload()
+
+    @handles(ApprovalDecided)
+    def approval_decided(self, event: ApprovalDecided) -> None:
+        approval = event.approval
+        self.notify(f"{approval.status}: {excerpt(approval.summary, 120)}", markup=False)
+        if (approval.kind == OPPORTUNITY and approval.status == "approved"
+                and approval.payload.get("report", {}).get("funnel")):
+            self.walk_funnel(str(approval.payload["provider"]))
+
+    @handles(AlertRaised)
+    def alert_raised(self, event: AlertRaised) -> None:
+        severity = event.severity if event.severity in SEVERITIES else "warning"
+        self.notify(excerpt(event.message, 300), title=excerpt(event.title, 80),
+                    severity=severity, markup=False,  # type: ignore[arg-type]
+                    timeout=10 if severity == "error" else 5)
 
     def _read_prices(self) -> None:
         prices = self.engine.prices
@@ -342,34 +315,16 @@ class CockpitApp(App[None]):
             pane.add(await self.engine.veille_items(limit=300), now)
             pane.polled(tuple(await self.engine.veille.statuses()), now)
 
-    def _show_run(self, run: RunView) -> None:
-        pane = self.query_one(StepsPane)
-        shown = pane.run
-        # A run that is not the one on screen takes over only if it is newer.
-        if shown is None or shown.run_id == run.run_id or run.started >= shown.started:
-            pane.show_run(run)
-
     async def load_providers(self) -> None:
-        table = self.query_one(ProviderTable)
-        with self.batch_update():
-            for view in await self.engine.provider_views():
-                table.show(view)
-            self.query_one(ProvidersPane).refresh_detail()
-
-    async def show_provider(self, provider_id: str) -> None:
-        if provider_id in self.engine.bouquet.providers:
-            self.query_one(ProviderTable).show(await self.engine.provider_view(provider_id))
-            pane = self.query_one(ProvidersPane)
-            selected = pane.table.selected
-            if selected is not None and selected.id == provider_id:
-                pane.refresh_detail()
+        self.query_one(ProvidersPane).show_all(await self.engine.provider_views())
 
     async def refresh_spend(self) -> None:
         view = await self.engine.spend_view()
+        cost = self.query_one(CostPane)
         with self.batch_update():
-            self.query_one(CostPane).show(view)
-        self._spend_dirty = False
-        self._last_minute = int(self.engine.clock.now() // 60)
+            cost.show(view)
+        cost.stale = False
+        cost.minute = int(self.engine.clock.now() // 60)
 
     async def tick(self) -> None:
         # Re-armed after each run, so a slow refresh never overlaps the next one; skipped
@@ -381,7 +336,7 @@ class CockpitApp(App[None]):
         try:
             minute = int(self.engine.clock.now() // 60)
             if not isinstance(screen, ModalScreen):
-                if self._spend_dirty or minute != self._last_minute:
+                if self.query_one(CostPane).due(minute):
                     await self.refresh_spend()
                 self.query_one(StepsPane).tick(self.engine.clock.now())
                 self.query_one(VeillePane).tick(self.engine.clock.now())
@@ -472,10 +427,10 @@ class CockpitApp(App[None]):
         def started(run: PlanRun | None) -> None:
             if run is not None:
                 self._last_plan_path = str(run.plan_path)  # a Path: the Input takes text
-                self.query_one(StepsPane).show_run(run.view())
+                steps = self.query_one(StepsPane)
+                steps.show_run(run.view())
                 for step in run.steps():
-                    self.query_one(StepsPane).show_step(run.run_id, step,
-                                                        self.engine.clock.now())
+                    steps.show_step(run.run_id, step, self.engine.clock.now())
                 self.notify(f"run {run.run_id} started: {neutralise(run.plan.task_id)}",
                             markup=False)
                 # Watching it is what comes next; after the dialog hands focus back.
@@ -721,5 +676,5 @@ class CockpitApp(App[None]):
 
     def provider_light(self, provider_id: str) -> str:
         """The light of one row, as text: for tests and the e2e check."""
-        view = self.query_one(ProviderTable)._views[provider_id]
+        view = self.query_one(ProviderTable).view(provider_id)
         return light(view)[0].value

@@ -20,9 +20,11 @@ from textual.screen import ModalScreen
 from textual.widgets import Label, Sparkline, Static
 
 from ..engine import Engine
+from ..engine.events import DispatchHoldChanged, RegulatorDecided, SystemSampled
 from ..engine.regulator import SystemSample, SystemState
 from ..engine.vigilance import HISTORY, MIN_ERROR_CALLS, RegulatorDecision
 from ..formatting import percent
+from ..routing import handles
 from .pane import Pane
 from .safe import literal
 
@@ -182,15 +184,18 @@ class SystemPane(Pane):
 
     # -- events in -------------------------------------------------------------------------
 
-    def sampled(self, sample: SystemSample) -> None:
-        self.samples.append(sample)
+    @handles(SystemSampled)
+    def sampled(self, event: SystemSampled) -> None:
+        self.samples.append(event.sample)
         self._mark()
 
-    def decided(self, decision: RegulatorDecision) -> None:
-        self.decision = decision
+    @handles(RegulatorDecided)
+    def decided(self, event: RegulatorDecided) -> None:
+        self.decision = event.decision
         self._mark()
 
-    def hold_changed(self) -> None:
+    @handles(DispatchHoldChanged)
+    def hold_changed(self, event: DispatchHoldChanged) -> None:
         self._mark()
 
     def watch_started(self) -> None:

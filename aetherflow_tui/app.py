@@ -34,7 +34,6 @@ from .engine.events import (
     Event,
     ResponseModeChanged,
 )
-from .engine.health import CircuitState
 from .engine.keys import REDACTOR
 from .engine.text import excerpt, neutralise
 from .routing import Routes, handles
@@ -164,7 +163,8 @@ class CockpitApp(App[None]):
                                 id="providers")
             yield CostPane(id="cost")
             yield StepsPane(now, id="steps")
-            yield SystemPane(self.engine, starting=self._start_watch is not None, id="system")
+            yield SystemPane(self.engine.system_view, now, starting=self._start_watch is not None,
+                             id="system")
             yield VeillePane(now, id="veille")
         yield Input(placeholder="filter providers (esc closes)", id="filter-input")
         yield Footer()
@@ -193,7 +193,7 @@ class CockpitApp(App[None]):
         await painted.wait()
         # The first price read imports genai-prices' table (~150 ms): on a thread, so the loop
         # is free meanwhile to paint what the first frame did not have yet (the footer keys).
-        await asyncio.to_thread(self._read_prices)
+        await asyncio.to_thread(self.engine.warm_prices)
         await self.load_providers()
         self.show_mode()  # the key states are known now, and so is the mode
         await self.refresh_spend()
@@ -289,12 +289,6 @@ class CockpitApp(App[None]):
                     severity=severity, markup=False,  # type: ignore[arg-type]
                     timeout=10 if severity == "error" else 5)
 
-    def _read_prices(self) -> None:
-        prices = self.engine.prices
-        for spec in self.engine.bouquet.providers.values():
-            for model in spec.models:
-                prices.rates(spec, model)
-
     async def load_last_run(self) -> None:
         last = await self.engine.last_run()
         if last is None:
@@ -313,7 +307,7 @@ class CockpitApp(App[None]):
         now = self.engine.clock.now()
         with self.batch_update():
             pane.add(await self.engine.veille_items(limit=300), now)
-            pane.polled(tuple(await self.engine.veille.statuses()), now)
+            pane.polled(await self.engine.veille_sources(), now)
 
     async def load_providers(self) -> None:
         self.query_one(ProvidersPane).show_all(await self.engine.provider_views())
@@ -415,7 +409,7 @@ class CockpitApp(App[None]):
     async def action_poll_veille(self) -> None:
         self.notify("reading the feeds and status pages...", markup=False)
         try:
-            summary = await self.engine.veille.poll()
+            summary = await self.engine.poll_veille()
         except OperatorError as exc:
             self.notify(str(exc), severity="error", markup=False)
             return
@@ -483,17 +477,17 @@ class CockpitApp(App[None]):
 
     def show_mode(self) -> None:
         """The response mode in the header, with why; plain text (the title is not markup)."""
-        modes = self.engine.modes
-        pinned = " (pinned)" if modes.pinned is not None else ""
-        held = self.engine.held
+        control = self.engine.control_view()
+        pinned = " (pinned)" if control.pinned is not None else ""
+        held = control.held
         self.sub_title = ((f"DISPATCH HELD: {excerpt(held, 60)} · " if held is not None
                            else "")
-                          + f"{modes.mode.value.upper()}{pinned}: {modes.reason} · "
+                          + f"{control.mode.value.upper()}{pinned}: {control.mode_reason} · "
                           f"bouquet: {self.engine.bouquet.source_label}")
 
     def action_cycle_mode(self) -> None:
         order = [None, *ResponseMode]
-        current = self.engine.modes.pinned
+        current = self.engine.control_view().pinned
         pin = order[(order.index(current) + 1) % len(order)]
         self.engine.pin_mode(pin)
         self.show_mode()
@@ -554,15 +548,14 @@ class CockpitApp(App[None]):
         provider = self._selected()
         if provider is None:
             return
-        if self.engine.health.circuit(provider).state is CircuitState.CLOSED:
+        if provider not in self.engine.control_view().unclosed_circuits:
             self.notify(f"{provider}'s circuit is closed: nothing to reset", markup=False,
                         severity="warning")
             return
         self.engine.reset_circuits(provider)  # its alert tells the operator
 
     def action_reset_all_circuits(self) -> None:
-        unwell = [p for p in self.engine.bouquet.providers
-                  if self.engine.health.circuit(p).state is not CircuitState.CLOSED]
+        unwell = self.engine.control_view().unclosed_circuits
         if not unwell:
             self.notify("every circuit is closed: nothing to reset", severity="warning")
             return
@@ -578,8 +571,9 @@ class CockpitApp(App[None]):
             "orange until calls pass again."), answered)
 
     async def action_emergency_stop(self) -> None:
-        if self.engine.held is not None:
-            self.notify(f"dispatch is already held: {excerpt(self.engine.held, 120)}; "
+        held = self.engine.control_view().held
+        if held is not None:
+            self.notify(f"dispatch is already held: {excerpt(held, 120)}; "
                         "R resumes it", severity="warning", markup=False)
             return
         # Every live process's runs: a CLI run started elsewhere is stopped too.
@@ -604,7 +598,7 @@ class CockpitApp(App[None]):
 
     @work(group="emergency")
     async def action_resume_dispatch(self) -> None:
-        if self.engine.held is None:
+        if self.engine.control_view().held is None:
             self.notify("dispatch is not held", severity="warning")
             return
         try:
@@ -641,7 +635,7 @@ class CockpitApp(App[None]):
                     else "warning" if result.skipped else "error")
 
     async def action_quit_cockpit(self) -> None:
-        busy = self.engine.busy()
+        busy = self.engine.control_view().in_flight
         runs = self.engine.active_runs()
         if not busy and not runs:
             self.exit()

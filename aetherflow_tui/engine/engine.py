@@ -71,7 +71,7 @@ class Engine:
         self.regulation = Regulation(ctx, self.calls, self.local,
                                      lambda: bool(self.credentials.statuses))
         self.plan_runs = Runs(ctx, self.calls, self.credentials.provider_views)
-        self.controls = Controls(ctx, self.plan_runs, self.local, self.regulation)
+        self.controls = Controls(ctx, self.plan_runs, self.local, self.regulation, self.calls)
         # The wiring: what one part does when another's state moves.
         self.calls.on_health = self.regulation.health_changed
         self.calls.on_circuit_open = self.regulation.probe_soon
@@ -112,6 +112,10 @@ class Engine:
         self.provider_spec, self.model_spec = ctx.provider_spec, ctx.model_spec
         self.gate, self.set_concurrency = ctx.gate, ctx.set_concurrency
         self.check_dispatch = ctx.dispatch.check
+        # What the cockpit reads: view objects, never the live parts behind them.
+        self.control_view, self.system_view = self.controls.view, self.regulation.system_view
+        self.veille_sources, self.poll_veille = self.market.source_statuses, self.market.poll
+        self.warm_prices = self.market.warm_prices
 
     # -- lifecycle -------------------------------------------------------------------------
 

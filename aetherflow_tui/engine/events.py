@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .approvals import Approval
     from .regulator import SystemSample
     from .veille.item import VeilleItem
-    from .veille.watch import SourceStatus
+    from .views import SourceStatus
     from .vigilance import RegulatorDecision
 
 

@@ -15,13 +15,14 @@ from textual.widgets import Input, Label, Static
 
 from ..engine import Engine
 from ..engine.errors import OperatorError
+from ..engine.views import ControlView
 from .safe import literal
 
 
-def current(engine: Engine) -> Text:
-    cap = engine.manual_cap
+def current(control: ControlView) -> Text:
+    cap = control.manual_cap
     mine = f"your throttle: {cap}" if cap is not None else "no throttle of yours"
-    return Text(f"now: at most {engine.concurrency.limit} call(s) in flight · {mine}",
+    return Text(f"now: at most {control.concurrency} call(s) in flight · {mine}",
                 style="dim")
 
 
@@ -40,7 +41,7 @@ class ThrottleModal(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="throttle-dialog", classes="dialog"):
             yield Label("Emergency throttle", classes="dialog-title")
-            yield Static(current(self.engine))
+            yield Static(current(self.engine.control_view()))
             yield Input(placeholder="calls in flight: 1 or more; empty lifts it",
                         id="throttle-limit", restrict=r"[0-9a-z ]*")
             yield Static(id="throttle-status")
@@ -53,7 +54,7 @@ class ThrottleModal(ModalScreen[str | None]):
     def submitted(self, event: Input.Submitted) -> None:
         typed = event.value.strip().lower()
         if typed in ("", "off"):
-            if self.engine.manual_cap is None:
+            if self.engine.control_view().manual_cap is None:
                 self._status(Text("there is no throttle to lift: type a number",
                                   style="yellow"))
                 return

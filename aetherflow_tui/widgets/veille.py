@@ -25,7 +25,7 @@ from .safe import literal
 
 if TYPE_CHECKING:  # the veille's modules load after the first frame, with the watch
     from ..engine.veille.item import VeilleItem
-    from ..engine.veille.watch import SourceStatus
+    from ..engine.views import SourceStatus
 
 BADGE = {"price_change": ("PRICE", "bold black on cyan"),
          "outage": ("OUTAGE", "bold white on red"),

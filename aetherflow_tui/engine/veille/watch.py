@@ -26,6 +26,7 @@ from ..approvals import OPPORTUNITY, PRICE_UPDATE
 from ..errors import UsageError
 from ..events import VeilleItemClassified, VeillePolled
 from ..text import excerpt
+from ..views import SourceStatus  # a read model: the cockpit has it before the veille loads
 from .extract import PriceQuote
 from .item import VeilleItem
 from .opportunity import (
@@ -54,20 +55,6 @@ TITLE_WINDOW_S = 7 * DAY_S
 # Prices within this much of the current ones are the same price, rounded differently.
 SAME_PRICE = 0.005
 _SIZE_IN_NAME = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*[bB](?![a-zA-Z])")
-
-
-@dataclass(frozen=True, slots=True)
-class SourceStatus:
-    """One source after a poll, as `veille poll` and the pane's header show it."""
-
-    name: str
-    location: str
-    kind: str
-    outcome: str  # new, not_modified, error, or "never" before its first poll
-    error: str | None
-    new_items: int
-    ts: float | None
-    ok_ts: float | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,9 @@
 """The cockpit: five panes on the live engine, driven from the keyboard.
 
 Handlers never do I/O: they call engine methods in workers, and the engine's events come
-back through one subscription, posted as messages, to the pane that shows them.
+back through one subscription, posted as messages, to the pane that shows them (routing.py).
+Panes and dialogs read view objects only; a dialog asks for what it wants done with a
+request (requests.py), which the app carries out on the engine.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from .engine.events import (
 )
 from .engine.keys import REDACTOR
 from .engine.text import excerpt, neutralise
+from .requests import Requests
 from .routing import Routes, handles
 from .widgets.approvals import ApprovalsScreen
 from .widgets.confirm import ConfirmScreen
@@ -139,6 +142,7 @@ class CockpitApp(App[None]):
         once the first frame is on screen: the operator sees the cockpit before it."""
         super().__init__()
         self.engine = engine
+        self.requests = Requests(self)  # what the dialogs ask for, done on the engine
         self._start_watch = start_watch
         self._keymap = dict(keymap or {})
         self._owns_engine = False
@@ -361,7 +365,7 @@ class CockpitApp(App[None]):
                         "the keychain: set key = \"keyring\" in the config to inject one "
                         "here", severity="warning", markup=False)
             return
-        self.push_screen(KeyModal(self.engine, provider))
+        self.push_screen(KeyModal(provider, self.requests.carry_out))
 
     @work(exclusive=True, group="key-test")
     async def action_test_key(self) -> None:
@@ -403,7 +407,7 @@ class CockpitApp(App[None]):
                         "key, paste it here: the sandbox test checks the bill against the "
                         "announced price", title=f"Get a key for {provider}", markup=False,
                         timeout=15)
-        self.push_screen(KeyModal(self.engine, provider))
+        self.push_screen(KeyModal(provider, self.requests.carry_out))
 
     @work(exclusive=True, group="veille-poll")
     async def action_poll_veille(self) -> None:
@@ -418,19 +422,19 @@ class CockpitApp(App[None]):
                     severity="warning" if summary.errors else "information")
 
     def action_run_plan(self) -> None:
-        def started(run: PlanRun | None) -> None:
-            if run is not None:
-                self._last_plan_path = str(run.plan_path)  # a Path: the Input takes text
-                steps = self.query_one(StepsPane)
-                steps.show_run(run.view())
-                for step in run.steps():
-                    steps.show_step(run.run_id, step, self.engine.clock.now())
-                self.notify(f"run {run.run_id} started: {neutralise(run.plan.task_id)}",
-                            markup=False)
-                # Watching it is what comes next; after the dialog hands focus back.
-                self.call_after_refresh(self.action_focus_pane, 2)
+        self.push_screen(RunPlanModal(self.requests.carry_out, self.engine.bouquet.routing.mode,
+                                      self._last_plan_path))
 
-        self.push_screen(RunPlanModal(self.engine, self._last_plan_path), started)
+    def run_started(self, run: PlanRun) -> None:
+        """The run dialog's RunPlan is under way: show it."""
+        self._last_plan_path = str(run.plan_path)  # a Path: the Input takes text
+        steps = self.query_one(StepsPane)
+        steps.show_run(run.view())
+        for step in run.steps():
+            steps.show_step(run.run_id, step, self.engine.clock.now())
+        self.notify(f"run {run.run_id} started: {neutralise(run.plan.task_id)}", markup=False)
+        # Watching it is what comes next; after the dialog hands focus back.
+        self.call_after_refresh(self.action_focus_pane, 2)
 
     def action_cancel_run(self) -> None:
         runs = self.engine.active_runs()
@@ -452,7 +456,7 @@ class CockpitApp(App[None]):
             f"{run.plan_path} --resume {run.run_id}"), answered)
 
     def action_approvals(self) -> None:
-        self.push_screen(ApprovalsScreen(self.engine))
+        self.push_screen(ApprovalsScreen(self.requests.carry_out))
 
     def action_filter(self) -> None:
         box = self.query_one("#filter-input", Input)
@@ -541,8 +545,7 @@ class CockpitApp(App[None]):
         self.notify(excerpt(done, 300), title="Force optimisation", markup=False)
 
     def action_emergency_throttle(self) -> None:
-        # The engine raises an alert for the change: that is the notification.
-        self.push_screen(ThrottleModal(self.engine))
+        self.push_screen(ThrottleModal(self.engine.control_view(), self.requests.carry_out))
 
     def action_reset_circuit(self) -> None:
         provider = self._selected()

@@ -150,14 +150,15 @@ class Requests:
 
     def _load_approvals(self, request: LoadApprovals, dialog: ApprovalsScreen) -> None:
         async def load() -> None:
-            dialog.show(await self._app.engine.approvals.pending())
+            dialog.show(await self._app.engine.pending_approvals())
 
         self._in(dialog, "approvals", load)
 
     def _decide(self, request: Decide, dialog: ApprovalsScreen) -> None:
         async def decide() -> None:
             try:
-                await self._app.engine.approvals.decide(request.approval_id, request.approve)
+                await self._app.engine.decide_approval(request.approval_id,
+                                                         request.approve)
             except OperatorError as exc:
                 dialog.refused(str(exc))
                 return

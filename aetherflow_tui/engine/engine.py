@@ -33,7 +33,7 @@ from .runs import Runs
 from .store import Store
 
 if TYPE_CHECKING:
-    from .approvals import ApprovalQueue
+    from .approvals import Approval, ApprovalQueue
     from .budget import BudgetGuard
     from .bus import EventBus
     from .gates import ConcurrencyCap
@@ -235,3 +235,9 @@ class Engine:
     def busy(self) -> int:
         """Calls in flight: quitting now would cut them."""
         return self.calls.in_flight
+
+    async def pending_approvals(self) -> list[Approval]:
+        return await self.ctx.approvals.pending()  # the queue exists once started
+
+    async def decide_approval(self, approval_id: int, approve: bool) -> Approval:
+        return await self.ctx.approvals.decide(approval_id, approve)

@@ -1,7 +1,9 @@
 """The cockpit: five panes on the live engine, driven from the keyboard.
 
 Handlers never do I/O: they call engine methods in workers, and the engine's events come
-back through one subscription, posted as messages, to the pane that shows them.
+back through one subscription, posted as messages, to the pane that shows them (routing.py).
+Panes and dialogs read view objects only; a dialog asks for what it wants done with a
+request (requests.py), which the app carries out on the engine.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import App, ComposeResult, ScreenStackError, SystemCommand
@@ -31,24 +32,14 @@ from .engine.events import (
     AlertRaised,
     ApprovalDecided,
     ApprovalRequested,
-    CallRecorded,
     DispatchHoldChanged,
     Event,
-    KeyCheckUpdated,
-    KeyStateChanged,
-    ProviderHealthChanged,
-    RegulatorDecided,
     ResponseModeChanged,
-    RunUpdated,
-    StepUpdated,
-    SystemSampled,
-    VeilleItemClassified,
-    VeillePolled,
 )
-from .engine.health import CircuitState
 from .engine.keys import REDACTOR
-from .engine.progress import RunView
 from .engine.text import excerpt, neutralise
+from .request_handler import Requests
+from .routing import Routes, handles
 from .widgets.approvals import ApprovalsScreen
 from .widgets.confirm import ConfirmScreen
 from .widgets.cost import CostPane
@@ -61,9 +52,6 @@ from .widgets.steps import StepsPane
 from .widgets.system import SystemPane
 from .widgets.throttle_modal import ThrottleModal
 from .widgets.veille import VeilleItemScreen, VeillePane
-
-if TYPE_CHECKING:
-    from .engine.veille.item import VeilleItem
 
 REFRESH_S = 1.0
 SEVERITIES = ("information", "warning", "error")  # AlertRaised's, and Textual's
@@ -154,15 +142,13 @@ class CockpitApp(App[None]):
         once the first frame is on screen: the operator sees the cockpit before it."""
         super().__init__()
         self.engine = engine
+        self.requests = Requests(self)  # what the dialogs ask for, done on the engine
         self._start_watch = start_watch
         self._keymap = dict(keymap or {})
-        self._spend_dirty = True
-        self._last_minute = -1
         self._owns_engine = False
         self.events_seen = 0
         self._pump: asyncio.Task[None] | None = None
         self._last_plan_path = ""
-        self._veille_new: list[VeilleItem] = []  # shown together when their poll ends
         self.crash_log: Path | None = None  # where an unhandled exception's traceback went
         self.crash_report: str | None = None  # and the one line that says so
 
@@ -175,12 +161,15 @@ class CockpitApp(App[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        now = self.engine.clock.now
         with Grid(id="panes"):
-            yield ProvidersPane(id="providers")
+            yield ProvidersPane(self.engine.bouquet.providers, self.engine.provider_view,
+                                id="providers")
             yield CostPane(id="cost")
-            yield StepsPane(id="steps")
-            yield SystemPane(self.engine, starting=self._start_watch is not None, id="system")
-            yield VeillePane(id="veille")
+            yield StepsPane(now, id="steps")
+            yield SystemPane(self.engine.system_view, now, starting=self._start_watch is not None,
+                             id="system")
+            yield VeillePane(now, id="veille")
         yield Input(placeholder="filter providers (esc closes)", id="filter-input")
         yield Footer()
 
@@ -193,6 +182,9 @@ class CockpitApp(App[None]):
         self.show_mode()
         self.query_one("#filter-input", Input).display = False
         self.query_one(ProviderTable).focus()
+        # Each engine event to the pane that owns it; what is global, to the app.
+        self.routes = Routes(*(self.query_one(pane) for pane in (
+            ProvidersPane, CostPane, StepsPane, SystemPane, VeillePane)), self)
         self.pump_events()
         # Textual paints once on_mount returns: the panes fill in a worker, after that first
         # frame, so `workers.wait_for_complete()` still waits for them.
@@ -205,7 +197,7 @@ class CockpitApp(App[None]):
         await painted.wait()
         # The first price read imports genai-prices' table (~150 ms): on a thread, so the loop
         # is free meanwhile to paint what the first frame did not have yet (the footer keys).
-        await asyncio.to_thread(self._read_prices)
+        await asyncio.to_thread(self.engine.warm_prices)
         await self.load_providers()
         self.show_mode()  # the key states are known now, and so is the mode
         await self.refresh_spend()
@@ -263,64 +255,43 @@ class CockpitApp(App[None]):
 
     async def on_engine_event(self, message: EngineEvent) -> None:
         self.events_seen += 1
-        event = message.event
-        if isinstance(event, CallRecorded):
-            self._spend_dirty = True
-        elif isinstance(event, ProviderHealthChanged):
-            await self.show_provider(event.health.provider)
-        elif isinstance(event, KeyCheckUpdated):
-            await self.show_provider(event.check.provider)
-        elif isinstance(event, KeyStateChanged):
-            await self.show_provider(event.provider)
-        elif isinstance(event, StepUpdated):
-            self.query_one(StepsPane).show_step(event.run_id, event.step,
-                                                self.engine.clock.now())
-        elif isinstance(event, RunUpdated):
-            self._show_run(event.run)
-        elif isinstance(event, ResponseModeChanged):
-            self.show_mode()
-            self.notify(f"{event.mode.upper()}: {excerpt(event.reason, 120)}",
-                        title="Response mode", markup=False,
-                        severity="warning" if event.mode != "bouquet" else "information")
-        elif isinstance(event, ApprovalRequested):
-            self.notify(f"approval waiting: {excerpt(event.approval.summary, 120)} (press a)",
-                        title="Approval", markup=False)
-            for screen in self.screen_stack:
-                if isinstance(screen, ApprovalsScreen):
-                    screen.reload()
-        elif isinstance(event, ApprovalDecided):
-            self.notify(f"{event.approval.status}: {excerpt(event.approval.summary, 120)}",
-                        markup=False)
-            approval = event.approval
-            if (approval.kind == OPPORTUNITY and approval.status == "approved"
-                    and approval.payload.get("report", {}).get("funnel")):
-                self.walk_funnel(str(approval.payload["provider"]))
-        elif isinstance(event, VeilleItemClassified):
-            self._veille_new.append(event.item)
-        elif isinstance(event, VeillePolled):
-            pane = self.query_one(VeillePane)
-            with self.batch_update():
-                pane.add(self._veille_new, self.engine.clock.now())
-                pane.polled(event.sources, self.engine.clock.now())
-            self._veille_new = []
-        elif isinstance(event, SystemSampled):
-            self.query_one(SystemPane).sampled(event.sample)
-        elif isinstance(event, RegulatorDecided):
-            self.query_one(SystemPane).decided(event.decision)
-        elif isinstance(event, DispatchHoldChanged):
-            self.query_one(SystemPane).hold_changed()
-            self.show_mode()
-        elif isinstance(event, AlertRaised):
-            severity = event.severity if event.severity in SEVERITIES else "warning"
-            self.notify(excerpt(event.message, 300), title=excerpt(event.title, 80),
-                        severity=severity, markup=False,  # type: ignore[arg-type]
-                        timeout=10 if severity == "error" else 5)
+        await self.routes.dispatch(message.event)
 
-    def _read_prices(self) -> None:
-        prices = self.engine.prices
-        for spec in self.engine.bouquet.providers.values():
-            for model in spec.models:
-                prices.rates(spec, model)
+    # -- what is global: the header, notifications, approvals ------------------------------
+
+    @handles(ResponseModeChanged)
+    def mode_changed(self, event: ResponseModeChanged) -> None:
+        self.show_mode()
+        self.notify(f"{event.mode.upper()}: {excerpt(event.reason, 120)}",
+                    title="Response mode", markup=False,
+                    severity="warning" if event.mode != "bouquet" else "information")
+
+    @handles(DispatchHoldChanged)
+    def hold_changed(self, event: DispatchHoldChanged) -> None:
+        self.show_mode()
+
+    @handles(ApprovalRequested)
+    def approval_requested(self, event: ApprovalRequested) -> None:
+        self.notify(f"approval waiting: {excerpt(event.approval.summary, 120)} (press a)",
+                    title="Approval", markup=False)
+        for screen in self.screen_stack:
+            if isinstance(screen, ApprovalsScreen):
+                screen.reload()
+
+    @handles(ApprovalDecided)
+    def approval_decided(self, event: ApprovalDecided) -> None:
+        approval = event.approval
+        self.notify(f"{approval.status}: {excerpt(approval.summary, 120)}", markup=False)
+        if (approval.kind == OPPORTUNITY and approval.status == "approved"
+                and approval.payload.get("report", {}).get("funnel")):
+            self.walk_funnel(str(approval.payload["provider"]))
+
+    @handles(AlertRaised)
+    def alert_raised(self, event: AlertRaised) -> None:
+        severity = event.severity if event.severity in SEVERITIES else "warning"
+        self.notify(excerpt(event.message, 300), title=excerpt(event.title, 80),
+                    severity=severity, markup=False,  # type: ignore[arg-type]
+                    timeout=10 if severity == "error" else 5)
 
     async def load_last_run(self) -> None:
         last = await self.engine.last_run()
@@ -340,36 +311,18 @@ class CockpitApp(App[None]):
         now = self.engine.clock.now()
         with self.batch_update():
             pane.add(await self.engine.veille_items(limit=300), now)
-            pane.polled(tuple(await self.engine.veille.statuses()), now)
-
-    def _show_run(self, run: RunView) -> None:
-        pane = self.query_one(StepsPane)
-        shown = pane.run
-        # A run that is not the one on screen takes over only if it is newer.
-        if shown is None or shown.run_id == run.run_id or run.started >= shown.started:
-            pane.show_run(run)
+            pane.polled(await self.engine.veille_sources(), now)
 
     async def load_providers(self) -> None:
-        table = self.query_one(ProviderTable)
-        with self.batch_update():
-            for view in await self.engine.provider_views():
-                table.show(view)
-            self.query_one(ProvidersPane).refresh_detail()
-
-    async def show_provider(self, provider_id: str) -> None:
-        if provider_id in self.engine.bouquet.providers:
-            self.query_one(ProviderTable).show(await self.engine.provider_view(provider_id))
-            pane = self.query_one(ProvidersPane)
-            selected = pane.table.selected
-            if selected is not None and selected.id == provider_id:
-                pane.refresh_detail()
+        self.query_one(ProvidersPane).show_all(await self.engine.provider_views())
 
     async def refresh_spend(self) -> None:
         view = await self.engine.spend_view()
+        cost = self.query_one(CostPane)
         with self.batch_update():
-            self.query_one(CostPane).show(view)
-        self._spend_dirty = False
-        self._last_minute = int(self.engine.clock.now() // 60)
+            cost.show(view)
+        cost.stale = False
+        cost.minute = int(self.engine.clock.now() // 60)
 
     async def tick(self) -> None:
         # Re-armed after each run, so a slow refresh never overlaps the next one; skipped
@@ -381,7 +334,7 @@ class CockpitApp(App[None]):
         try:
             minute = int(self.engine.clock.now() // 60)
             if not isinstance(screen, ModalScreen):
-                if self._spend_dirty or minute != self._last_minute:
+                if self.query_one(CostPane).due(minute):
                     await self.refresh_spend()
                 self.query_one(StepsPane).tick(self.engine.clock.now())
                 self.query_one(VeillePane).tick(self.engine.clock.now())
@@ -412,7 +365,7 @@ class CockpitApp(App[None]):
                         "the keychain: set key = \"keyring\" in the config to inject one "
                         "here", severity="warning", markup=False)
             return
-        self.push_screen(KeyModal(self.engine, provider))
+        self.push_screen(KeyModal(provider, self.requests.carry_out))
 
     @work(exclusive=True, group="key-test")
     async def action_test_key(self) -> None:
@@ -454,13 +407,13 @@ class CockpitApp(App[None]):
                         "key, paste it here: the sandbox test checks the bill against the "
                         "announced price", title=f"Get a key for {provider}", markup=False,
                         timeout=15)
-        self.push_screen(KeyModal(self.engine, provider))
+        self.push_screen(KeyModal(provider, self.requests.carry_out))
 
     @work(exclusive=True, group="veille-poll")
     async def action_poll_veille(self) -> None:
         self.notify("reading the feeds and status pages...", markup=False)
         try:
-            summary = await self.engine.veille.poll()
+            summary = await self.engine.poll_veille()
         except OperatorError as exc:
             self.notify(str(exc), severity="error", markup=False)
             return
@@ -469,19 +422,19 @@ class CockpitApp(App[None]):
                     severity="warning" if summary.errors else "information")
 
     def action_run_plan(self) -> None:
-        def started(run: PlanRun | None) -> None:
-            if run is not None:
-                self._last_plan_path = str(run.plan_path)  # a Path: the Input takes text
-                self.query_one(StepsPane).show_run(run.view())
-                for step in run.steps():
-                    self.query_one(StepsPane).show_step(run.run_id, step,
-                                                        self.engine.clock.now())
-                self.notify(f"run {run.run_id} started: {neutralise(run.plan.task_id)}",
-                            markup=False)
-                # Watching it is what comes next; after the dialog hands focus back.
-                self.call_after_refresh(self.action_focus_pane, 2)
+        self.push_screen(RunPlanModal(self.requests.carry_out, self.engine.bouquet.routing.mode,
+                                      self._last_plan_path))
 
-        self.push_screen(RunPlanModal(self.engine, self._last_plan_path), started)
+    def run_started(self, run: PlanRun) -> None:
+        """The run dialog's RunPlan is under way: show it."""
+        self._last_plan_path = str(run.plan_path)  # a Path: the Input takes text
+        steps = self.query_one(StepsPane)
+        steps.show_run(run.view())
+        for step in run.steps():
+            steps.show_step(run.run_id, step, self.engine.clock.now())
+        self.notify(f"run {run.run_id} started: {neutralise(run.plan.task_id)}", markup=False)
+        # Watching it is what comes next; after the dialog hands focus back.
+        self.call_after_refresh(self.action_focus_pane, 2)
 
     def action_cancel_run(self) -> None:
         runs = self.engine.active_runs()
@@ -503,7 +456,7 @@ class CockpitApp(App[None]):
             f"{run.plan_path} --resume {run.run_id}"), answered)
 
     def action_approvals(self) -> None:
-        self.push_screen(ApprovalsScreen(self.engine))
+        self.push_screen(ApprovalsScreen(self.requests.carry_out))
 
     def action_filter(self) -> None:
         box = self.query_one("#filter-input", Input)
@@ -528,17 +481,17 @@ class CockpitApp(App[None]):
 
     def show_mode(self) -> None:
         """The response mode in the header, with why; plain text (the title is not markup)."""
-        modes = self.engine.modes
-        pinned = " (pinned)" if modes.pinned is not None else ""
-        held = self.engine.held
+        control = self.engine.control_view()
+        pinned = " (pinned)" if control.pinned is not None else ""
+        held = control.held
         self.sub_title = ((f"DISPATCH HELD: {excerpt(held, 60)} · " if held is not None
                            else "")
-                          + f"{modes.mode.value.upper()}{pinned}: {modes.reason} · "
+                          + f"{control.mode.value.upper()}{pinned}: {control.mode_reason} · "
                           f"bouquet: {self.engine.bouquet.source_label}")
 
     def action_cycle_mode(self) -> None:
         order = [None, *ResponseMode]
-        current = self.engine.modes.pinned
+        current = self.engine.control_view().pinned
         pin = order[(order.index(current) + 1) % len(order)]
         self.engine.pin_mode(pin)
         self.show_mode()
@@ -592,22 +545,20 @@ class CockpitApp(App[None]):
         self.notify(excerpt(done, 300), title="Force optimisation", markup=False)
 
     def action_emergency_throttle(self) -> None:
-        # The engine raises an alert for the change: that is the notification.
-        self.push_screen(ThrottleModal(self.engine))
+        self.push_screen(ThrottleModal(self.engine.control_view(), self.requests.carry_out))
 
     def action_reset_circuit(self) -> None:
         provider = self._selected()
         if provider is None:
             return
-        if self.engine.health.circuit(provider).state is CircuitState.CLOSED:
+        if provider not in self.engine.control_view().unclosed_circuits:
             self.notify(f"{provider}'s circuit is closed: nothing to reset", markup=False,
                         severity="warning")
             return
         self.engine.reset_circuits(provider)  # its alert tells the operator
 
     def action_reset_all_circuits(self) -> None:
-        unwell = [p for p in self.engine.bouquet.providers
-                  if self.engine.health.circuit(p).state is not CircuitState.CLOSED]
+        unwell = self.engine.control_view().unclosed_circuits
         if not unwell:
             self.notify("every circuit is closed: nothing to reset", severity="warning")
             return
@@ -623,8 +574,9 @@ class CockpitApp(App[None]):
             "orange until calls pass again."), answered)
 
     async def action_emergency_stop(self) -> None:
-        if self.engine.held is not None:
-            self.notify(f"dispatch is already held: {excerpt(self.engine.held, 120)}; "
+        held = self.engine.control_view().held
+        if held is not None:
+            self.notify(f"dispatch is already held: {excerpt(held, 120)}; "
                         "R resumes it", severity="warning", markup=False)
             return
         # Every live process's runs: a CLI run started elsewhere is stopped too.
@@ -649,7 +601,7 @@ class CockpitApp(App[None]):
 
     @work(group="emergency")
     async def action_resume_dispatch(self) -> None:
-        if self.engine.held is None:
+        if self.engine.control_view().held is None:
             self.notify("dispatch is not held", severity="warning")
             return
         try:
@@ -686,7 +638,7 @@ class CockpitApp(App[None]):
                     else "warning" if result.skipped else "error")
 
     async def action_quit_cockpit(self) -> None:
-        busy = self.engine.busy()
+        busy = self.engine.control_view().in_flight
         runs = self.engine.active_runs()
         if not busy and not runs:
             self.exit()
@@ -721,5 +673,5 @@ class CockpitApp(App[None]):
 
     def provider_light(self, provider_id: str) -> str:
         """The light of one row, as text: for tests and the e2e check."""
-        view = self.query_one(ProviderTable)._views[provider_id]
+        view = self.query_one(ProviderTable).view(provider_id)
         return light(view)[0].value

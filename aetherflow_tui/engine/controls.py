@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Any
 from .context import EngineContext
 from .errors import OperatorError, UsageError
 from .events import DispatchHoldChanged, ProviderHealthChanged
-from .health import Light
+from .health import CircuitState, Light
 from .local_stack import LocalStack
 from .progress import RunStatus
+from .views import ControlView
 
 if TYPE_CHECKING:
+    from .calls import Calls
     from .regulation import Regulation
     from .runs import Runs
 
@@ -33,11 +35,21 @@ def _origin() -> str:
 
 class Controls:
     def __init__(self, ctx: EngineContext, runs: Runs, local: LocalStack,
-                 regulation: Regulation) -> None:
+                 regulation: Regulation, calls: Calls) -> None:
         self._ctx = ctx
         self._runs = runs
         self._local = local
         self._regulation = regulation
+        self._calls = calls
+
+    def view(self) -> ControlView:
+        ctx = self._ctx
+        dispatch, modes = ctx.dispatch, ctx.modes
+        unclosed = tuple(pid for pid in ctx.bouquet.providers
+                         if ctx.health.circuit(pid).state is not CircuitState.CLOSED)
+        return ControlView(dispatch.held, dispatch.manual_cap, ctx.concurrency.limit,
+                           self._calls.in_flight, modes.mode, modes.reason, modes.pinned,
+                           unclosed)
 
     async def load(self) -> None:
         """An emergency stop outlives the process that pressed it."""

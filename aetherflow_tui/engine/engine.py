@@ -33,7 +33,7 @@ from .runs import Runs
 from .store import Store
 
 if TYPE_CHECKING:
-    from .approvals import ApprovalQueue
+    from .approvals import Approval, ApprovalQueue
     from .budget import BudgetGuard
     from .bus import EventBus
     from .gates import ConcurrencyCap
@@ -71,7 +71,7 @@ class Engine:
         self.regulation = Regulation(ctx, self.calls, self.local,
                                      lambda: bool(self.credentials.statuses))
         self.plan_runs = Runs(ctx, self.calls, self.credentials.provider_views)
-        self.controls = Controls(ctx, self.plan_runs, self.local, self.regulation)
+        self.controls = Controls(ctx, self.plan_runs, self.local, self.regulation, self.calls)
         # The wiring: what one part does when another's state moves.
         self.calls.on_health = self.regulation.health_changed
         self.calls.on_circuit_open = self.regulation.probe_soon
@@ -112,6 +112,10 @@ class Engine:
         self.provider_spec, self.model_spec = ctx.provider_spec, ctx.model_spec
         self.gate, self.set_concurrency = ctx.gate, ctx.set_concurrency
         self.check_dispatch = ctx.dispatch.check
+        # What the cockpit reads: view objects, never the live parts behind them.
+        self.control_view, self.system_view = self.controls.view, self.regulation.system_view
+        self.veille_sources, self.poll_veille = self.market.source_statuses, self.market.poll
+        self.warm_prices = self.market.warm_prices
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -231,3 +235,9 @@ class Engine:
     def busy(self) -> int:
         """Calls in flight: quitting now would cut them."""
         return self.calls.in_flight
+
+    async def pending_approvals(self) -> list[Approval]:
+        return await self.ctx.approvals.pending()  # the queue exists once started
+
+    async def decide_approval(self, approval_id: int, approve: bool) -> Approval:
+        return await self.ctx.approvals.decide(approval_id, approve)

@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 from .approvals import Approval
 from .context import EngineContext, nothing
+from .veille.source_status import SourceStatus
 from .views import ProviderView
 
 if TYPE_CHECKING:
     from .veille.item import VeilleItem
     from .veille.matrix import MatrixRow
-    from .veille.watch import VeilleWatch
+    from .veille.watch import PollSummary, VeilleWatch
 
 # An approved veille offer, per provider, until its key passes the sandbox and is activated.
 ANNOUNCED = "announced:"
@@ -42,6 +43,21 @@ class Market:
         if self._ctx.bouquet.veille.enabled:
             await self._provider_views()  # what is routable: the bar an offer must clear
             self.veille.start()
+
+    async def poll(self) -> PollSummary:
+        """Read every source now (the cockpit's u), beside the watch's own timer."""
+        return await self.veille.poll()
+
+    async def source_statuses(self) -> tuple[SourceStatus, ...]:
+        """Each source's last poll (never polled: outcome "never")."""
+        return tuple(await self.veille.statuses())
+
+    def warm_prices(self) -> None:
+        """Price every model of the bouquet once: the first read imports genai-prices'
+        table (~150 ms), which the cockpit does on a thread after its first frame."""
+        for spec in self._ctx.bouquet.providers.values():
+            for model in spec.models:
+                self._ctx.prices.rates(spec, model)
 
     async def veille_items(self, *, limit: int = 200, label: str | None = None
                            ) -> list[VeilleItem]:

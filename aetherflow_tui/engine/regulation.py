@@ -24,6 +24,7 @@ from .local_stack import LocalStack
 from .modes import LOGIC_ROLES, ModeSignals, ResponseMode
 from .probes import Prober
 from .store import INSERT_DECISION, INSERT_MODE_CHANGE
+from .views import SystemView
 
 if TYPE_CHECKING:
     from .calls import Calls
@@ -88,6 +89,15 @@ class Regulation:
     @property
     def response_mode(self) -> ResponseMode:
         return self._ctx.modes.mode
+
+    def system_view(self) -> SystemView:
+        vigilance = self.vigilance
+        if vigilance is None:
+            return SystemView(False, None, None, None, (), self._ctx.dispatch.held)
+        decision = vigilance.decision
+        return SystemView(True, vigilance.regulator.state,
+                          decision.confidence if decision is not None else None, decision,
+                          tuple(vigilance.samples), self._ctx.dispatch.held)
 
     def mode_signals(self) -> ModeSignals:
         apis = [s for s in self._ctx.bouquet.providers.values() if s.enabled and not s.local]

@@ -12,9 +12,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label, Static
 
-from ..engine import Engine
 from ..engine.approvals import Approval
-from ..engine.errors import OperatorError
+from ..requests import Ask, Decide, LoadApprovals
 from .safe import literal
 
 
@@ -28,9 +27,9 @@ class ApprovalsScreen(ModalScreen[None]):
                 tooltip="Back to the cockpit"),
     ]
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, ask: Ask) -> None:
         super().__init__()
-        self.engine = engine
+        self.ask = ask
         self._approvals: dict[str, Approval] = {}
         self._loaded = asyncio.Event()  # set once the table shows the queue
 
@@ -49,9 +48,11 @@ class ApprovalsScreen(ModalScreen[None]):
             table.add_column(label, key=key)
         self.reload()
 
-    @work(exclusive=True, group="approvals")
-    async def reload(self) -> None:
-        pending = await self.engine.approvals.pending()
+    def reload(self) -> None:
+        self.ask(LoadApprovals(), self)
+
+    def show(self, pending: list[Approval]) -> None:
+        """The app's answer to LoadApprovals: the queue as it stands."""
         table = self.query_one(DataTable)
         table.clear()
         self._approvals = {str(a.id): a for a in pending}
@@ -85,7 +86,7 @@ class ApprovalsScreen(ModalScreen[None]):
                              literal(approval.proposed_action, 200))
         detail.update(text)
 
-    @work(exclusive=True, group="approvals-decide")
+    @work(exclusive=True, group="approvals-wait")
     async def action_decide(self, approve: bool) -> None:
         await self._loaded.wait()  # a y typed right after a must not see an empty table
         table = self.query_one(DataTable)
@@ -95,13 +96,14 @@ class ApprovalsScreen(ModalScreen[None]):
             return
         row_key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
         approval = self._approvals[str(row_key.value)]
-        try:
-            await self.engine.approvals.decide(approval.id, approve)
-        except OperatorError as exc:
-            status.update(literal(str(exc), style="red"))
-            return
+        self.ask(Decide(approval.id, approve), self)
+
+    def decided(self) -> None:
         self._loaded.clear()
-        self.reload()  # the app's ApprovalDecided handler tells the operator
+        self.reload()
+
+    def refused(self, message: str) -> None:
+        self.query_one("#approvals-status", Static).update(literal(message, style="red"))
 
     def action_dismiss_screen(self) -> None:
         self.dismiss(None)

@@ -8,7 +8,9 @@ from textual.containers import Horizontal
 from textual.widgets import DataTable, Label, Sparkline, Static
 
 from ..engine import SpendView
+from ..engine.events import CallRecorded
 from ..formatting import significant, usd
+from ..routing import handles
 from .pane import Pane
 
 PROVIDER_COLUMNS = (("provider", "provider"), ("usd", "$ today"), ("share", "share"),
@@ -38,6 +40,16 @@ class CostPane(Pane):
         super().__init__("Cost and energy", 3, **kwargs)
         self._shown: dict[str, dict[str, str]] = {}
         self.repaints = 0
+        # Read again on the cockpit's next tick: a call was recorded, or the minute moved.
+        self.stale = True
+        self.minute = -1  # the minute of the clock it was last read at
+
+    @handles(CallRecorded)
+    def call_recorded(self, event: CallRecorded) -> None:
+        self.stale = True
+
+    def due(self, minute: int) -> bool:
+        return self.stale or minute != self.minute
 
     def compose(self) -> ComposeResult:
         yield Static(id="spend-summary")

@@ -1,24 +1,21 @@
 """Inject a key from the keyboard: masked input, then the sandbox test, result in place.
 
 The modal never holds the key longer than the submit: the input is cleared at once and
-the engine takes it from there (keychain, test, approval).
+the request goes to the app, which hands it to the engine (keychain, test, approval).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
-from ..engine import Engine
-from ..engine.errors import OperatorError
 from ..engine.keycheck import KeyCheck, KeyCheckState
+from ..requests import Ask, RemoveKey, RetestKey, SetKey
 from .safe import literal
 
 
@@ -43,9 +40,9 @@ class KeyModal(ModalScreen[KeyCheck | None]):
                 tooltip="Delete this provider's key from the keychain", priority=True),
     ]
 
-    def __init__(self, engine: Engine, provider_id: str) -> None:
+    def __init__(self, provider_id: str, ask: Ask) -> None:
         super().__init__()
-        self.engine = engine
+        self.ask = ask
         self.provider_id = provider_id
         self.result: KeyCheck | None = None
 
@@ -70,34 +67,26 @@ class KeyModal(ModalScreen[KeyCheck | None]):
             self.status(Text("type or paste a key first", style="yellow"))
             return
         self.status(Text("storing and testing...", style="yellow"))
-        self.inject(secret)
+        self.ask(SetKey(self.provider_id, secret), self)
 
-    @work(exclusive=True, group="key")
-    async def inject(self, secret: str) -> None:
-        await self._show_check(self.engine.inject_key(self.provider_id, secret))
-
-    @work(exclusive=True, group="key")
-    async def action_retest(self) -> None:
+    def action_retest(self) -> None:
         self.status(Text("testing...", style="yellow"))
-        await self._show_check(self.engine.test_key(self.provider_id))
+        self.ask(RetestKey(self.provider_id), self)
 
-    async def _show_check(self, checking: Awaitable[KeyCheck]) -> None:
-        try:
-            check = await checking
-        except OperatorError as exc:
-            self.status(literal(str(exc), limit=200, style="red"))
-            return
+    def action_remove(self) -> None:
+        self.ask(RemoveKey(self.provider_id), self)
+
+    # -- the app's answers -----------------------------------------------------------------
+
+    def checked(self, check: KeyCheck) -> None:
         self.result = check
         self.status(check_text(check))
 
-    @work(exclusive=True, group="key")
-    async def action_remove(self) -> None:
-        try:
-            removed = await self.engine.remove_key(self.provider_id)
-        except OperatorError as exc:
-            self.status(literal(str(exc), limit=200, style="red"))
-            return
+    def removed(self, removed: bool) -> None:
         self.status(Text("key removed" if removed else "no key was stored", style="yellow"))
+
+    def refused(self, message: str) -> None:
+        self.status(literal(message, limit=200, style="red"))
 
     def action_dismiss_modal(self) -> None:
         self.dismiss(self.result)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Collection
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
 from ..engine import ProviderView
+from ..engine.events import KeyCheckUpdated, KeyStateChanged, ProviderHealthChanged
 from ..engine.health import Light, ProbeResult
 from ..engine.keycheck import KeyCheckState
 from ..engine.keys import KeyState
 from ..formatting import latency, per_mtok
 from ..palette import LIGHT as LIGHT_STYLE
+from ..routing import handles
 from .pane import Pane
 from .safe import literal
 
@@ -109,6 +113,10 @@ class ProviderTable(DataTable[Text]):
         row_key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key
         return self._views.get(str(row_key.value))
 
+    def view(self, provider_id: str) -> ProviderView:
+        """The view a row was last shown from."""
+        return self._views[provider_id]
+
     def show(self, view: ProviderView) -> None:
         self._views[view.id] = view
         if not self._matches(view):
@@ -202,8 +210,13 @@ def detail(view: ProviderView) -> Text:
 
 
 class ProvidersPane(Pane):
-    def __init__(self, **kwargs: object) -> None:
+    """providers: the bouquet's ids; view: one provider's view as the engine has it now."""
+
+    def __init__(self, providers: Collection[str],
+                 view: Callable[[str], Awaitable[ProviderView]], **kwargs: object) -> None:
         super().__init__("Providers", 1, **kwargs)
+        self._providers = providers
+        self._view = view
 
     def compose(self) -> ComposeResult:
         yield ProviderTable(id="provider-table")
@@ -215,6 +228,33 @@ class ProvidersPane(Pane):
     def refresh_detail(self) -> None:
         view = self.table.selected
         self.query_one("#provider-detail", Static).update(detail(view) if view else "")
+
+    def show_all(self, views: list[ProviderView]) -> None:
+        with self.app.batch_update():
+            for view in views:
+                self.table.show(view)
+            self.refresh_detail()
+
+    # -- events in: each repaints its provider's row, from the engine's view of it now -------
+
+    @handles(ProviderHealthChanged)
+    async def health_changed(self, event: ProviderHealthChanged) -> None:
+        await self.show_provider(event.health.provider)
+
+    @handles(KeyCheckUpdated)
+    async def key_checked(self, event: KeyCheckUpdated) -> None:
+        await self.show_provider(event.check.provider)
+
+    @handles(KeyStateChanged)
+    async def key_changed(self, event: KeyStateChanged) -> None:
+        await self.show_provider(event.provider)
+
+    async def show_provider(self, provider_id: str) -> None:
+        if provider_id in self._providers:
+            self.table.show(await self._view(provider_id))
+            selected = self.table.selected
+            if selected is not None and selected.id == provider_id:
+                self.refresh_detail()
 
     @property
     def table(self) -> ProviderTable:

@@ -1,7 +1,8 @@
 """Start a plan from the cockpit: its path and the mode, checked before anything runs.
 
-An invalid plan keeps the dialog open with the checker's one-line message, so the
-operator fixes the file and presses enter again.
+The dialog asks the app for a RunPlan; an invalid plan keeps it open with the checker's
+one-line message, so the operator fixes the file and presses enter again; a started run
+dismisses it with the request.
 """
 
 from __future__ import annotations
@@ -9,30 +10,31 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Select, Static
 
-from ..engine import Engine, PlanRun
-from ..engine.errors import OperatorError
+from ..requests import Ask, RunPlan
 from .safe import literal
 
 MODES = (("build: each step type's rule", "build"), ("fast: fastest healthy provider", "fast"),
          ("double-check: a second provider audits each result", "double-check"))
 
 
-class RunPlanModal(ModalScreen[PlanRun | None]):
+class RunPlanModal(ModalScreen[RunPlan | None]):
     BINDINGS = [
         Binding("escape", "dismiss_modal", "Close", id="run_modal.close",
                 tooltip="Close without starting anything"),
     ]
 
-    def __init__(self, engine: Engine, last_path: str = "") -> None:
+    def __init__(self, ask: Ask, mode: str, last_path: str = "") -> None:
+        """mode: the one selected at first (the bouquet's routing mode)."""
         super().__init__()
-        self.engine = engine
+        self.ask = ask
+        self.mode = mode
         self.last_path = last_path
 
     def compose(self) -> ComposeResult:
@@ -40,7 +42,7 @@ class RunPlanModal(ModalScreen[PlanRun | None]):
             yield Label("Run a plan", classes="dialog-title")
             yield Input(value=self.last_path, placeholder="path to plan.json",
                         id="plan-path")
-            yield Select(MODES, value=self.engine.bouquet.routing.mode, allow_blank=False,
+            yield Select(MODES, value=self.mode, allow_blank=False,
                          id="plan-mode")
             yield Static(id="run-status")
             yield Static(Text("enter run · tab mode · esc close", style="dim"),
@@ -55,18 +57,12 @@ class RunPlanModal(ModalScreen[PlanRun | None]):
         if not path:
             self._status(Text("give the path of a plan.json", style="red"))
             return
-        self.start(path)
-
-    @work(exclusive=True, group="run-plan")
-    async def start(self, path: str) -> None:
         mode = self.query_one("#plan-mode", Select).value
         self._status(Text("checking the plan...", style="dim"))
-        try:
-            run = await self.engine.start_run(Path(path), mode=str(mode))
-        except OperatorError as exc:
-            self._status(literal(str(exc), limit=400, style="red"))
-            return
-        self.dismiss(run)
+        self.ask(RunPlan(Path(path), str(mode)), self)
+
+    def refused(self, message: str) -> None:
+        self._status(literal(message, limit=400, style="red"))
 
     def _status(self, text: Text) -> None:
         self.query_one("#run-status", Static).update(text)

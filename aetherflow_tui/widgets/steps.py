@@ -7,14 +7,18 @@ reasons) is shown literally.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.widgets import DataTable, ProgressBar, Static
 
+from ..engine.events import RunUpdated, StepUpdated
 from ..engine.progress import RunStatus, RunView, StepState, StepView
 from ..formatting import usd
 from ..palette import STEP as STATE_STYLE
 from ..palette import run_style
+from ..routing import handles
 from .pane import Pane
 from .providers import same_look
 from .safe import literal
@@ -111,9 +115,12 @@ class StepTable(DataTable[Text]):
 
 
 class StepsPane(Pane):
-    def __init__(self, **kwargs: object) -> None:
+    """now: the engine's clock, for the running steps' elapsed time."""
+
+    def __init__(self, now: Callable[[], float], **kwargs: object) -> None:
         super().__init__("Steps", 2, **kwargs)
         self.run: RunView | None = None
+        self._now = now
 
     def compose(self) -> ComposeResult:
         yield Static(Text(IDLE, style="dim"), id="run-headline")
@@ -144,6 +151,19 @@ class StepsPane(Pane):
 
     def tick(self, now: float) -> None:
         self.table.tick(now)
+
+    # -- events in -------------------------------------------------------------------------
+
+    @handles(RunUpdated)
+    def run_updated(self, event: RunUpdated) -> None:
+        run, shown = event.run, self.run
+        # A run that is not the one on screen takes over only if it is newer.
+        if shown is None or shown.run_id == run.run_id or run.started >= shown.started:
+            self.show_run(run)
+
+    @handles(StepUpdated)
+    def step_updated(self, event: StepUpdated) -> None:
+        self.show_step(event.run_id, event.step, self._now())
 
     def on_data_table_row_highlighted(self) -> None:
         self.refresh_detail()

@@ -10,6 +10,7 @@ a dialog covers the screen. Reasoning and actions are shown literally.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from datetime import datetime
 
 from rich.text import Text
@@ -19,12 +20,14 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Label, Sparkline, Static
 
-from ..engine import Engine
+from ..engine.events import DispatchHoldChanged, RegulatorDecided, SystemSampled
 from ..engine.regulator import SystemSample, SystemState
+from ..engine.views import SystemView
 from ..engine.vigilance import HISTORY, MIN_ERROR_CALLS, RegulatorDecision
 from ..formatting import ago, percent
 from ..palette import SYSTEM as STATE_STYLE
 from ..palette import SYSTEM_BADGE as BADGE_STYLE
+from ..routing import handles
 from .pane import Pane
 from .safe import literal
 
@@ -135,10 +138,13 @@ class SystemPane(Pane):
                 tooltip="Scroll the system pane down a page"),
     ]
 
-    def __init__(self, engine: Engine, *, starting: bool = False, **kwargs: object) -> None:
-        """starting: the cockpit starts the vigilance just after its first frame."""
+    def __init__(self, system: Callable[[], SystemView], now: Callable[[], float], *,
+                 starting: bool = False, **kwargs: object) -> None:
+        """system: the regulator's view now; now: the engine's clock; starting: the
+        cockpit starts the vigilance just after its first frame."""
         super().__init__("System", 5, **kwargs)
-        self.engine = engine
+        self._system = system
+        self._now = now
         self.starting = starting
         self.samples: deque[SystemSample] = deque(maxlen=HISTORY)
         self.decision: RegulatorDecision | None = None
@@ -159,23 +165,26 @@ class SystemPane(Pane):
             yield Static(id="system-decision")
 
     def on_mount(self) -> None:
-        vigilance = self.engine.vigilance
-        if vigilance is not None:
-            self.samples.extend(vigilance.samples)
-            self.decision = vigilance.decision
+        view = self._system()
+        if view.running:
+            self.samples.extend(view.samples)
+            self.decision = view.decision
         self.repaint()
 
     # -- events in -------------------------------------------------------------------------
 
-    def sampled(self, sample: SystemSample) -> None:
-        self.samples.append(sample)
+    @handles(SystemSampled)
+    def sampled(self, event: SystemSampled) -> None:
+        self.samples.append(event.sample)
         self._mark()
 
-    def decided(self, decision: RegulatorDecision) -> None:
-        self.decision = decision
+    @handles(RegulatorDecided)
+    def decided(self, event: RegulatorDecided) -> None:
+        self.decision = event.decision
         self._mark()
 
-    def hold_changed(self) -> None:
+    @handles(DispatchHoldChanged)
+    def hold_changed(self, event: DispatchHoldChanged) -> None:
         self._mark()
 
     def watch_started(self) -> None:
@@ -204,23 +213,23 @@ class SystemPane(Pane):
 
     @property
     def state(self) -> SystemState | None:
-        vigilance = self.engine.vigilance
+        return self._state(self._system())
+
+    def _state(self, view: SystemView) -> SystemState | None:
         if self.decision is not None:
             return self.decision.state
-        if vigilance is not None and self.samples:
-            return vigilance.regulator.state
-        return None
+        return view.state if self.samples else None  # None too when it does not run
 
     def repaint(self) -> None:
         self.repaints += 1
-        vigilance = self.engine.vigilance
-        if vigilance is not None and vigilance.decision is not None and (
-                self.decision is None or vigilance.decision.ts >= self.decision.ts):
-            self.decision = vigilance.decision
-        running = vigilance is not None or self.starting
-        held = self.engine.held
+        view = self._system()
+        if view.decision is not None and (
+                self.decision is None or view.decision.ts >= self.decision.ts):
+            self.decision = view.decision
+        running = view.running or self.starting
+        held = view.held
         sample = self.samples[-1] if self.samples else None
-        state = self.state
+        state = self._state(view)
         self.query_one("#system-badge", Static).update(badge(state, held, running=running))
         self.query_one("#system-compact", Static).update(
             compact(state, held, sample, running=running))
@@ -236,7 +245,7 @@ class SystemPane(Pane):
         self.query_one("#system-figures", Static).update(
             figures(sample) if sample is not None else "")
         self.query_one("#system-decision", Static).update(
-            decision_text(self.decision, self.engine.clock.now())
+            decision_text(self.decision, self._now())
             if self.decision is not None
             else Text("no decision yet" if running else "", style="dim"))
 

@@ -7,6 +7,7 @@ never parsed as markup.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from rich.text import Text
@@ -16,14 +17,16 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label, Static
 
+from ..engine.events import VeilleItemClassified, VeillePolled
 from ..formatting import age, ago, per_mtok, percent
 from ..palette import VEILLE_BADGE as BADGE
+from ..routing import handles
 from .pane import Pane
 from .safe import literal
 
 if TYPE_CHECKING:  # the veille's modules load after the first frame, with the watch
     from ..engine.veille.item import VeilleItem
-    from ..engine.veille.watch import SourceStatus
+    from ..engine.veille.source_status import SourceStatus
 
 COLUMNS = (("age", "age"), ("label", "label"), ("conf", "conf"), ("source", "source"),
            ("title", "title"))
@@ -67,12 +70,15 @@ class VeillePane(Pane):
                 tooltip="Read every feed and status page now"),
     ]
 
-    def __init__(self, **kwargs: object) -> None:
+    def __init__(self, now: Callable[[], float], **kwargs: object) -> None:
+        """now: the engine's clock, for the items' ages."""
         super().__init__("Veille", 4, **kwargs)
         self.items: dict[int, VeilleItem] = {}
         self.label: str | None = None  # the filter; None shows every label
         self.sources: tuple[SourceStatus, ...] = ()
         self._now = 0.0
+        self._clock = now
+        self._new: list[VeilleItem] = []  # classified, shown together when their poll ends
 
     def compose(self) -> ComposeResult:
         yield Static(Text(IDLE, style="dim"), id="veille-status")
@@ -95,6 +101,17 @@ class VeillePane(Pane):
         self.sources = sources
         self._now = now
         self._render_status()
+
+    @handles(VeilleItemClassified)
+    def item_classified(self, event: VeilleItemClassified) -> None:
+        self._new.append(event.item)
+
+    @handles(VeillePolled)
+    def poll_ended(self, event: VeillePolled) -> None:
+        with self.app.batch_update():
+            self.add(self._new, self._clock())
+            self.polled(event.sources, self._clock())
+        self._new = []
 
     def tick(self, now: float) -> None:
         """Ages move on: repaint them once a minute."""

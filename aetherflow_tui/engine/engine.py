@@ -34,15 +34,9 @@ from .store import Store
 
 if TYPE_CHECKING:
     from .approvals import Approval, ApprovalQueue
-    from .budget import BudgetGuard
-    from .bus import EventBus
-    from .gates import ConcurrencyCap
-    from .health import HealthBook
     from .keys import KeyStatus
-    from .ledger import EnergyEstimator, PriceTable
-    from .modes import ModeController, ResponseMode
+    from .modes import ResponseMode
     from .paths import Paths
-    from .probes import Prober
     from .router import Router
     from .veille.watch import VeilleWatch
     from .vigilance import Vigilance
@@ -83,6 +77,13 @@ class Engine:
         self.regulation.apply_control = self.controls.apply_control
         self.regulation.provider_views = self.credentials.provider_views
         self._budget_sync: asyncio.Task[None] | None = None
+        # The shared parts, for the CLI, scripts and tests (they never change).
+        self.bouquet, self.home, self.vault, self.clock = (ctx.bouquet, ctx.home, ctx.vault,
+                                                           ctx.clock)
+        self.bus, self.prices, self.energy, self.health = (ctx.bus, ctx.prices, ctx.energy,
+                                                           ctx.health)
+        self.guard, self.modes, self.concurrency = ctx.guard, ctx.modes, ctx.concurrency
+        self.prober = self.regulation.prober
         # The operator's verbs, as the cockpit, the CLI and scripts call them.
         self.ask, self.call, self.settled = self.calls.ask, self.calls.call, self.calls.settled
         self.choose, self.sync_budget = self.calls.choose, self.calls.sync_budget
@@ -185,25 +186,25 @@ class Engine:
     def started(self) -> bool:
         return self.ctx.store_or_none is not None
 
-    store: Store = property(lambda self: self.ctx.store)  # type: ignore[assignment]
-    approvals: ApprovalQueue = property(  # type: ignore[assignment]
-        lambda self: self.ctx.approvals)
-    bouquet: Bouquet = property(lambda self: self.ctx.bouquet)  # type: ignore[assignment]
-    home: Path = property(lambda self: self.ctx.home)  # type: ignore[assignment]
-    vault: KeyVault = property(lambda self: self.ctx.vault)  # type: ignore[assignment]
-    clock: Clock = property(lambda self: self.ctx.clock)  # type: ignore[assignment]
-    bus: EventBus = property(lambda self: self.ctx.bus)  # type: ignore[assignment]
-    prices: PriceTable = property(lambda self: self.ctx.prices)  # type: ignore[assignment]
-    energy: EnergyEstimator = property(lambda self: self.ctx.energy)  # type: ignore[assignment]
-    health: HealthBook = property(lambda self: self.ctx.health)  # type: ignore[assignment]
-    guard: BudgetGuard = property(lambda self: self.ctx.guard)  # type: ignore[assignment]
-    shared: SharedBudget = property(lambda self: self.ctx.shared)  # type: ignore[assignment]
-    router: Router = property(lambda self: self.ctx.router)  # type: ignore[assignment]
-    modes: ModeController = property(lambda self: self.ctx.modes)  # type: ignore[assignment]
-    concurrency: ConcurrencyCap = property(  # type: ignore[assignment]
-        lambda self: self.ctx.concurrency)
-    prober: Prober = property(lambda self: self.regulation.prober)  # type: ignore[assignment]
-    veille: VeilleWatch = property(lambda self: self.market.veille)  # type: ignore[assignment]
+    @property
+    def store(self) -> Store:
+        return self.ctx.store
+
+    @property
+    def approvals(self) -> ApprovalQueue:
+        return self.ctx.approvals
+
+    @property
+    def shared(self) -> SharedBudget:
+        return self.ctx.shared
+
+    @property
+    def router(self) -> Router:
+        return self.ctx.router
+
+    @property
+    def veille(self) -> VeilleWatch:
+        return self.market.veille
 
     @property
     def vigilance(self) -> Vigilance | None:

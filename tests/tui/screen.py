@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from textual.app import App
 from textual.pilot import Pilot
+from textual.widgets import DataTable
 
 # Textual's SVG places each run of text at x = column * 12.2 (0.61 em of a 20 px font),
 # clipped to its line; spaces between runs are not written out.
@@ -38,8 +39,24 @@ def screen_text(app: App) -> str:
 
 
 async def settle(pilot: Pilot) -> None:
-    """Every worker done, then every message that produced handled."""
+    """Every worker done, then every message that produced handled, then every table's
+    column widths measured."""
     await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    await _tables_measured(pilot)
+
+
+async def _tables_measured(pilot: Pilot, timeout: float = 5.0) -> None:
+    # A DataTable measures new rows and changed cells on its next Idle event, not when they
+    # are added: a screenshot taken before it shows every column squeezed to its header's
+    # width. On a busy machine that Idle can come after pause() returns (Textual 8's
+    # DataTable keeps the pending work in these two attributes; there is no public flag).
+    deadline = time.monotonic() + timeout
+    while any(table._require_update_dimensions or table._updated_cells
+              for screen in pilot.app.screen_stack for table in screen.query(DataTable)):
+        if time.monotonic() > deadline:
+            raise AssertionError("a table did not measure its columns")
+        await pilot.pause(0.01)
     await pilot.pause()
 
 

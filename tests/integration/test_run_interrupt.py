@@ -15,6 +15,13 @@ from tests.support.plans import bouquet_text, model_entry, provider_table
 from tests.support.scripted_server import ScriptedServer
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    # A test run started in the background (`cmd &`, nohup) ignores SIGINT, and a child
+    # inherits that: Python would then leave Ctrl-C ignored, as it should for an operator's
+    # `nohup aetherflow run ... &`. The run under test gets SIGINT as from a terminal.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_cancels_records_and_resumes(tmp_path: Path, cli_env: dict[str, str]) -> None:
     with ScriptedServer() as server:
         config = tmp_path / "bouquet.toml"
@@ -32,7 +39,8 @@ def test_ctrl_c_cancels_records_and_resumes(tmp_path: Path, cli_env: dict[str, s
         database = Path(cli_env["AETHERFLOW_HOME"]) / "aetherflow.db"
         process = subprocess.Popen([*aetherflow_cmd(), "run", str(plan), "--json"],
                                    env=cli_env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True)
+                                   stderr=subprocess.PIPE, text=True,
+                                   preexec_fn=_ctrl_c_as_in_a_terminal)
         try:
             deadline = time.monotonic() + 30
             while _state(database, "stuck") != "running":
